@@ -1,0 +1,69 @@
+"""The failures this service names, and nothing else.
+
+    ReceiverError
+    ├── RejectedRequestError         a client sent something we refuse (4xx)
+    │   ├── SignatureError           the delivery is not authentic (401)
+    │   │   ├── MissingHeaderError
+    │   │   ├── InvalidHeaderError
+    │   │   ├── TimestampOutOfToleranceError
+    │   │   └── NoMatchingSignatureError
+    │   ├── UnsupportedMediaTypeError  the body is not declared as JSON (415)
+    │   ├── UnauthorizedError        admin call without the right token (401)
+    │   └── NotFoundError            an unknown event or record (404)
+    ├── StoreUnavailableError        the database cannot take the write now (503)
+    └── SettingsError                the configuration is unusable; stops the process
+
+`receiver.app` maps each family to one HTTP status, in one place.
+"""
+
+
+class ReceiverError(Exception):
+    """Base class of every failure the service raises on purpose."""
+
+
+class RejectedRequestError(ReceiverError):
+    """The request is refused; nothing was stored."""
+
+    code = "rejected"
+
+
+class SignatureError(RejectedRequestError):
+    code = "invalid_signature"
+
+
+class MissingHeaderError(SignatureError):
+    code = "missing_header"
+
+
+class InvalidHeaderError(SignatureError):
+    code = "invalid_header"
+
+
+class TimestampOutOfToleranceError(SignatureError):
+    code = "timestamp_out_of_tolerance"
+
+
+class NoMatchingSignatureError(SignatureError):
+    code = "no_matching_signature"
+
+
+class UnsupportedMediaTypeError(RejectedRequestError):
+    code = "unsupported_media_type"
+
+
+class UnauthorizedError(RejectedRequestError):
+    code = "unauthorized"
+
+
+class NotFoundError(RejectedRequestError):
+    code = "not_found"
+
+
+class StoreUnavailableError(ReceiverError):
+    """The write was not made durable; the sender should retry later."""
+
+    code = "store_unavailable"
+
+
+class SettingsError(ReceiverError):
+    """Raised at start-up; its message names the offending variable."""

@@ -1,0 +1,148 @@
+"""Structured logs: one line per request or delivery attempt, allow-listed fields only.
+
+Every record, ours or a library's (uvicorn, SQLAlchemy, Alembic), passes the same
+processors. A field the allow-list does not name is dropped, so a secret, signature,
+raw body, result URL or payload error message cannot reach the output by accident.
+Exceptions are reduced to their class and the place they were raised, because their
+messages can quote SQL parameters and so the body.
+"""
+
+import logging
+import sys
+import time
+import traceback
+from types import TracebackType
+from typing import Any
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+ALLOWED_FIELDS = frozenset(
+    {
+        "timestamp",
+        "level",
+        "logger",
+        "event",
+        "method",
+        "path",
+        "http_status",
+        "duration_ms",
+        "event_id",
+        "event_type",
+        "task_id",
+        "outcome",
+        "reason",
+        "error_class",
+        "error_at",
+        "host",
+        "port",
+        "batch_size",
+    }
+)
+MAX_PATH_CHARS = 200
+# Their debug lines quote SQL parameters and request data, and messages pass the allow-list.
+QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "httpx", "httpcore", "asyncio", "alembic")
+
+log = structlog.get_logger("receiver")
+
+
+def summarize_exception(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and exc_info[0] is not None:
+        event_dict["error_class"] = exc_info[0].__name__
+        event_dict["error_at"] = _raised_at(exc_info[2])
+    return event_dict
+
+
+def keep_allowed_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    return {
+        key: value
+        for key, value in event_dict.items()
+        if key in ALLOWED_FIELDS and value is not None
+    }
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    enrich: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer()
+        if log_format == "console"
+        else structlog.processors.JSONRenderer(serializer=_dumps)
+    )
+    redact_and_render: list[Processor] = [summarize_exception, keep_allowed_fields, renderer]
+    structlog.configure(
+        processors=[*enrich, *redact_and_render],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries log through the standard library: route them through the same chain.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *enrich],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *redact_and_render,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RequestLogMiddleware:
+    """Writes the one line per HTTP request, with whatever the handler bound."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        structlog.contextvars.clear_contextvars()
+        started = time.perf_counter()
+        http_status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal http_status
+            if message["type"] == "http.response.start":
+                http_status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"][:MAX_PATH_CHARS],
+                http_status=http_status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+def _raised_at(tb: TracebackType | None) -> str | None:
+    frames = traceback.extract_tb(tb) if tb else []
+    return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else None
+
+
+def _dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()

@@ -1,0 +1,65 @@
+"""JSON responses, rendered with orjson, and the one translation of failures to statuses."""
+
+from typing import Any, cast
+
+import orjson
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from receiver.exceptions import (
+    NotFoundError,
+    ReceiverError,
+    RejectedRequestError,
+    SignatureError,
+    StoreUnavailableError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
+
+RETRY_AFTER_SECONDS = 5
+
+STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
+    SignatureError: 401,
+    UnauthorizedError: 401,
+    NotFoundError: 404,
+    UnsupportedMediaTypeError: 415,
+    StoreUnavailableError: 503,
+    RejectedRequestError: 400,
+    # Unreachable by design; if it happens, the sender should retry rather than give up.
+    ReceiverError: 503,
+}
+HEADERS_BY_ERROR: dict[type[ReceiverError], dict[str, str]] = {
+    UnauthorizedError: {"www-authenticate": "Bearer"},
+    StoreUnavailableError: {"retry-after": str(RETRY_AFTER_SECONDS)},
+    ReceiverError: {"retry-after": str(RETRY_AFTER_SECONDS)},
+}
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+async def receiver_error(_: Request, exc: Exception) -> Response:
+    family = next(cls for cls in type(exc).__mro__ if cls in STATUS_BY_ERROR)
+    code = getattr(exc, "code", "error")
+    structlog.contextvars.bind_contextvars(reason=code)
+    return ORJSONResponse(
+        {"error": code, "detail": str(exc)},
+        status_code=STATUS_BY_ERROR[family],
+        headers=HEADERS_BY_ERROR.get(family),
+    )
+
+
+async def http_error(_: Request, exc: Exception) -> Response:
+    exc = cast(HTTPException, exc)  # Starlette routes only these here
+    return ORJSONResponse(
+        {"error": "http_error", "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+EXCEPTION_HANDLERS = {ReceiverError: receiver_error, HTTPException: http_error}

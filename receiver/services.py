@@ -1,0 +1,23 @@
+"""The long-lived parts a request handler needs, made in the app's lifespan."""
+
+from dataclasses import dataclass
+from typing import cast
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+
+from receiver.settings import Settings
+from receiver.signatures import Verifier
+from receiver.store.writer import EventWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    verifier: Verifier
+    writer: EventWriter
+
+
+def services_of(request: Request) -> Services:
+    return cast(Services, request.state.services)

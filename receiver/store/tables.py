@@ -1,0 +1,109 @@
+"""The schema, in SQLAlchemy Core, shared by SQLite and PostgreSQL.
+
+events      every authentic delivery, raw body byte for byte; `id` is the dedup key
+records     one row per Rivya generation (task ID): the product's view of it
+deliveries  the outbox: one row per forward of an event to the downstream
+attempts    one row per HTTP attempt of a delivery
+"""
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on every backend.
+
+    SQLite keeps no zone, so values are stored as naive UTC and compare as text in order.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("webhook_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text),
+    sa.Column("api_version", sa.Text),
+    sa.Column("created_at", UTCDateTime),
+    sa.Column("received_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("task_id", sa.Text, index=True),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("quarantine_reason", sa.Text),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("task_id", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("model", sa.Text),
+    sa.Column("reserved_credits", sa.BigInteger),
+    sa.Column("final_credits", sa.BigInteger),
+    sa.Column("result_urls", sa.JSON, nullable=False),
+    sa.Column("error_code", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("last_event_id", sa.Text, sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", BigID, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, sa.ForeignKey("events.id"), nullable=False, index=True),
+    sa.Column("state", sa.Text, nullable=False),
+    # A replay to another endpoint names it here; NULL means the configured downstream.
+    sa.Column("target_url", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", BigID, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", BigID, sa.ForeignKey("deliveries.id"), nullable=False, index=True),
+    sa.Column("attempted_at", UTCDateTime, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error_class", sa.Text),
+)

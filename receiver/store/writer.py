@@ -1,0 +1,95 @@
+"""The single writer: group commit of incoming events.
+
+Every request hands its event to one task that owns writing. The task takes whatever
+has queued up (up to `max_batch`) and stores it in one transaction, so one durable commit
+(one fsync on SQLite) acknowledges many requests, and writers never fight over the
+database lock. Each request awaits its own future, resolved only after the commit.
+
+If a batch fails because the database is unavailable (locked, full, gone), every request
+in it gets `StoreUnavailableError` (503). If it fails for any other reason, its events are
+retried one per transaction, so one event that cannot be stored does not sink the others.
+"""
+
+import asyncio
+from types import TracebackType
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from receiver.exceptions import StoreUnavailableError
+from receiver.logs import log
+from receiver.store.events import Outcome, Submission, store_event
+
+# The outcome of storing, or None for a duplicate.
+_Pending = tuple[Submission, "asyncio.Future[Outcome | None]"]
+
+
+class EventWriter:
+    def __init__(self, engine: AsyncEngine, max_batch: int = 256) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def __aenter__(self) -> "EventWriter":
+        self._task = asyncio.create_task(self._run(), name="event-writer")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Refuse new work, finish what was queued, then stop.
+        self._closing = True
+        await self._queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def submit(self, submission: Submission) -> Outcome | None:
+        """Store `submission` durably; None means it was a duplicate."""
+        if self._closing:
+            raise StoreUnavailableError("the receiver is shutting down")
+        future: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((submission, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            async with self._engine.begin() as connection:
+                outcomes = [await store_event(connection, item) for item, _ in batch]
+        except (OperationalError, OSError) as exc:
+            _fail(batch, exc)
+        except Exception as exc:  # noqa: BLE001 - one event's failure: retry each alone
+            if len(batch) == 1:
+                _fail(batch, exc)
+                return
+            for pending in batch:
+                await self._commit([pending])
+        else:
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    log.warning("store_failed", batch_size=len(batch), exc_info=exc)
+    for _, future in batch:
+        if not future.done():
+            error = StoreUnavailableError("the event could not be stored")
+            error.__cause__ = exc
+            future.set_exception(error)

@@ -1,0 +1,139 @@
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+from tests.helpers import ReceiverProcess, new_secret, signed
+
+# Shared machines are slow and noisy; a property's worth is in its examples, not its speed.
+hypothesis_settings.register_profile("default", deadline=None)
+hypothesis_settings.load_profile("default")
+
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"  # noqa: S105 - a test fixture's token
+
+
+class Sensitive:
+    """Values that must never reach a log line: every test that makes one registers it."""
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+
+    def add(self, *values: str) -> None:
+        self.values.update(value for value in values if value)
+
+    def found_in(self, text: str) -> list[str]:
+        return sorted(value for value in self.values if value in text)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def sensitive() -> Sensitive:
+    return Sensitive()
+
+
+@pytest.fixture(scope="module")
+def secrets_in_use(sensitive: Sensitive) -> tuple[str, str]:
+    """The current and the previous signing secret, as during a rotation."""
+    current, previous = new_secret(), new_secret()
+    sensitive.add(current, previous, current.removeprefix("whsec_"), ADMIN_TOKEN)
+    return current, previous
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("receiver")
+
+
+@pytest.fixture(scope="module")
+def server_env(workdir: Path, secrets_in_use: tuple[str, str]) -> dict[str, str]:
+    return {
+        "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'receiver.db'}",
+        "RECEIVER_SIGNING_SECRETS": " , ".join(secrets_in_use),
+        "RECEIVER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RECEIVER_MAX_BODY_BYTES": "65536",
+    }
+
+
+@pytest.fixture(scope="module")
+def server(
+    workdir: Path, server_env: dict[str, str], sensitive: Sensitive
+) -> Iterator[ReceiverProcess]:
+    """One real server per test module; at the end, its whole output is scanned for leaks."""
+    process = ReceiverProcess(workdir, server_env).start()
+    yield process
+    process.stop()
+    output = process.output()
+    assert '"event":"request"' in output, "the server wrote no request log lines"
+    assert sensitive.found_in(output) == [], "a sensitive value reached the logs"
+
+
+@pytest.fixture
+def start_server(
+    tmp_path: Path, server_env: dict[str, str], sensitive: Sensitive
+) -> Iterator[Callable[..., ReceiverProcess]]:
+    """A server of the test's own, on a fresh database, with settings overridden by keyword."""
+    started: list[ReceiverProcess] = []
+
+    def start(**overrides: str) -> ReceiverProcess:
+        env = {**server_env, "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"}
+        env |= {f"RECEIVER_{name.upper()}": value for name, value in overrides.items()}
+        started.append(ReceiverProcess(tmp_path, env).start())
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.running:
+            process.stop()
+        assert sensitive.found_in(process.output()) == [], "a sensitive value reached the logs"
+
+
+@pytest.fixture
+def db(workdir: Path) -> Iterator[sqlite3.Connection]:
+    """The server's real SQLite file, read beside it (WAL allows it)."""
+    connection = sqlite3.connect(workdir / "receiver.db")
+    yield connection
+    connection.close()
+
+
+class Rivya:
+    """Delivers to the server as Rivya does, registering every sensitive value it sends."""
+
+    def __init__(self, server: ReceiverProcess, secret: str, sensitive: Sensitive) -> None:
+        self.server = server
+        self.secret = secret
+        self.sensitive = sensitive
+
+    def send(self, event: dict[str, Any]) -> httpx.Response:
+        return self.post(*signed(self.secret, event))
+
+    def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        self.sensitive.add(headers.get("webhook-signature", ""), body.decode(errors="ignore"))
+        self.sensitive.add(*_sensitive_fields(body))
+        return httpx.post(f"{self.server.url}/webhooks/rivya", content=body, headers=headers)
+
+    def admin(self, path: str) -> httpx.Response:
+        headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        return httpx.get(f"{self.server.url}/admin{path}", headers=headers)
+
+
+@pytest.fixture(scope="module")
+def rivya(server: ReceiverProcess, secrets_in_use: tuple[str, str], sensitive: Sensitive) -> Rivya:
+    return Rivya(server, secrets_in_use[0], sensitive)
+
+
+def _sensitive_fields(body: bytes) -> list[str]:
+    try:
+        data = orjson.loads(body)["data"]
+        result, error = data.get("result") or {}, data.get("error") or {}
+        return [*result.get("urls", []), result.get("primary_url", ""), error.get("message", "")]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return []
