@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -68,7 +68,7 @@ def keep_allowed_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     }
 
 
-def configure_logging(level: str, log_format: str) -> None:
+def configure_logging(level: str, log_format: str, stream: TextIO = sys.stdout) -> None:
     enrich: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -83,11 +83,10 @@ def configure_logging(level: str, log_format: str) -> None:
     structlog.configure(
         processors=[*enrich, *redact_and_render],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.WriteLoggerFactory(stream),
     )
     # Libraries log through the standard library: route them through the same chain.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *enrich],

@@ -1,0 +1,164 @@
+"""The envelope parser: the documented shapes, each quarantine reason, and totality."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from receiver.ingest.envelope import Event, parse_event
+from tests.helpers import make_event
+
+
+def parse(event: Any) -> Event:
+    return parse_event(orjson.dumps(event), "msg_fallback")
+
+
+def test_documented_succeeded_event_parses_to_its_generation() -> None:
+    event = make_event(updated_at=datetime(2026, 5, 10, 0, 1, tzinfo=UTC))
+    parsed = parse(event)
+    assert parsed.quarantine_reason is None
+    assert (parsed.event_id, parsed.type, parsed.api_version) == (
+        event["id"],
+        "generation.succeeded",
+        "2026-05-11",
+    )
+    generation = parsed.generation
+    assert generation is not None
+    assert generation.task_id == event["data"]["id"]
+    assert generation.status == "succeeded"
+    assert generation.result_urls == tuple(event["data"]["result"]["urls"])
+    assert generation.updated_at == datetime(2026, 5, 10, 0, 1, tzinfo=UTC)
+
+
+def test_failed_event_carries_error_code_and_message() -> None:
+    generation = parse(make_event("generation.failed")).generation
+    assert generation is not None
+    assert generation.error_code == "generation_failed"
+    assert generation.error_message is not None
+    assert generation.result_urls == ()
+
+
+def test_primary_url_alone_is_a_result() -> None:
+    event = make_event()
+    event["data"]["result"] = {"primary_url": "https://media.example/a.png"}
+    generation = parse(event).generation
+    assert generation is not None
+    assert generation.result_urls == ("https://media.example/a.png",)
+
+
+def test_unknown_type_is_kept_without_a_generation() -> None:
+    event = make_event()
+    event["type"] = "generation.queued"
+    parsed = parse(event)
+    assert (parsed.type, parsed.generation, parsed.quarantine_reason) == (
+        "generation.queued",
+        None,
+        None,
+    )
+
+
+def test_timestamps_are_normalised_to_utc() -> None:
+    event = make_event()
+    event["data"]["updated_at"] = "2026-05-10T02:00:00+02:00"
+    generation = parse(event).generation
+    assert generation is not None
+    assert generation.updated_at == datetime(2026, 5, 10, 0, 0, tzinfo=UTC)
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    event = make_event()
+    target = event
+    *parents, leaf = path.split(".")
+    for key in parents:
+        target = target[key]
+    if value is ...:
+        del target[leaf]
+    else:
+        target[leaf] = value
+    return event
+
+
+QUARANTINES = {
+    "invalid_event_id": [_with("id", 5), _with("id", ""), _with("id", ...)],
+    "invalid_type": [_with("type", None), _with("type", ["x"])],
+    "invalid_api_version": [_with("api_version", 20260511)],
+    "invalid_created_at": [_with("created_at", "yesterday"), _with("created_at", "2026-05-10")],
+    "missing_generation": [_with("data", ...), _with("data", [])],
+    "invalid_task_id": [_with("data.id", None), _with("data.id", "x" * 257)],
+    "invalid_status": [_with("data.status", "done"), _with("data.status", ...)],
+    "status_mismatch": [_with("data.status", "failed"), _with("data.status", "processing")],
+    "invalid_updated_at": [_with("data.updated_at", ...), _with("data.updated_at", "soon")],
+    "invalid_model": [_with("data.model", 3)],
+    "invalid_credits": [
+        _with("data.final_credits", True),
+        _with("data.final_credits", 1.5),
+        _with("data.reserved_credits", -1),
+        _with("data.reserved_credits", "4"),
+    ],
+    "invalid_result": [_with("data.result", "url"), _with("data.result.urls", [1])],
+    "invalid_error": [_with("data.error", "boom"), _with("data.error", {"code": 7})],
+}
+
+
+@pytest.mark.parametrize(
+    ("reason", "event"),
+    [(reason, event) for reason, events in QUARANTINES.items() for event in events],
+)
+def test_shapes_we_do_not_understand_are_quarantined_with_a_reason(
+    reason: str, event: dict[str, Any]
+) -> None:
+    parsed = parse(event)
+    assert parsed.quarantine_reason == reason
+    assert parsed.generation is None
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b"[1]", "not_an_object"),
+        (b'{"id": "\\ud800"}', "invalid_json"),
+        (b"[" * 5000 + b"]" * 5000, "invalid_json"),
+    ],
+)
+def test_unreadable_bodies_fall_back_to_the_header_id(body: bytes, reason: str) -> None:
+    parsed = parse_event(body, "msg_fallback")
+    assert (parsed.event_id, parsed.quarantine_reason) == ("msg_fallback", reason)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=30,
+)
+envelope_keys = st.sampled_from(["id", "type", "api_version", "created_at", "data"])
+generation_keys = st.sampled_from(
+    ["id", "status", "model", "reserved_credits", "final_credits", "result", "error", "updated_at"]
+)
+
+
+@given(body=st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(body: bytes) -> None:
+    assert parse_event(body, "msg_fallback").event_id
+
+
+@given(value=json_values)
+def test_arbitrary_json_never_raises(value: Any) -> None:
+    assert parse(value).event_id
+
+
+@given(
+    envelope=st.dictionaries(envelope_keys, json_values),
+    generation=st.dictionaries(generation_keys, json_values),
+    event_type=st.sampled_from(["generation.succeeded", "generation.failed", "other"]),
+)
+def test_arbitrary_envelope_fields_never_raise(
+    envelope: dict[str, Any], generation: dict[str, Any], event_type: str
+) -> None:
+    parsed = parse({**make_event(event_type), **envelope, "data": {**generation}})
+    assert parsed.event_id
+    assert parsed.generation is None or parsed.quarantine_reason is None

@@ -1,0 +1,99 @@
+"""The `receiver` command as an operator types it: real processes, real exit codes."""
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import ReceiverProcess, free_port, new_secret
+
+
+def receiver(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_secret_new_prints_a_fresh_32_byte_whsec_secret(tmp_path: Path) -> None:
+    first = receiver("secret", "new", env={}, cwd=tmp_path).stdout.strip()
+    second = receiver("secret", "new", env={}, cwd=tmp_path).stdout.strip()
+    assert first.startswith("whsec_")
+    assert len(base64.b64decode(first.removeprefix("whsec_"))) == 32
+    assert first != second
+
+
+def test_send_test_is_accepted_by_a_running_server(
+    start_server: Callable[..., ReceiverProcess], server_env: dict[str, str], tmp_path: Path
+) -> None:
+    process = start_server()
+    for event_type in ("generation.succeeded", "generation.failed"):
+        result = receiver(
+            "send-test",
+            "--url",
+            f"{process.url}/webhooks/rivya",
+            "--type",
+            event_type,
+            env=server_env,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert '"status":"accepted"' in result.stdout
+
+
+def test_send_test_fails_clearly_when_not_accepted(
+    start_server: Callable[..., ReceiverProcess], server_env: dict[str, str], tmp_path: Path
+) -> None:
+    process = start_server()
+    env = {**server_env, "RECEIVER_SIGNING_SECRETS": new_secret()}
+    result = receiver("send-test", "--url", f"{process.url}/webhooks/rivya", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "HTTP 401" in result.stdout
+    assert result.stderr.strip() == "Error: the receiver did not accept the test event"
+
+
+def test_send_test_to_nothing_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/webhooks/rivya"
+    env = {"RECEIVER_SIGNING_SECRETS": new_secret()}
+    result = receiver("send-test", "--url", url, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: could not reach {url}: ConnectError"
+
+
+def test_missing_signing_secret_stops_serve_naming_the_variable(tmp_path: Path) -> None:
+    result = receiver("serve", "--port", str(free_port()), env={}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: RECEIVER_SIGNING_SECRETS: is required"
+    assert "Traceback" not in result.stderr
+
+
+def test_env_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("RECEIVER_SIGNING_SECRETS=whsec_c2hvcnQ=\n")
+    result = receiver("migrate", env={}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: RECEIVER_SIGNING_SECRETS: a signing key needs")
+
+
+def test_migrate_creates_the_schema_and_is_idempotent(tmp_path: Path) -> None:
+    env = {
+        "RECEIVER_SIGNING_SECRETS": new_secret(),
+        "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'r.db'}",
+    }
+    for _ in range(2):
+        result = receiver("migrate", env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "The database schema is up to date." in result.stdout
+    assert (tmp_path / "nested" / "r.db").stat().st_size > 0
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    result = receiver("serve", "--port", "not-a-port", env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr

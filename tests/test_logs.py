@@ -1,0 +1,70 @@
+"""The log chain: allow-listed fields only, exceptions reduced to class and place, and one
+line per request with what the handler bound."""
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from receiver.logs import configure_logging, log
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    yield stream
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_fields_not_on_the_allow_list_are_dropped(json_logs: io.StringIO) -> None:
+    log.info("request", event_id="evt_1", http_status=200, body="raw", signature="v1,abc")
+    (line,) = lines(json_logs)
+    assert line["event_id"] == "evt_1"
+    assert line["http_status"] == 200
+    assert "body" not in line
+    assert "signature" not in line
+    assert set(line) <= {"event", "event_id", "http_status", "level", "timestamp"}
+
+
+def test_bound_context_passes_the_same_filter(json_logs: io.StringIO) -> None:
+    structlog.contextvars.bind_contextvars(task_id="task_1", result_url="https://x/y?sig=1")
+    try:
+        log.info("request")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    (line,) = lines(json_logs)
+    assert line["task_id"] == "task_1"
+    assert "result_url" not in line
+
+
+def test_exceptions_become_class_and_place_never_message(
+    json_logs: io.StringIO,
+) -> None:
+    try:
+        int("parameters: whsec_c2VjcmV0")
+    except ValueError:
+        log.exception("store_failed")
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    ours, uvicorns = lines(json_logs)
+    for line in (ours, uvicorns):
+        assert line["error_class"] == "ValueError"
+        assert str(line["error_at"]).startswith("test_logs.py:")
+        assert "whsec_" not in json.dumps(line)
+    assert uvicorns["logger"] == "uvicorn.error"
+
+
+def test_library_debug_lines_are_silenced(json_logs: io.StringIO) -> None:
+    logging.getLogger("aiosqlite").warning("kept")
+    logging.getLogger("aiosqlite").info("executing with parameters")
+    assert [line["event"] for line in lines(json_logs)] == ["kept"]

@@ -1,0 +1,82 @@
+"""Settings: read once from the environment and `.env`; unusable values name their variable
+and never echo a secret."""
+
+from pathlib import Path
+
+import pytest
+
+from receiver.exceptions import SettingsError
+from receiver.settings import Settings
+from tests.helpers import new_secret
+
+
+def test_defaults_need_only_a_signing_secret() -> None:
+    secret = new_secret()
+    settings = Settings.from_environment({"RECEIVER_SIGNING_SECRETS": secret}, None)
+    assert settings.database_url == "sqlite+aiosqlite:///./data/receiver.db"
+    assert settings.timestamp_tolerance_seconds == 300
+    assert settings.max_body_bytes == 1_048_576
+    assert settings.admin_token is None
+    assert (settings.log_level, settings.log_format) == ("info", "json")
+    assert [s.reveal() for s in settings.signing_secrets] == [secret]
+
+
+def test_several_secrets_separated_by_commas_or_spaces() -> None:
+    first, second, third = new_secret(), new_secret(), new_secret()
+    environ = {"RECEIVER_SIGNING_SECRETS": f" {first},{second}  {third} "}
+    settings = Settings.from_environment(environ, None)
+    assert [s.reveal() for s in settings.signing_secrets] == [first, second, third]
+
+
+def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"RECEIVER_SIGNING_SECRETS={new_secret()}\nRECEIVER_LOG_LEVEL=debug\n")
+    settings = Settings.from_environment({"RECEIVER_LOG_LEVEL": "WARNING"}, env_file)
+    assert settings.log_level == "warning"
+    assert len(settings.signing_secrets) == 1
+
+
+def test_variables_without_our_prefix_are_ignored() -> None:
+    environ = {"RECEIVER_SIGNING_SECRETS": new_secret(), "DATABASE_URL": "postgresql://x"}
+    assert Settings.from_environment(environ, None).database_url.startswith("sqlite")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"RECEIVER_SIGNING_SECRETS": ""}, "RECEIVER_SIGNING_SECRETS: is required"),
+        ({"RECEIVER_SIGNING_SECRETS": "change-me"}, "RECEIVER_SIGNING_SECRETS: a signing secret"),
+        ({"RECEIVER_SIGNING_SECRETS": "whsec_c2hvcnQ="}, "RECEIVER_SIGNING_SECRETS: a signing key"),
+        ({"RECEIVER_TIMESTAMP_TOLERANCE_SECONDS": "-1"}, "RECEIVER_TIMESTAMP_TOLERANCE_SECONDS:"),
+        ({"RECEIVER_MAX_BODY_BYTES": "lots"}, "RECEIVER_MAX_BODY_BYTES:"),
+        ({"RECEIVER_LOG_FORMAT": "xml"}, "RECEIVER_LOG_FORMAT:"),
+        ({"RECEIVER_ADMIN_TOKEN": "short"}, "RECEIVER_ADMIN_TOKEN: use at least 16 characters"),
+        ({"RECEIVER_SIGNING_SECRET": "typo"}, "RECEIVER_SIGNING_SECRET: is not a known setting"),
+    ],
+)
+def test_unusable_value_names_its_variable(environ: dict[str, str], message: str) -> None:
+    environ = {"RECEIVER_SIGNING_SECRETS": new_secret(), **environ}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environment(environ, None)
+    assert message in str(raised.value)
+
+
+def test_errors_and_repr_never_show_secret_values() -> None:
+    secret, token = new_secret(), "a-real-admin-token-value"
+    settings = Settings.from_environment(
+        {"RECEIVER_SIGNING_SECRETS": secret, "RECEIVER_ADMIN_TOKEN": token}, None
+    )
+    for text in (repr(settings), str(settings)):
+        assert secret not in text
+        assert secret.removeprefix("whsec_") not in text
+        assert token not in text
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environment(
+            {
+                "RECEIVER_SIGNING_SECRETS": f"{secret},whsec_c2hvcnQ=",
+                "RECEIVER_ADMIN_TOKEN": "tiny",
+            },
+            None,
+        )
+    assert secret not in str(raised.value)
+    assert "tiny" not in str(raised.value)
