@@ -21,7 +21,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $@
 
 .env: | $(INSTALLED)
-	umask 077 && printf 'RECEIVER_SIGNING_SECRETS=%s\nRECEIVER_ADMIN_TOKEN=%s\n' \
+	@umask 077 && printf 'RECEIVER_SIGNING_SECRETS=%s\nRECEIVER_ADMIN_TOKEN=%s\n' \
 		"$$($(BIN)/receiver secret new)" \
 		"$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" > .env
 	@echo "Created .env with fresh development secrets (mode 0600): keep it out of version control."
@@ -29,7 +29,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 run: $(INSTALLED) .env
 	@echo "Serving on http://127.0.0.1:8000. From another terminal, send a signed test event:"
 	@echo "    $(BIN)/receiver send-test"
-	$(BIN)/receiver serve
+	@$(BIN)/receiver serve
 
 test: $(INSTALLED)
 	$(BIN)/pytest

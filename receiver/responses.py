@@ -5,7 +5,7 @@ from typing import Any, cast
 import orjson
 import structlog
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.exceptions import (
@@ -62,4 +62,14 @@ async def http_error(_: Request, exc: Exception) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {ReceiverError: receiver_error, HTTPException: http_error}
+async def client_disconnected(_: Request, __: Exception) -> Response:
+    # Nobody reads this answer; it keeps a sender that hung up from counting as a 500.
+    structlog.contextvars.bind_contextvars(reason="client_disconnected")
+    return ORJSONResponse({"error": "client_disconnected"}, status_code=400)
+
+
+EXCEPTION_HANDLERS = {
+    ReceiverError: receiver_error,
+    HTTPException: http_error,
+    ClientDisconnect: client_disconnected,
+}

@@ -3,6 +3,7 @@ independent standardwebhooks package, the real SQLite file checked beside it."""
 
 import asyncio
 import signal
+import socket
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -275,3 +276,19 @@ def test_locked_database_gives_503_with_retry_after_never_2xx(
         assert sender.send(event).json()["status"] == "accepted"
     finally:
         locker.close()
+
+
+def test_sender_hanging_up_mid_body_is_not_a_server_error(
+    start_server: Callable[..., ReceiverProcess],
+) -> None:
+    process = start_server()
+    with socket.create_connection(("127.0.0.1", process.port)) as sock:
+        sock.sendall(
+            b"POST /webhooks/rivya HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"webhook-id: a\r\nwebhook-timestamp: 1\r\nwebhook-signature: v1,x\r\n"
+            b'content-length: 1000\r\n\r\n{"partial": '
+        )
+    process.stop()
+    output = process.output()
+    assert '"reason":"client_disconnected"' in output
+    assert "Exception in ASGI application" not in output
