@@ -1,12 +1,13 @@
 """The application factory: routes, middleware, error translation and lifespan, listed."""
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from receiver.forward.forwarder import Forwarder
 from receiver.health import healthz, readyz
 from receiver.ingest.webhooks import receive_rivya_event
 from receiver.logs import RequestLogMiddleware
@@ -19,19 +20,31 @@ from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.writer import EventWriter
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
+    """`run_forwarder=False` leaves delivery to a separate `receiver worker`."""
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Services]]:
-        engine = create_engine(settings.database_url, settings.database_busy_timeout_seconds)
-        try:
+        # Entered in order, closed in reverse: the writer drains before the forwarder
+        # stops, and both before the engine goes.
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings.database_url, settings.database_busy_timeout_seconds)
+            stack.push_async_callback(engine.dispose)
             await upgrade_schema(engine)
-            async with EventWriter(engine) as writer:
-                verifier = StandardWebhooks(
-                    settings.signing_secrets, settings.timestamp_tolerance_seconds
+            forwarder = None
+            if run_forwarder and settings.forward_url:
+                forwarder = await stack.enter_async_context(Forwarder(engine, settings))
+            writer = await stack.enter_async_context(
+                EventWriter(
+                    engine,
+                    forward=settings.forward_url is not None,
+                    on_stored=forwarder.wake if forwarder else None,
                 )
-                yield {"services": Services(settings, engine, verifier, writer)}
-        finally:
-            await engine.dispose()
+            )
+            verifier = StandardWebhooks(
+                settings.signing_secrets, settings.timestamp_tolerance_seconds
+            )
+            yield {"services": Services(settings, engine, verifier, writer, forwarder)}
 
     return Starlette(
         routes=[

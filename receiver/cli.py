@@ -14,6 +14,7 @@ import uvicorn
 
 from receiver.app import create_app
 from receiver.exceptions import SettingsError
+from receiver.forward.worker import run_worker
 from receiver.logs import configure_logging
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.settings import Settings
@@ -38,18 +39,35 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--no-forwarder",
+    is_flag=True,
+    help="Store events but leave delivering them to a separate `receiver worker`.",
+)
+def serve(host: str, port: int, no_forwarder: bool) -> None:
     """Run the HTTP service (brings the schema up to date first)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, run_forwarder=not no_forwarder),
         host=host,
         port=port,
         log_config=None,
         access_log=False,  # RequestLogMiddleware writes the one line per request
         server_header=False,
     )
+
+
+@main.command()
+def worker() -> None:
+    """Forward stored events to RECEIVER_FORWARD_URL, without serving HTTP."""
+    settings = load_settings()
+    if settings.forward_url is None:
+        raise click.ClickException(
+            "RECEIVER_FORWARD_URL is not set: there is nothing to forward to"
+        )
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_worker(settings))
 
 
 @main.command()

@@ -9,7 +9,9 @@
     │   │   └── NoMatchingSignatureError
     │   ├── UnsupportedMediaTypeError  the body is not declared as JSON (415)
     │   ├── UnauthorizedError        admin call without the right token (401)
-    │   └── NotFoundError            an unknown event or record (404)
+    │   ├── NotFoundError            an unknown event or record (404)
+    │   ├── InvalidRequestError      an admin request we cannot read (400)
+    │   └── ForwardingDisabledError  a replay while no downstream is configured (409)
     ├── StoreUnavailableError        the database cannot take the write now (503)
     └── SettingsError                the configuration is unusable; stops the process
 
@@ -57,6 +59,14 @@ class UnauthorizedError(RejectedRequestError):
 
 class NotFoundError(RejectedRequestError):
     code = "not_found"
+
+
+class InvalidRequestError(RejectedRequestError):
+    code = "invalid_request"
+
+
+class ForwardingDisabledError(RejectedRequestError):
+    code = "forwarding_disabled"
 
 
 class StoreUnavailableError(ReceiverError):

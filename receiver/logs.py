@@ -39,6 +39,13 @@ ALLOWED_FIELDS = frozenset(
         "host",
         "port",
         "batch_size",
+        "count",
+        "concurrency",
+        "delivery_id",
+        "attempt",
+        "delivery_state",
+        "who",
+        "what",
     }
 )
 MAX_PATH_CHARS = 200

@@ -9,6 +9,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.exceptions import (
+    ForwardingDisabledError,
+    InvalidRequestError,
     NotFoundError,
     ReceiverError,
     RejectedRequestError,
@@ -24,6 +26,8 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
     SignatureError: 401,
     UnauthorizedError: 401,
     NotFoundError: 404,
+    InvalidRequestError: 400,
+    ForwardingDisabledError: 409,
     UnsupportedMediaTypeError: 415,
     StoreUnavailableError: 503,
     RejectedRequestError: 400,

@@ -6,6 +6,7 @@ from typing import cast
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
+from receiver.forward.forwarder import Forwarder
 from receiver.settings import Settings
 from receiver.signatures import Verifier
 from receiver.store.writer import EventWriter
@@ -17,6 +18,7 @@ class Services:
     engine: AsyncEngine
     verifier: Verifier
     writer: EventWriter
+    forwarder: Forwarder | None
 
 
 def services_of(request: Request) -> Services:

@@ -6,12 +6,21 @@ and an unusable value stops start-up with one line naming its variable (never it
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from receiver.exceptions import SettingsError
 from receiver.signatures import WebhookSecret
@@ -19,6 +28,9 @@ from receiver.signatures import WebhookSecret
 ENV_PREFIX = "RECEIVER_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/receiver.db"
 MIN_ADMIN_TOKEN_CHARS = 16
+# Seconds before retry 1, 2, ...: quick first retry, then spread over about 36 hours.
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+MAX_RETRIES = 30
 
 
 class Settings(BaseModel):
@@ -32,6 +44,13 @@ class Settings(BaseModel):
     admin_token: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    # Not in repr: a downstream URL may carry credentials.
+    forward_url: str | None = Field(default=None, repr=False)
+    forward_signing_secret: WebhookSecret | None = None
+    forward_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    forward_timeout_seconds: float = Field(default=10.0, gt=0)
+    forward_concurrency: int = Field(default=32, gt=0, le=1024)
+    forward_lease_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("signing_secrets", mode="before")
     @classmethod
@@ -41,6 +60,45 @@ class Settings(BaseModel):
         return tuple(
             item if isinstance(item, WebhookSecret) else WebhookSecret.parse(item) for item in value
         )
+
+    @field_validator("forward_signing_secret", mode="before")
+    @classmethod
+    def _parse_forward_secret(cls, value: Any) -> Any:
+        return WebhookSecret.parse(value) if isinstance(value, str) else value
+
+    @field_validator("forward_url")
+    @classmethod
+    def _check_forward_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = httpx.URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("use an absolute http:// or https:// URL")
+        return value
+
+    @field_validator("forward_retry_schedule", mode="before")
+    @classmethod
+    def _parse_retry_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in re.split(r"[,\s]+", value) if part]
+        return value
+
+    @field_validator("forward_retry_schedule")
+    @classmethod
+    def _check_retry_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > MAX_RETRIES or any(not 0 < delay < 10**7 for delay in value):
+            raise ValueError(f"give up to {MAX_RETRIES} positive delays in seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _check_forwarding(self) -> "Settings":
+        if self.forward_url and self.forward_signing_secret is None:
+            raise ValueError("RECEIVER_FORWARD_SIGNING_SECRET is required with a forward URL")
+        if self.forward_lease_seconds <= self.forward_timeout_seconds:
+            raise ValueError(
+                "RECEIVER_FORWARD_LEASE_SECONDS must exceed RECEIVER_FORWARD_TIMEOUT_SECONDS"
+            )
+        return self
 
     @field_validator("admin_token")
     @classmethod
@@ -73,16 +131,25 @@ class Settings(BaseModel):
             raise SettingsError(describe_errors(exc)) from None
 
 
-def describe_errors(exc: ValidationError) -> str:
-    # Pydantic's own text echoes the input, which may be a secret: build ours from parts.
+def env_variable(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def describe_errors(exc: ValidationError, name_of: Callable[[str], str] = env_variable) -> str:
+    """One line per error, naming the field as `name_of` spells it.
+
+    Built from parts because pydantic's own text echoes the input, which may be a secret.
+    """
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
-        variable = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else ENV_PREFIX
+        if not error["loc"]:  # a rule across fields names them itself
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
         if error["type"] == "missing":
             message = "is required"
         elif error["type"] == "extra_forbidden":
-            message = "is not a known setting"
+            message = "is not recognised"
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{variable}: {message}")
+        lines.append(f"{name_of(str(error['loc'][0]))}: {message}")
     return "; ".join(lines)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests.helpers import ReceiverProcess, new_secret, signed
+from tests.helpers import ANSWER_200, Downstream, ReceiverProcess, Respond, new_secret, signed
 
 # Shared machines are slow and noisy; a property's worth is in its examples, not its speed.
 hypothesis_settings.register_profile("default", deadline=None)
@@ -54,12 +54,48 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server_env(workdir: Path, secrets_in_use: tuple[str, str]) -> dict[str, str]:
+def downstream() -> Iterator[Downstream]:
+    """The module's downstream: a real HTTP server that answers 200 unless a test says else."""
+    server = Downstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_downstream() -> Iterator[Callable[..., Downstream]]:
+    """Downstreams of the test's own, answering as the test says."""
+    started: list[Downstream] = []
+
+    def start(respond: Respond = ANSWER_200, delay: float = 0.0) -> Downstream:
+        started.append(Downstream(respond, delay))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def forward_secret(sensitive: Sensitive) -> str:
+    secret = new_secret()
+    sensitive.add(secret, secret.removeprefix("whsec_"))
+    return secret
+
+
+@pytest.fixture(scope="module")
+def server_env(
+    workdir: Path, secrets_in_use: tuple[str, str], downstream: Downstream, forward_secret: str
+) -> dict[str, str]:
     return {
         "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'receiver.db'}",
         "RECEIVER_SIGNING_SECRETS": " , ".join(secrets_in_use),
         "RECEIVER_ADMIN_TOKEN": ADMIN_TOKEN,
         "RECEIVER_MAX_BODY_BYTES": "65536",
+        "RECEIVER_FORWARD_URL": downstream.url,
+        "RECEIVER_FORWARD_SIGNING_SECRET": forward_secret,
+        "RECEIVER_FORWARD_RETRY_SCHEDULE": "0.2,0.4",
+        "RECEIVER_FORWARD_TIMEOUT_SECONDS": "2",
+        "RECEIVER_FORWARD_LEASE_SECONDS": "3",
     }
 
 
@@ -120,9 +156,9 @@ class Rivya:
         self.sensitive.add(*_sensitive_fields(body))
         return httpx.post(f"{self.server.url}/webhooks/rivya", content=body, headers=headers)
 
-    def admin(self, path: str) -> httpx.Response:
+    def admin(self, path: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
         headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-        return httpx.get(f"{self.server.url}/admin{path}", headers=headers)
+        return httpx.request(method, f"{self.server.url}/admin{path}", headers=headers, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +92,10 @@ def free_port() -> int:
 
 
 class ReceiverProcess:
-    """`receiver serve` as an operator runs it, in its own process, with its own log file."""
+    """`receiver serve` (or `receiver worker`) as an operator runs it: its own process and
+    log file, on a free loopback port."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ("serve",)):
         self.workdir = workdir
         self.env = env
         self.args = args
@@ -98,38 +103,42 @@ class ReceiverProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"receiver-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._starts_before = 0
+
+    @property
+    def serves_http(self) -> bool:
+        return self.args[0] == "serve"
 
     def start(self) -> "ReceiverProcess":
         env = {"PATH": os.environ.get("PATH", ""), **self.env}
+        self._starts_before = self.output().count("forwarder_started")
+        port = ("--port", str(self.port)) if self.serves_http else ()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port), *self.args],
+                [sys.executable, "-m", "receiver", *self.args, *port],
                 cwd=self.workdir,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self._wait_until_ready()
+        wait_until(self._ready, timeout=20, what=lambda: f"receiver ready:\n{self.output()}")
         return self
 
-    def _wait_until_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RuntimeError(f"receiver exited at start:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"receiver not ready after {timeout} s:\n{self.output()}")
+    def _ready(self) -> bool:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise RuntimeError(f"receiver exited at start:\n{self.output()}")
+        if not self.serves_http:
+            return self.output().count("forwarder_started") > self._starts_before
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self._process is not None
         self._process.send_signal(sig)
-        code = self._process.wait(timeout=20)
+        code = self._process.wait(timeout=30)
         self._process = None
         return code
 
@@ -138,4 +147,89 @@ class ReceiverProcess:
         return self._process is not None
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: Callable[[], str] | str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what if isinstance(what, str) else what()}"
+    )
+
+
+@dataclass(frozen=True)
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+Respond = Callable[[Received, int], tuple[int, dict[str, str]]]
+
+
+def always(status: int) -> Respond:
+    return lambda _, __: (status, {})
+
+
+ANSWER_200 = always(200)
+
+
+class Downstream:
+    """A real HTTP server on loopback: records every request it receives and answers as
+    `respond` says, given the request and how many earlier ones carried its webhook-id."""
+
+    def __init__(self, respond: Respond = ANSWER_200, delay: float = 0.0) -> None:
+        self.respond = respond
+        self.delay = delay
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        downstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                request = Received(
+                    {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
+                )
+                with downstream._lock:
+                    earlier = sum(
+                        1
+                        for r in downstream.received
+                        if r.headers.get("webhook-id") == request.headers.get("webhook-id")
+                    )
+                    downstream.received.append(request)
+                time.sleep(downstream.delay)
+                status, headers = downstream.respond(request, earlier)
+                self.send_response(status)
+                for name, value in {**headers, "content-length": "0"}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [r.headers.get("webhook-id", "") for r in self.received]
+
+    def of(self, event_id: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.headers.get("webhook-id") == event_id]

@@ -51,7 +51,7 @@ def test_variables_without_our_prefix_are_ignored() -> None:
         ({"RECEIVER_MAX_BODY_BYTES": "lots"}, "RECEIVER_MAX_BODY_BYTES:"),
         ({"RECEIVER_LOG_FORMAT": "xml"}, "RECEIVER_LOG_FORMAT:"),
         ({"RECEIVER_ADMIN_TOKEN": "short"}, "RECEIVER_ADMIN_TOKEN: use at least 16 characters"),
-        ({"RECEIVER_SIGNING_SECRET": "typo"}, "RECEIVER_SIGNING_SECRET: is not a known setting"),
+        ({"RECEIVER_SIGNING_SECRET": "typo"}, "RECEIVER_SIGNING_SECRET: is not recognised"),
     ],
 )
 def test_unusable_value_names_its_variable(environ: dict[str, str], message: str) -> None:

@@ -84,7 +84,7 @@ def _generation(data: Any, expected_status: str) -> Generation:
     if not _is_id(task_id):
         raise _Unparseable("invalid_task_id")
     status = data.get("status")
-    if status not in GENERATION_STATUSES:
+    if not isinstance(status, str) or status not in GENERATION_STATUSES:
         raise _Unparseable("invalid_status")
     if status != expected_status:
         raise _Unparseable("status_mismatch")

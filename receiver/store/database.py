@@ -1,5 +1,7 @@
 """The engine and the schema's life: creation, SQLite durability, migrations, readiness."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from receiver.exceptions import StoreUnavailableError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -35,6 +40,16 @@ def _configure_sqlite(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction for operators' reads and writes: a busy or lost database is a 503."""
+    try:
+        async with engine.begin() as connection:
+            yield connection
+    except (OperationalError, OSError) as exc:
+        raise StoreUnavailableError("the database is unavailable; retry later") from exc
 
 
 async def upgrade_schema(engine: AsyncEngine) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.ingest.envelope import TERMINAL_STATUSES, Event, Generation
+from receiver.store.deliveries import DeliveryState
 from receiver.store.tables import deliveries, events, records
 
 
@@ -33,8 +34,10 @@ class Submission:
     received_at: datetime
 
 
-async def store_event(connection: AsyncConnection, submission: Submission) -> Outcome | None:
-    """Store `submission`; None means its event ID was already stored (a duplicate)."""
+async def store_event(
+    connection: AsyncConnection, submission: Submission, forward: bool
+) -> Outcome | None:
+    """Store `submission`, with an outbox row if `forward`; None means a duplicate."""
     event = submission.event
     outcome = _outcome_before_applying(event)
     insert = _insert(connection, events).values(
@@ -59,14 +62,15 @@ async def store_event(connection: AsyncConnection, submission: Submission) -> Ou
         await connection.execute(
             sa.update(events).where(events.c.id == event.event_id).values(outcome=outcome)
         )
-    await connection.execute(
-        sa.insert(deliveries).values(
-            event_id=event.event_id,
-            state="pending",
-            next_attempt_at=submission.received_at,
-            created_at=submission.received_at,
+    if forward:
+        await connection.execute(
+            sa.insert(deliveries).values(
+                event_id=event.event_id,
+                state=DeliveryState.PENDING,
+                next_attempt_at=submission.received_at,
+                created_at=submission.received_at,
+            )
         )
-    )
     return outcome
 
 

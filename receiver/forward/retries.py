@@ -1,0 +1,64 @@
+"""What happens after an attempt: delivered, retried later, or dead.
+
+Pure: the forwarder passes in what the attempt returned and the clock. The schedule is
+Settings' `forward_retry_schedule`; each delay is spread by +-20 % so that a downstream
+coming back from an outage is not hit by every retry in the same second, and stretched
+to the downstream's `Retry-After` when it asks for longer.
+"""
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+from receiver.store.deliveries import DeliveryState
+
+JITTER = 0.2
+# A Retry-After further out than this is the downstream's mistake, not a plan.
+MAX_RETRY_AFTER_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    state: DeliveryState
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    schedule: tuple[float, ...]
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + len(self.schedule)
+
+    def judge(
+        self,
+        attempts_made: int,
+        status_code: int | None,
+        retry_after: str | None,
+        now: datetime,
+    ) -> Verdict:
+        """`attempts_made` counts the attempt being judged."""
+        if status_code is not None and 200 <= status_code < 300:
+            return Verdict(DeliveryState.DELIVERED)
+        if status_code == 410 or attempts_made >= self.max_attempts:
+            return Verdict(DeliveryState.DEAD)
+        delay = self.schedule[attempts_made - 1] * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 - spreading load, not a secret
+        delay = max(delay, parse_retry_after(retry_after, now) or 0.0)
+        return Verdict(DeliveryState.PENDING, now + timedelta(seconds=delay))
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait, from either form of Retry-After (RFC 9110, 10.2.3); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            seconds = (parsedate_to_datetime(value) - now).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
