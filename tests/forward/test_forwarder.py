@@ -15,6 +15,7 @@ from tests.helpers import (
     Downstream,
     ReceiverProcess,
     always,
+    free_port,
     make_event,
     sign,
     wait_until,
@@ -255,6 +256,11 @@ def test_two_workers_on_one_database_do_not_double_send(
             lambda: sender.admin("/deliveries?state=pending").json()["deliveries"] == [],
             timeout=10,
         )
+        # Rows another process adds are found by polling, within about a second.
+        late = make_event()
+        sender.send(late)
+        wait_until(lambda: bool(downstream.of(late["id"])), timeout=3)
+        events.append(late)
     finally:
         for worker in workers:
             assert worker.stop() == 0
@@ -263,3 +269,42 @@ def test_two_workers_on_one_database_do_not_double_send(
     for worker in workers:
         assert '"delivery_attempt"' in worker.output(), "one worker did all the work"
         assert rivya.sensitive.found_in(worker.output()) == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "error_class"), [("refused", "ConnectError"), ("slow", "TimeoutError")]
+)
+def test_connection_errors_and_timeouts_are_recorded_by_class(
+    start_server: StartServer,
+    own_downstream: StartDownstream,
+    rivya: Rivya,
+    failure: str,
+    error_class: str,
+) -> None:
+    url = own_downstream(delay=1.5).url if failure == "slow" else f"http://127.0.0.1:{free_port()}/"
+    sender = Rivya(
+        start_server(forward_url=url, forward_timeout_seconds="1", forward_lease_seconds="3"),
+        rivya.secret,
+        rivya.sensitive,
+    )
+    event = make_event()
+    sender.send(event)
+    wait_until(lambda: delivery_of(sender, event["id"])["attempts"] >= 1, timeout=10)
+    delivery = delivery_of(sender, event["id"])
+    assert delivery["state"] == "pending"
+    assert (delivery["last_status_code"], delivery["last_error"]) == (None, error_class)
+
+
+def test_credentials_in_the_forward_url_never_reach_logs_or_the_admin_api(
+    start_server: StartServer, own_downstream: StartDownstream, rivya: Rivya
+) -> None:
+    downstream = own_downstream()
+    url = downstream.url.replace("http://", "http://hook-user:hook-password-123@")
+    rivya.sensitive.add("hook-password-123", url)
+    sender = Rivya(start_server(forward_url=url), rivya.secret, rivya.sensitive)
+    event = make_event()
+    sender.send(event)
+    wait_until(lambda: bool(downstream.of(event["id"])), timeout=5)
+    assert downstream.of(event["id"])[0].headers["authorization"].startswith("Basic ")
+    assert "hook-password-123" not in sender.admin(f"/events/{event['id']}").text
+    assert "hook-password-123" not in sender.admin("/deliveries").text
