@@ -19,7 +19,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import TypeVar
 
 import httpx
@@ -77,12 +76,7 @@ class Forwarder:
         log.info("forwarder_started", concurrency=self._concurrency)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         # Stop claiming, let attempts in flight finish within their timeout, hand back
         # the claims of any that did not, and write every outcome before leaving.
         self._stopping = True

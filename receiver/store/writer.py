@@ -12,7 +12,6 @@ retried one per transaction, so one event that cannot be stored does not sink th
 
 import asyncio
 from collections.abc import Callable
-from types import TracebackType
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -47,12 +46,7 @@ class EventWriter:
         self._task = asyncio.create_task(self._run(), name="event-writer")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         # Refuse new work, finish what was queued, then stop.
         self._closing = True
         await self._queue.join()
