@@ -1,7 +1,6 @@
-"""The admin API under /admin, behind a bearer token: look up, list, replay."""
+"""The admin API under /admin, behind a bearer token: look up, list, count, replay."""
 
 import hmac
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -18,15 +17,19 @@ from receiver.exceptions import (
     NotFoundError,
     UnauthorizedError,
 )
-from receiver.logs import log
+from receiver.operators import actions
 from receiver.responses import ORJSONResponse
 from receiver.services import Services, services_of
 from receiver.settings import describe_errors
 from receiver.store.database import transaction
-from receiver.store.deliveries import DeliveryState, ReplayFilter, replay_events
-from receiver.store.queries import get_event, get_record, list_deliveries
+from receiver.store.deliveries import DeliveryState
+from receiver.store.events import Outcome
+from receiver.store.filters import EventFilter
+from receiver.store.queries import get_event, get_record, list_deliveries, list_events
+from receiver.store.stats import collect_stats
 
 M = TypeVar("M", bound=BaseModel)
+WHO = "admin-api"
 
 
 class RequireAdminToken:
@@ -43,21 +46,45 @@ class RequireAdminToken:
         await self.app(scope, receive, send)
 
 
-class ReplayRequest(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: str | None = None
+
+class Window(_Strict):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
+
+
+class ReplayRequest(Window):
+    type: str | None = None
     delivery_state: DeliveryState | None = None
 
 
-class DeliveriesQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EventsQuery(Window):
+    type: str | None = None
+    outcome: Outcome | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = None
 
+
+class DeliveriesQuery(_Strict):
     state: DeliveryState | None = None
     limit: int = Field(default=100, ge=1, le=1000)
-    before: int | None = None
+    cursor: str | None = None
+
+
+class StatsQuery(_Strict):
+    since: AwareDatetime | None = None
+
+
+async def show_events(request: Request) -> Response:
+    query = _parse(EventsQuery, request)
+    which = EventFilter(
+        type=query.type, since=query.since, until=query.until, outcome=query.outcome
+    )
+    async with transaction(services_of(request).engine) as connection:
+        page = await list_events(connection, which, query.limit, query.cursor)
+    return ORJSONResponse({"events": page.items, "next_cursor": page.next_cursor})
 
 
 async def show_event(request: Request) -> Response:
@@ -71,25 +98,32 @@ async def show_record(request: Request) -> Response:
 
 
 async def show_deliveries(request: Request) -> Response:
-    query = _parse(DeliveriesQuery, dict(request.query_params))
+    query = _parse(DeliveriesQuery, request)
     async with transaction(services_of(request).engine) as connection:
-        rows = await list_deliveries(connection, query.state, query.limit, query.before)
-    next_before = rows[-1]["id"] if len(rows) == query.limit else None
-    return ORJSONResponse({"deliveries": rows, "next_before": next_before})
+        page = await list_deliveries(connection, query.state, query.limit, query.cursor)
+    return ORJSONResponse({"deliveries": page.items, "next_cursor": page.next_cursor})
+
+
+async def show_stats(request: Request) -> Response:
+    query = _parse(StatsQuery, request)
+    async with transaction(services_of(request).engine) as connection:
+        return ORJSONResponse(await collect_stats(connection, query.since))
 
 
 async def replay_event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
-    replayed = await _replay(services_of(request), ReplayFilter(event_ids=(event_id,)))
+    replayed = await _replay(services_of(request), EventFilter(event_ids=(event_id,)))
     if not replayed:
         raise NotFoundError(f"no event {event_id!r}")
     return ORJSONResponse({"replayed": replayed}, status_code=202)
 
 
 async def replay_matching(request: Request) -> Response:
-    body = await request.body()
-    wanted = _parse_json(ReplayRequest, body or b"{}")
-    which = ReplayFilter(
+    try:
+        wanted = ReplayRequest.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        raise InvalidRequestError(describe_errors(exc, name_of=str)) from exc
+    which = EventFilter(
         type=wanted.type,
         since=wanted.since,
         until=wanted.until,
@@ -98,27 +132,19 @@ async def replay_matching(request: Request) -> Response:
     return ORJSONResponse({"replayed": await _replay(services_of(request), which)}, 202)
 
 
-async def _replay(services: Services, which: ReplayFilter) -> int:
+async def _replay(services: Services, which: EventFilter) -> int:
     if services.settings.forward_url is None:
         raise ForwardingDisabledError("forwarding is off: set RECEIVER_FORWARD_URL")
-    async with transaction(services.engine) as connection:
-        replayed = await replay_events(connection, which, datetime.now(UTC))
-    log.info("audit", who="admin-api", what="replay", count=replayed)
+    event_ids = await actions.matching_ids(services.engine, which)
+    replayed = await actions.replay(services.engine, event_ids, WHO)
     if services.forwarder is not None:
         services.forwarder.wake()
     return replayed
 
 
-def _parse(model: type[M], values: dict[str, str]) -> M:
+def _parse(model: type[M], request: Request) -> M:
     try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise InvalidRequestError(describe_errors(exc, name_of=str)) from exc
-
-
-def _parse_json(model: type[M], body: bytes) -> M:
-    try:
-        return model.model_validate_json(body)
+        return model.model_validate(dict(request.query_params))
     except ValidationError as exc:
         raise InvalidRequestError(describe_errors(exc, name_of=str)) from exc
 
@@ -127,11 +153,13 @@ def admin_mount(token: SecretStr | None) -> Mount:
     return Mount(
         "/admin",
         routes=[
+            Route("/events", show_events),
             Route("/events/{event_id}", show_event),
             Route("/events/{event_id}/replay", replay_event, methods=["POST"]),
             Route("/replay", replay_matching, methods=["POST"]),
             Route("/deliveries", show_deliveries),
             Route("/records/{task_id}", show_record),
+            Route("/stats", show_stats),
         ],
         middleware=[Middleware(RequireAdminToken, token=token)],
     )

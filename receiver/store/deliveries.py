@@ -9,11 +9,11 @@ FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from receiver.store.filters import EventFilter, event_conditions
 from receiver.store.tables import attempts, deliveries, events
 
 
@@ -145,51 +145,20 @@ async def release_claims(connection: AsyncConnection, owner: str, ids: list[int]
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayFilter:
-    event_ids: tuple[str, ...] | None = None
-    type: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    delivery_state: DeliveryState | None = None
-
-
 async def replay_events(
-    connection: AsyncConnection, which: ReplayFilter, now: datetime, target_url: str | None = None
+    connection: AsyncConnection, which: EventFilter, now: datetime, target_url: str | None = None
 ) -> int:
-    """Queue a new delivery of every matching event; returns how many."""
+    """Queue a new delivery of every matching event, to `target_url` if given; how many."""
     selected = sa.select(
         events.c.id,
         sa.literal(DeliveryState.PENDING.value),
         sa.literal(target_url, sa.Text),
         sa.literal(now, deliveries.c.next_attempt_at.type),
         sa.literal(now, deliveries.c.created_at.type),
-    ).where(*_event_conditions(which))
+    ).where(*event_conditions(which))
     result = await connection.execute(
         sa.insert(deliveries).from_select(
             ["event_id", "state", "target_url", "next_attempt_at", "created_at"], selected
         )
     )
     return result.rowcount
-
-
-def _event_conditions(which: ReplayFilter) -> list[Any]:
-    conditions: list[Any] = []
-    if which.event_ids is not None:
-        conditions.append(events.c.id.in_(which.event_ids))
-    if which.type is not None:
-        conditions.append(events.c.type == which.type)
-    if which.since is not None:
-        conditions.append(events.c.received_at >= which.since)
-    if which.until is not None:
-        conditions.append(events.c.received_at < which.until)
-    if which.delivery_state is not None:
-        latest = (
-            sa.select(deliveries.c.state)
-            .where(deliveries.c.event_id == events.c.id)
-            .order_by(deliveries.c.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        conditions.append(latest == which.delivery_state)
-    return conditions

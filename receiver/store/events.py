@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.ingest.envelope import TERMINAL_STATUSES, Event, Generation
+from receiver.exceptions import NotFoundError
+from receiver.ingest.envelope import TERMINAL_STATUSES, Event, Generation, parse_event
 from receiver.store.deliveries import DeliveryState
 from receiver.store.tables import deliveries, events, records
 
@@ -39,29 +40,17 @@ async def store_event(
 ) -> Outcome | None:
     """Store `submission`, with an outbox row if `forward`; None means a duplicate."""
     event = submission.event
-    outcome = _outcome_before_applying(event)
     insert = _insert(connection, events).values(
         id=event.event_id,
         webhook_id=submission.msg_id,
-        type=event.type,
-        api_version=event.api_version,
-        created_at=event.created_at,
         received_at=submission.received_at,
-        task_id=event.generation.task_id if event.generation else None,
-        outcome=outcome,
-        quarantine_reason=event.quarantine_reason,
         body=submission.body,
+        **_parsed_columns(event, _outcome_before_applying(event)),
     )
     stored = insert.on_conflict_do_nothing(index_elements=[events.c.id]).returning(events.c.id)
     if await connection.scalar(stored) is None:
         return None
-    if event.generation and not await _apply(
-        connection, event.event_id, event.generation, submission.received_at
-    ):
-        outcome = Outcome.STALE
-        await connection.execute(
-            sa.update(events).where(events.c.id == event.event_id).values(outcome=outcome)
-        )
+    outcome = await _apply_to_record(connection, event.event_id, event, submission.received_at)
     if forward:
         await connection.execute(
             sa.insert(deliveries).values(
@@ -72,6 +61,50 @@ async def store_event(
             )
         )
     return outcome
+
+
+async def reprocess_event(connection: AsyncConnection, event_id: str, now: datetime) -> Outcome:
+    """Parse a stored body again and apply it, as if it had just arrived (after an upgrade
+    taught us a shape). Idempotent; adds no delivery."""
+    row = (
+        await connection.execute(
+            sa.select(events.c.webhook_id, events.c.body).where(events.c.id == event_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no event {event_id!r}")
+    event = parse_event(row.body, row.webhook_id)
+    await connection.execute(
+        sa.update(events)
+        .where(events.c.id == event_id)
+        .values(**_parsed_columns(event, _outcome_before_applying(event)))
+    )
+    return await _apply_to_record(connection, event_id, event, now)
+
+
+def _parsed_columns(event: Event, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "type": event.type,
+        "api_version": event.api_version,
+        "created_at": event.created_at,
+        "task_id": event.generation.task_id if event.generation else None,
+        "outcome": outcome,
+        "quarantine_reason": event.quarantine_reason,
+    }
+
+
+async def _apply_to_record(
+    connection: AsyncConnection, event_id: str, event: Event, now: datetime
+) -> Outcome:
+    """Apply the event's generation, if any; its final outcome, kept on its row."""
+    if event.generation is None:
+        return _outcome_before_applying(event)
+    if await _apply(connection, event_id, event.generation, now):
+        return Outcome.APPLIED
+    await connection.execute(
+        sa.update(events).where(events.c.id == event_id).values(outcome=Outcome.STALE)
+    )
+    return Outcome.STALE
 
 
 def _outcome_before_applying(event: Event) -> Outcome:
@@ -105,8 +138,12 @@ async def _apply(
     upsert = upsert.on_conflict_do_update(
         index_elements=[records.c.task_id],
         set_=changed,
-        where=records.c.status.not_in(TERMINAL_STATUSES)
-        & (records.c.updated_at <= upsert.excluded.updated_at),
+        # Re-applying the event the record already reflects is harmless (reprocessing).
+        where=(
+            records.c.status.not_in(TERMINAL_STATUSES)
+            & (records.c.updated_at <= upsert.excluded.updated_at)
+        )
+        | (records.c.last_event_id == upsert.excluded.last_event_id),
     )
     return await connection.scalar(upsert.returning(records.c.task_id)) is not None
 

@@ -1,5 +1,7 @@
 """Reading what was stored, for operators. Rows come back as JSON-ready dicts."""
 
+import base64
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -7,8 +9,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.exceptions import NotFoundError
-from receiver.store.deliveries import DeliveryState
+from receiver.exceptions import InvalidRequestError, NotFoundError
+from receiver.store.filters import EventFilter, event_conditions
 from receiver.store.tables import attempts, deliveries, events, records
 
 
@@ -45,6 +47,14 @@ async def _deliveries_of(connection: AsyncConnection, event_id: str) -> list[dic
     return shown
 
 
+EVENT_COLUMNS = (
+    events.c.id,
+    events.c.type,
+    events.c.received_at,
+    events.c.outcome,
+    events.c.quarantine_reason,
+    events.c.task_id,
+)
 DELIVERY_COLUMNS = (
     deliveries.c.id,
     deliveries.c.event_id,
@@ -60,19 +70,48 @@ DELIVERY_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+async def list_events(
+    connection: AsyncConnection, which: EventFilter, limit: int, cursor: str | None = None
+) -> Page:
+    """Newest first, without bodies; `cursor` continues from the previous page's end."""
+    query = (
+        sa.select(*EVENT_COLUMNS)
+        .where(*event_conditions(which))
+        .order_by(events.c.received_at.desc(), events.c.id.desc())
+        .limit(limit)
+    )
+    if cursor is not None:
+        received_at, event_id = _decode_cursor(cursor, 2)
+        moment = _moment(received_at)
+        query = query.where(
+            sa.tuple_(events.c.received_at, events.c.id)
+            < sa.tuple_(sa.literal(moment, events.c.received_at.type), sa.literal(event_id))
+        )
+    rows = [row._asdict() for row in await connection.execute(query)]
+    last = rows[-1] if len(rows) == limit else None
+    next_cursor = _encode_cursor(last["received_at"].isoformat(), last["id"]) if last else None
+    return Page([_jsonable(row) for row in rows], next_cursor)
+
+
 async def list_deliveries(
-    connection: AsyncConnection,
-    state: DeliveryState | None,
-    limit: int,
-    before_id: int | None = None,
-) -> list[dict[str, Any]]:
-    """Newest first; `before_id` continues a listing from its last row."""
+    connection: AsyncConnection, state: str | None, limit: int, cursor: str | None = None
+) -> Page:
+    """Newest first; `cursor` continues from the previous page's end."""
     query = sa.select(*DELIVERY_COLUMNS).order_by(deliveries.c.id.desc()).limit(limit)
     if state is not None:
         query = query.where(deliveries.c.state == state)
-    if before_id is not None:
-        query = query.where(deliveries.c.id < before_id)
-    return [_jsonable(row._asdict()) for row in await connection.execute(query)]
+    if cursor is not None:
+        (before_id,) = _decode_cursor(cursor, 1)
+        query = query.where(deliveries.c.id < int(before_id))
+    rows = [_jsonable(row._asdict()) for row in await connection.execute(query)]
+    next_cursor = _encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
+    return Page(rows, next_cursor)
 
 
 async def get_record(connection: AsyncConnection, task_id: str) -> dict[str, Any]:
@@ -80,6 +119,27 @@ async def get_record(connection: AsyncConnection, task_id: str) -> dict[str, Any
     if row is None:
         raise NotFoundError(f"no record {task_id!r}")
     return _jsonable(row._asdict())
+
+
+def _encode_cursor(*values: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode()
+
+
+def _decode_cursor(cursor: str, length: int) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, orjson.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != length:
+        raise InvalidRequestError("cursor: not one this service gave out")
+    return values
+
+
+def _moment(text: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise InvalidRequestError("cursor: not one this service gave out") from None
 
 
 def _payload(body: bytes) -> Any:

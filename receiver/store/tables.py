@@ -57,9 +57,10 @@ events = sa.Table(
     sa.Column("created_at", UTCDateTime),
     sa.Column("received_at", UTCDateTime, nullable=False, index=True),
     sa.Column("task_id", sa.Text, index=True),
-    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False, index=True),
     sa.Column("quarantine_reason", sa.Text),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index("ix_events_type_received_at", "type", "received_at"),
 )
 
 records = sa.Table(
@@ -74,7 +75,8 @@ records = sa.Table(
     sa.Column("error_code", sa.Text),
     sa.Column("error_message", sa.Text),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.Column("last_event_id", sa.Text, sa.ForeignKey("events.id"), nullable=False),
+    # No foreign key: the record outlives its events when retention prunes them.
+    sa.Column("last_event_id", sa.Text, nullable=False),
     sa.Column("changed_at", UTCDateTime, nullable=False),
 )
 
