@@ -5,38 +5,47 @@ a problem as one line on stderr with exit code 1; usage errors exit with 2.
 """
 
 import asyncio
-import os
-from pathlib import Path
+import sys
 
 import click
 import httpx
 import uvicorn
 
 from receiver.app import create_app
-from receiver.exceptions import SettingsError
 from receiver.forward.worker import run_worker
-from receiver.logs import configure_logging
+from receiver.logs import configure_logging, raised_at
+from receiver.operators.console import emit, json_option, load_settings
+from receiver.operators.inspection import deliveries, events, records, stats
+from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
-from receiver.settings import Settings
 from receiver.signatures import WebhookSecret
 from receiver.store.database import create_engine, upgrade_schema
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/rivya"
 
 
-def load_settings() -> Settings:
-    try:
-        return Settings.from_environment(os.environ, Path(".env"))
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
 @click.group()
-def main() -> None:
+def cli() -> None:
     """Receive Rivya webhooks: verified, deduplicated, stored, forwarded."""
 
 
-@main.command()
+for command in (events, records, deliveries, stats, replay, reprocess, prune):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """The console script. Click reports usage and expected errors itself; anything else
+    is a bug, reported in one line like the logs do, never as a traceback."""
+    try:
+        cli()
+    except Exception as exc:  # noqa: BLE001 - the last resort, by design
+        click.echo(
+            f"Error: unexpected {type(exc).__name__} at {raised_at(exc.__traceback__)}", err=True
+        )
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -58,7 +67,7 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
     )
 
 
-@main.command()
+@cli.command()
 def worker() -> None:
     """Forward stored events to RECEIVER_FORWARD_URL, without serving HTTP."""
     settings = load_settings()
@@ -70,7 +79,7 @@ def worker() -> None:
     asyncio.run(run_worker(settings))
 
 
-@main.command()
+@cli.command()
 def migrate() -> None:
     """Bring the database schema up to date, and nothing else."""
     settings = load_settings()
@@ -87,18 +96,20 @@ def migrate() -> None:
     click.echo("The database schema is up to date.")
 
 
-@main.group()
+@cli.group()
 def secret() -> None:
     """Signing secrets."""
 
 
 @secret.command("new")
-def secret_new() -> None:
+@json_option
+def secret_new(as_json: bool) -> None:
     """Print a fresh whsec_ secret (32 random bytes)."""
-    click.echo(WebhookSecret.generate().reveal())
+    secret = WebhookSecret.generate().reveal()
+    emit({"secret": secret}, as_json, lambda data: str(data["secret"]))
 
 
-@main.command("send-test")
+@cli.command("send-test")
 @click.option("--url", default=DEFAULT_WEBHOOK_URL, show_default=True)
 @click.option(
     "--type",
@@ -107,7 +118,8 @@ def secret_new() -> None:
     default=SAMPLE_TYPES[0],
     show_default=True,
 )
-def send_test(url: str, event_type: str) -> None:
+@json_option
+def send_test(url: str, event_type: str, as_json: bool) -> None:
     """POST a realistic event signed with the first signing secret; fail if not accepted."""
     settings = load_settings()
     event = build_sample_event(event_type)
@@ -116,7 +128,25 @@ def send_test(url: str, event_type: str) -> None:
         response = httpx.post(url, content=body, headers=headers, timeout=10)
     except httpx.HTTPError as exc:
         raise click.ClickException(f"could not reach {url}: {type(exc).__name__}") from exc
-    click.echo(f"{event_type} {event['id']} for {event['data']['id']}: HTTP {response.status_code}")
-    click.echo(response.text)
-    if response.status_code != 200 or response.json().get("status") != "accepted":
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = response.text
+    outcome = {
+        "type": event_type,
+        "event_id": event["id"],
+        "task_id": event["data"]["id"],
+        "http_status": response.status_code,
+        "answer": answer,
+    }
+    emit(
+        outcome,
+        as_json,
+        lambda o: (
+            f"{o['type']} {o['event_id']} for {o['task_id']}: HTTP {o['http_status']}\n"
+            + response.text
+        ),
+    )
+    accepted = isinstance(answer, dict) and answer.get("status") == "accepted"
+    if response.status_code != 200 or not accepted:
         raise click.ClickException("the receiver did not accept the test event")

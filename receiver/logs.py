@@ -63,7 +63,7 @@ def summarize_exception(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
         exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
     if isinstance(exc_info, tuple) and exc_info[0] is not None:
         event_dict["error_class"] = exc_info[0].__name__
-        event_dict["error_at"] = _raised_at(exc_info[2])
+        event_dict["error_at"] = raised_at(exc_info[2])
     return event_dict
 
 
@@ -145,7 +145,7 @@ class RequestLogMiddleware:
             )
 
 
-def _raised_at(tb: TracebackType | None) -> str | None:
+def raised_at(tb: TracebackType | None) -> str | None:
     frames = traceback.extract_tb(tb) if tb else []
     return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else None
 

@@ -85,6 +85,19 @@ def signed(secret: str, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     return body, sign(secret, body, event["id"])
 
 
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`receiver ARGS...` as an operator types it, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

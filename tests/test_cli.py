@@ -1,25 +1,13 @@
 """The `receiver` command as an operator types it: real processes, real exit codes."""
 
 import base64
-import os
-import subprocess
-import sys
+import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import ReceiverProcess, free_port, new_secret
+from tests.helpers import ReceiverProcess, free_port, new_secret, run_cli
 
-
-def receiver(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "receiver", *args],
-        env={"PATH": os.environ.get("PATH", ""), **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+receiver = run_cli
 
 
 def test_secret_new_prints_a_fresh_32_byte_whsec_secret(tmp_path: Path) -> None:
@@ -97,3 +85,44 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     result = receiver("serve", "--port", "not-a-port", env={}, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_json_output_of_secret_new_and_send_test(
+    start_server: Callable[..., ReceiverProcess], server_env: dict[str, str], tmp_path: Path
+) -> None:
+    secret = json.loads(receiver("secret", "new", "--json", env={}, cwd=tmp_path).stdout)
+    assert secret["secret"].startswith("whsec_")
+    process = start_server()
+    result = receiver(
+        "send-test",
+        "--url",
+        f"{process.url}/webhooks/rivya",
+        "--json",
+        env=server_env,
+        cwd=tmp_path,
+    )
+    sent = json.loads(result.stdout)
+    assert (sent["http_status"], sent["answer"]["status"]) == (200, "accepted")
+    assert sent["answer"]["event_id"] == sent["event_id"]
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    commands = [
+        ("serve",),
+        ("worker",),
+        ("migrate",),
+        ("secret", "new"),
+        ("send-test",),
+        ("events", "list"),
+        ("events", "show"),
+        ("records", "show"),
+        ("deliveries", "list"),
+        ("stats",),
+        ("replay",),
+        ("reprocess",),
+        ("prune",),
+    ]
+    for command in commands:
+        result = receiver(*command, "--help", env={}, cwd=tmp_path)
+        assert result.returncode == 0, command
+        assert result.stdout.startswith("Usage: "), command

@@ -20,14 +20,22 @@ from receiver.exceptions import StoreUnavailableError
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def create_engine(database_url: str, busy_timeout_seconds: float) -> AsyncEngine:
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a SQLite URL; None for other backends."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+        return None
     if url.database in (None, "", ":memory:"):
         raise ValueError("SQLite needs a file: an in-memory database loses every event")
-    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_seconds})
+    return Path(url.database)
+
+
+def create_engine(database_url: str, busy_timeout_seconds: float) -> AsyncEngine:
+    path = sqlite_path(database_url)
+    if path is None:
+        return create_async_engine(database_url, pool_pre_ping=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(database_url, connect_args={"timeout": busy_timeout_seconds})
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine
 
@@ -63,7 +71,7 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
 
 
 def _upgrade(connection: Connection) -> None:
-    config = _alembic_config()
+    config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 
@@ -75,10 +83,10 @@ def _is_current(connection: Connection) -> bool:
 
 @cache
 def _head_revisions() -> frozenset[str]:
-    return frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config

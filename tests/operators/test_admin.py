@@ -1,12 +1,13 @@
 """The admin API's lock, and its lookups' answers for absent things."""
 
+import json
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, Rivya
-from tests.helpers import ReceiverProcess, make_event
+from tests.helpers import ReceiverProcess, make_event, wait_until
 
 
 @pytest.mark.parametrize(
@@ -56,3 +57,52 @@ def test_unknown_route_and_wrong_method_answer_json(rivya: Rivya) -> None:
     assert (missing.status_code, missing.json()["error"]) == (404, "http_error")
     wrong = httpx.get(f"{rivya.server.url}/webhooks/rivya")
     assert wrong.status_code == 405
+
+
+def test_admin_events_filter_and_page_with_a_cursor(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    sender = Rivya(start_server(), rivya.secret, rivya.sensitive)
+    failed = [make_event("generation.failed") for _ in range(3)]
+    for event in [*failed, make_event()]:
+        sender.send(event)
+
+    seen, query = [], "/events?type=generation.failed&limit=2"
+    while True:
+        page = sender.admin(query).json()
+        seen += [e["id"] for e in page["events"]]
+        if page["next_cursor"] is None:
+            break
+        query = f"/events?type=generation.failed&limit=2&cursor={page['next_cursor']}"
+    assert seen == [e["id"] for e in reversed(failed)]
+    assert sender.admin("/events?outcome=applied&since=2999-01-01T00:00:00Z").json() == {
+        "events": [],
+        "next_cursor": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/events?cursor=garbage",
+        "/events?limit=0",
+        "/events?outcome=lost",
+        "/events?since=yesterday",
+        "/events?colour=blue",
+        "/deliveries?state=lost",
+        "/stats?since=2026-01-01T00:00:00",
+    ],
+)
+def test_admin_listings_refuse_bad_queries_with_400(rivya: Rivya, query: str) -> None:
+    response = rivya.admin(query)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_admin_replay_is_audited(rivya: Rivya) -> None:
+    event = make_event()
+    rivya.send(event)
+    assert rivya.admin(f"/events/{event['id']}/replay", method="POST").status_code == 202
+    wait_until(lambda: '"what":"replay"' in rivya.server.output(), timeout=5)
+    audits = [json.loads(line) for line in rivya.server.output().splitlines() if '"audit"' in line]
+    assert {"who": "admin-api", "what": "replay", "count": 1}.items() <= audits[-1].items()

@@ -1,0 +1,130 @@
+"""What every operator command shares: settings, the database, dates, and output.
+
+Problems become one line on stderr and exit code 1 (click's `ClickException`), never a
+traceback; `--json` prints one JSON document, also when there is nothing to show.
+"""
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from receiver.exceptions import RejectedRequestError, SettingsError, StoreUnavailableError
+from receiver.logs import configure_logging
+from receiver.settings import Settings
+from receiver.store.database import create_engine, schema_is_current, sqlite_path
+
+T = TypeVar("T")
+PROGRESS_FROM = 1000
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_environment(os.environ, Path(".env"))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def run_with_store(operation: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run `operation` against the configured database, which must exist and be current."""
+    settings = load_settings()
+    # Operators' audit lines go to stderr, so stdout stays clean for --json.
+    configure_logging(settings.log_level, settings.log_format, sys.stderr)
+    path = sqlite_path(settings.database_url)
+    if path is not None and not path.is_file():
+        raise click.ClickException(f"no database at {path}: run `receiver migrate` first")
+
+    async def main() -> T:
+        engine = create_engine(settings.database_url, settings.database_busy_timeout_seconds)
+        try:
+            if not await schema_is_current(engine):
+                raise click.ClickException(
+                    "the database schema is not current: run `receiver migrate`"
+                )
+            return await operation(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except RejectedRequestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (StoreUnavailableError, SQLAlchemyError, OSError) as exc:
+        cause = exc.__cause__ if isinstance(exc, StoreUnavailableError) else exc
+        raise click.ClickException(
+            f"cannot use the database ({type(cause).__name__}); is it reachable?"
+        ) from exc
+
+
+def parse_moment(text: str | None, option: str) -> datetime | None:
+    """ISO 8601 (UTC when no zone is given), or a span back from now: 90m, 24h, 7d, 2w."""
+    if text is None:
+        return None
+    if _DURATION.fullmatch(text):
+        return datetime.now(UTC) - parse_duration(text, option)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.ClickException(
+            f"{option}: {text!r} is neither an ISO 8601 time nor a span like 24h or 7d"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    match = _DURATION.fullmatch(text)
+    if match is None or int(match[1]) == 0:
+        raise click.ClickException(f"{option}: {text!r} is not a span like 90m, 24h, 30d or 2w")
+    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+@contextmanager
+def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for large sets; `advance(n)` moves it on by n."""
+    if quiet or total < PROGRESS_FROM:
+        yield lambda _: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if as_json else human(data))
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str) -> str:
+    if not rows:
+        return empty
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = [[c.upper() for c in columns], *cells]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def details(values: dict[str, Any], keys: Sequence[str]) -> str:
+    width = max(len(key) for key in keys)
+    return "\n".join(f"{key.ljust(width)}  {_cell(values.get(key))}" for key in keys)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)

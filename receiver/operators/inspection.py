@@ -1,0 +1,113 @@
+"""Read-only operator commands: list and show events, records and deliveries; count."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from receiver.operators import views
+from receiver.operators.console import emit, json_option, parse_moment, run_with_store
+from receiver.store.database import transaction
+from receiver.store.deliveries import DeliveryState
+from receiver.store.events import Outcome
+from receiver.store.filters import EventFilter
+from receiver.store.queries import get_event, get_record, list_deliveries, list_events
+from receiver.store.stats import collect_stats
+
+T = TypeVar("T")
+OUTCOMES = click.Choice([outcome.value for outcome in Outcome])
+STATES = click.Choice([state.value for state in DeliveryState])
+since_option = click.option("--since", help="ISO 8601 time, or a span back from now: 24h, 7d.")
+until_option = click.option("--until", help="ISO 8601 time, or a span back from now.")
+type_option = click.option("--type", "event_type", help="Event type, e.g. generation.failed.")
+limit_option = click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+cursor_option = click.option("--cursor", help="Continue a listing where its last page ended.")
+
+
+def read(query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def run(engine: AsyncEngine) -> T:
+        async with transaction(engine) as connection:
+            return await query(connection)
+
+    return run_with_store(run)
+
+
+@click.group()
+def events() -> None:
+    """Stored events."""
+
+
+@events.command("list")
+@type_option
+@since_option
+@until_option
+@click.option("--outcome", type=OUTCOMES)
+@limit_option
+@cursor_option
+@json_option
+def events_list(
+    event_type: str | None,
+    since: str | None,
+    until: str | None,
+    outcome: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List events, newest first."""
+    which = EventFilter(
+        type=event_type,
+        since=parse_moment(since, "--since"),
+        until=parse_moment(until, "--until"),
+        outcome=outcome,
+    )
+    page = read(lambda connection: list_events(connection, which, limit, cursor))
+    emit({"events": page.items, "next_cursor": page.next_cursor}, as_json, views.event_page)
+
+
+@events.command("show")
+@click.argument("event_id")
+@json_option
+def events_show(event_id: str, as_json: bool) -> None:
+    """One event: payload, outcome, deliveries and their attempts."""
+    emit(read(lambda connection: get_event(connection, event_id)), as_json, views.event)
+
+
+@click.group()
+def records() -> None:
+    """Generation records."""
+
+
+@records.command("show")
+@click.argument("task_id")
+@json_option
+def records_show(task_id: str, as_json: bool) -> None:
+    """One generation's record."""
+    emit(read(lambda connection: get_record(connection, task_id)), as_json, views.record)
+
+
+@click.group()
+def deliveries() -> None:
+    """Forwarding deliveries."""
+
+
+@deliveries.command("list")
+@click.option("--state", type=STATES)
+@limit_option
+@cursor_option
+@json_option
+def deliveries_list(state: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+    """List deliveries, newest first."""
+    page = read(lambda connection: list_deliveries(connection, state, limit, cursor))
+    data: dict[str, Any] = {"deliveries": page.items, "next_cursor": page.next_cursor}
+    emit(data, as_json, views.delivery_page)
+
+
+@click.command()
+@since_option
+@json_option
+def stats(since: str | None, as_json: bool) -> None:
+    """Events, deliveries, records, credits and failure codes, since a time or ever."""
+    moment = parse_moment(since, "--since")
+    emit(read(lambda connection: collect_stats(connection, moment)), as_json, views.stats)

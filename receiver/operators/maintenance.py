@@ -1,0 +1,145 @@
+"""Operator commands that change stored data: replay, reprocess, prune. Each is audited."""
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from receiver.operators import actions
+from receiver.operators.console import (
+    emit,
+    json_option,
+    load_settings,
+    parse_duration,
+    parse_moment,
+    progress,
+    run_with_store,
+)
+from receiver.operators.inspection import STATES, since_option, type_option, until_option
+from receiver.store.events import Outcome
+from receiver.store.filters import EventFilter
+from receiver.store.retention import count_prunable
+
+WHO = "cli"
+
+
+async def _existing(engine: AsyncEngine, which: EventFilter) -> list[str]:
+    """The matching event IDs; every ID asked for by name must exist."""
+    found = await actions.matching_ids(engine, which)
+    missing = sorted(set(which.event_ids or ()) - set(found))
+    if missing:
+        raise click.ClickException(f"no event {', '.join(missing)}")
+    return found
+
+
+@click.command()
+@click.argument("event_ids", nargs=-1)
+@type_option
+@since_option
+@until_option
+@click.option("--delivery-state", type=STATES, help="State of the event's latest delivery.")
+@click.option("--to", "target_url", help="Deliver to this endpoint instead, this once.")
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
+@json_option
+def replay(
+    event_ids: tuple[str, ...],
+    event_type: str | None,
+    since: str | None,
+    until: str | None,
+    delivery_state: str | None,
+    target_url: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Queue stored events for delivery again (same webhook-id), by ID or by filter.
+
+    A running `receiver serve` or `receiver worker` delivers them, signed as usual."""
+    if bool(event_ids) == any(f is not None for f in (event_type, since, until, delivery_state)):
+        raise click.UsageError(
+            "give event IDs, or filters: --type, --since, --until, --delivery-state"
+        )
+    if target_url is not None:
+        url = httpx.URL(target_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise click.UsageError("--to: use an absolute http:// or https:// URL")
+    if load_settings().forward_url is None:
+        raise click.ClickException(
+            "forwarding is off: set RECEIVER_FORWARD_URL and run a forwarder"
+        )
+    which = EventFilter(
+        event_ids=event_ids or None,
+        type=event_type,
+        since=parse_moment(since, "--since"),
+        until=parse_moment(until, "--until"),
+        delivery_state=delivery_state,
+    )
+
+    async def run(engine: AsyncEngine) -> dict[str, int]:
+        found = await _existing(engine, which)
+        if dry_run:
+            return {"would_replay": len(found)}
+        with progress(len(found), "Replaying", quiet=as_json) as advance:
+            return {"replayed": await actions.replay(engine, found, WHO, target_url, advance)}
+
+    result = run_with_store(run)
+    if dry_run:
+        emit(result, as_json, lambda r: f"Would replay {r['would_replay']} events.")
+    else:
+        emit(result, as_json, lambda r: f"Replayed {r['replayed']} events.")
+
+
+@click.command()
+@click.argument("event_ids", nargs=-1)
+@click.option("--quarantined", is_flag=True, help="Every quarantined event.")
+@json_option
+def reprocess(event_ids: tuple[str, ...], quarantined: bool, as_json: bool) -> None:
+    """Parse stored events again and apply them to their records, as after an upgrade
+    that understands more. Safe to repeat."""
+    if bool(event_ids) == quarantined:
+        raise click.UsageError("give event IDs or --quarantined")
+    which = EventFilter(
+        event_ids=event_ids or None, outcome=None if event_ids else Outcome.QUARANTINED
+    )
+
+    async def run(engine: AsyncEngine) -> dict[str, Any]:
+        found = await _existing(engine, which)
+        with progress(len(found), "Reprocessing", quiet=as_json) as advance:
+            outcomes = await actions.reprocess(engine, found, WHO, advance)
+        return {"reprocessed": len(found), "outcomes": dict(sorted(outcomes.items()))}
+
+    def human(result: dict[str, Any]) -> str:
+        by_outcome = ", ".join(f"{n} {outcome}" for outcome, n in result["outcomes"].items())
+        return f"Reprocessed {result['reprocessed']} events" + (
+            f": {by_outcome}." if by_outcome else "."
+        )
+
+    emit(run_with_store(run), as_json, human)
+
+
+@click.command()
+@click.option("--older-than", required=True, help="Age of events to remove: 90m, 24h, 30d, 2w.")
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+@json_option
+def prune(older_than: str, dry_run: bool, as_json: bool) -> None:
+    """Remove old events whose deliveries are all finished, with those deliveries and their
+    attempts. Records are kept."""
+    cutoff = datetime.now(UTC) - parse_duration(older_than, "--older-than")
+
+    async def run(engine: AsyncEngine) -> dict[str, Any]:
+        if dry_run:
+            counted = await count_prunable(engine, cutoff)
+        else:
+            counted = await actions.prune_older_than(engine, cutoff, WHO)
+        return {"dry_run": dry_run, "before": cutoff.isoformat(), **asdict(counted)}
+
+    def human(result: dict[str, Any]) -> str:
+        verb = "Would remove" if dry_run else "Removed"
+        return (
+            f"{verb} {result['events']} events, {result['deliveries']} deliveries and "
+            f"{result['attempts']} attempts received before {result['before']}."
+        )
+
+    emit(run_with_store(run), as_json, human)

@@ -1,0 +1,95 @@
+"""Human-readable renderings of what the operator commands return (`--json` skips these)."""
+
+from typing import Any
+
+import orjson
+
+from receiver.operators.console import details, table
+
+EVENT_KEYS = (
+    "id",
+    "type",
+    "api_version",
+    "created_at",
+    "received_at",
+    "task_id",
+    "outcome",
+    "quarantine_reason",
+)
+RECORD_KEYS = (
+    "task_id",
+    "status",
+    "model",
+    "reserved_credits",
+    "final_credits",
+    "result_urls",
+    "error_code",
+    "error_message",
+    "updated_at",
+    "last_event_id",
+    "changed_at",
+)
+EVENT_COLUMNS = ("received_at", "id", "type", "outcome", "task_id", "quarantine_reason")
+DELIVERY_COLUMNS = (
+    "id",
+    "event_id",
+    "state",
+    "attempts",
+    "last_status_code",
+    "last_error",
+    "next_attempt_at",
+)
+ATTEMPT_COLUMNS = ("attempted_at", "status_code", "error_class", "duration_ms")
+
+
+def event_page(page: dict[str, Any]) -> str:
+    return _with_cursor(table(page["events"], EVENT_COLUMNS, "No events."), page["next_cursor"])
+
+
+def delivery_page(page: dict[str, Any]) -> str:
+    listing = table(page["deliveries"], DELIVERY_COLUMNS, "No deliveries.")
+    return _with_cursor(listing, page["next_cursor"])
+
+
+def event(shown: dict[str, Any]) -> str:
+    payload = orjson.dumps(shown["payload"], option=orjson.OPT_INDENT_2).decode()
+    parts = [details(shown, EVENT_KEYS), "", "Payload:", payload, ""]
+    for delivery in shown["deliveries"]:
+        parts.append(
+            f"Delivery {delivery['id']}: {delivery['state']}, {delivery['attempts']} attempts"
+        )
+        parts.append(table(delivery["attempt_log"], ATTEMPT_COLUMNS, "(no attempt yet)"))
+    if not shown["deliveries"]:
+        parts.append("No deliveries.")
+    return "\n".join(parts)
+
+
+def record(shown: dict[str, Any]) -> str:
+    return details(shown, RECORD_KEYS)
+
+
+def stats(numbers: dict[str, Any]) -> str:
+    oldest = numbers["oldest_pending_delivery"]
+    counts = [
+        ("Deliveries", "state", numbers["deliveries"]),
+        ("Records", "status", numbers["records"]),
+    ]
+    return "\n\n".join(
+        [
+            "Events\n" + table(numbers["events"], ("type", "outcome", "count"), "none"),
+            *(
+                f"{title}\n"
+                + table([{key: k, "count": n} for k, n in by.items()], (key, "count"), "none")
+                for title, key, by in counts
+            ),
+            "Credits\n"
+            + table(numbers["credits"], ("model", "records", "reserved", "final"), "none"),
+            "Failure codes\n" + table(numbers["failure_codes"], ("code", "count"), "none"),
+            "Oldest pending delivery: "
+            + (f"{oldest['created_at']} ({oldest['age_seconds']} s ago)" if oldest else "none"),
+        ]
+    )
+
+
+def _with_cursor(listing: str, cursor: str | None) -> str:
+    return f"{listing}\nMore: --cursor {cursor}" if cursor else listing

@@ -1,0 +1,302 @@
+"""Operators' commands against a real database filled through the real HTTP path, with the
+server (and its forwarder) running beside them."""
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Rivya
+from tests.helpers import Downstream, ReceiverProcess, make_event, run_cli, sign, wait_until
+
+StartServer = Callable[..., ReceiverProcess]
+
+
+class Operator:
+    """Runs `receiver ...` with the server's own settings, from another process."""
+
+    def __init__(self, server: ReceiverProcess) -> None:
+        self.server = server
+
+    def run(self, *args: str, code: int = 0) -> str:
+        result = run_cli(*args, env=self.server.env, cwd=self.server.workdir)
+        assert result.returncode == code, result.stderr
+        assert "Traceback" not in result.stderr
+        return result.stdout if code == 0 else result.stderr
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json"))
+
+
+@pytest.fixture
+def fresh(start_server: StartServer, rivya: Rivya) -> tuple[Rivya, Operator]:
+    """A server on an empty database, forwarding to the module's downstream."""
+    server = start_server()
+    return Rivya(server, rivya.secret, rivya.sensitive), Operator(server)
+
+
+def send_mix(sender: Rivya) -> dict[str, list[dict[str, Any]]]:
+    mix = {
+        "succeeded": [make_event() for _ in range(3)],
+        "failed": [make_event("generation.failed") for _ in range(2)],
+        "unknown": [make_event("generation.progressed")],
+    }
+    for events in mix.values():
+        for event in events:
+            assert sender.send(event).status_code == 200
+    body = b'["not an object"]'
+    assert sender.post(body, sign(sender.secret, body, "msg_quarantined")).status_code == 200
+    return mix
+
+
+def all_delivered(sender: Rivya) -> bool:
+    pending: list[object] = sender.admin("/deliveries?state=pending").json()["deliveries"]
+    return pending == []
+
+
+def test_events_list_filters_and_shows(fresh: tuple[Rivya, Operator]) -> None:
+    sender, operator = fresh
+    mix = send_mix(sender)
+    failed = operator.json("events", "list", "--type", "generation.failed")
+    assert sorted(e["id"] for e in failed["events"]) == sorted(e["id"] for e in mix["failed"])
+    assert failed["next_cursor"] is None
+    quarantined = operator.json("events", "list", "--outcome", "quarantined")
+    assert [e["id"] for e in quarantined["events"]] == ["msg_quarantined"]
+    assert operator.json("events", "list", "--since", "2999-01-01") == {
+        "events": [],
+        "next_cursor": None,
+    }
+    table = operator.run("events", "list", "--until", "1h")
+    assert table.strip() == "No events."
+    listing = operator.run("events", "list")
+    assert listing.splitlines()[0].split() == [
+        "RECEIVED_AT",
+        "ID",
+        "TYPE",
+        "OUTCOME",
+        "TASK_ID",
+        "QUARANTINE_REASON",
+    ]
+    assert len(listing.splitlines()) == 1 + 7
+
+    event = mix["succeeded"][0]
+    wait_until(lambda: all_delivered(sender), timeout=10)
+    shown = operator.json("events", "show", event["id"])
+    assert (shown["outcome"], shown["payload"]) == ("applied", event)
+    assert [a["status_code"] for a in shown["deliveries"][0]["attempt_log"]] == [200]
+    human = operator.run("events", "show", event["id"])
+    assert "Payload:" in human
+    assert "delivered, 1 attempts" in human
+
+
+def test_listings_page_with_a_cursor(fresh: tuple[Rivya, Operator]) -> None:
+    sender, operator = fresh
+    sent = [make_event() for _ in range(5)]
+    for event in sent:
+        sender.send(event)
+    seen: list[str] = []
+    cursor: list[str] = []
+    while True:
+        page = operator.json("events", "list", "--limit", "2", *cursor)
+        seen += [e["id"] for e in page["events"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = ["--cursor", page["next_cursor"]]
+    assert seen == [e["id"] for e in reversed(sent)]
+    wait_until(lambda: all_delivered(sender), timeout=10)
+    first = operator.json("deliveries", "list", "--limit", "3")
+    rest = operator.json("deliveries", "list", "--cursor", first["next_cursor"])
+    assert len(first["deliveries"]) + len(rest["deliveries"]) == 5
+    assert rest["next_cursor"] is None
+    assert "cursor: not one this service gave out" in operator.run(
+        "events", "list", "--cursor", "bm9wZQ==", code=1
+    )
+
+
+def test_records_show(fresh: tuple[Rivya, Operator]) -> None:
+    sender, operator = fresh
+    event = make_event("generation.failed")
+    sender.send(event)
+    record = operator.json("records", "show", event["data"]["id"])
+    assert (record["status"], record["error_code"], record["final_credits"]) == (
+        "failed",
+        "generation_failed",
+        0,
+    )
+    assert "generation_failed" in operator.run("records", "show", event["data"]["id"])
+    assert operator.run("records", "show", "task_nowhere", code=1).strip() == (
+        "Error: no record 'task_nowhere'"
+    )
+
+
+def test_stats_match_the_events_sent(fresh: tuple[Rivya, Operator]) -> None:
+    sender, operator = fresh
+    send_mix(sender)
+    wait_until(lambda: all_delivered(sender), timeout=10)
+    numbers = operator.json("stats")
+    assert numbers["events"] == [
+        {"type": None, "outcome": "quarantined", "count": 1},
+        {"type": "generation.failed", "outcome": "applied", "count": 2},
+        {"type": "generation.progressed", "outcome": "ignored", "count": 1},
+        {"type": "generation.succeeded", "outcome": "applied", "count": 3},
+    ]
+    assert numbers["deliveries"] == {"delivered": 7}
+    assert numbers["records"] == {"failed": 2, "succeeded": 3}
+    assert numbers["credits"] == [{"model": "z-image", "records": 5, "reserved": 20, "final": 12}]
+    assert numbers["failure_codes"] == [{"code": "generation_failed", "count": 2}]
+    assert numbers["oldest_pending_delivery"] is None
+    assert sender.admin("/stats").json() == {**numbers, "since": None}
+
+    later = operator.json("stats", "--since", "2999-01-01T00:00:00Z")
+    assert (later["events"], later["deliveries"], later["credits"]) == ([], {}, [])
+    assert "z-image" in operator.run("stats")
+
+
+def test_replay_is_picked_up_by_the_running_forwarder(
+    fresh: tuple[Rivya, Operator], downstream: Downstream
+) -> None:
+    sender, operator = fresh
+    event = make_event()
+    sender.send(event)
+    wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=5)
+    assert operator.run("replay", event["id"]).strip() == "Replayed 1 events."
+    wait_until(lambda: len(downstream.of(event["id"])) == 2, timeout=5)
+    assert operator.run("replay", "evt_missing", event["id"], code=1).strip() == (
+        "Error: no event evt_missing"
+    )
+
+
+def test_replay_by_filter_dry_run_then_to_another_endpoint(
+    fresh: tuple[Rivya, Operator], own_downstream: Callable[..., Downstream]
+) -> None:
+    sender, operator = fresh
+    mix = send_mix(sender)
+    wait_until(lambda: all_delivered(sender), timeout=10)
+    before = operator.json("deliveries", "list")["deliveries"]
+
+    assert operator.json("replay", "--type", "generation.failed", "--dry-run") == {
+        "would_replay": 2
+    }
+    assert operator.run("replay", "--since", "1h", "--dry-run").strip() == "Would replay 7 events."
+    assert operator.json("deliveries", "list")["deliveries"] == before
+
+    other = own_downstream()
+    assert operator.json("replay", "--type", "generation.failed", "--to", other.url) == {
+        "replayed": 2
+    }
+    wait_until(lambda: len(other.received) == 2, timeout=5)
+    assert sorted(other.ids()) == sorted(e["id"] for e in mix["failed"])
+
+
+def test_replay_refuses_what_it_cannot_do(
+    start_server: StartServer, fresh: tuple[Rivya, Operator]
+) -> None:
+    _, operator = fresh
+    assert "give event IDs, or filters" in operator.run("replay", code=2)
+    assert "give event IDs, or filters" in operator.run("replay", "evt_1", "--type", "x", code=2)
+    assert "--to: use an absolute" in operator.run("replay", "evt_1", "--to", "ftp://x", code=2)
+    unforwarded = Operator(start_server(forward_url=""))
+    assert unforwarded.run("replay", "--since", "1h", code=1).startswith("Error: forwarding is off")
+
+
+def test_prune_dry_run_changes_nothing_and_records_are_kept(
+    fresh: tuple[Rivya, Operator], tmp_path: Path
+) -> None:
+    sender, operator = fresh
+    mix = send_mix(sender)
+    wait_until(lambda: all_delivered(sender), timeout=10)
+    with sqlite3.connect(tmp_path / "r.db") as db:  # as if they had come two days ago
+        db.execute("UPDATE events SET received_at = datetime(received_at, '-2 days')")
+    kept = make_event()
+    sender.send(kept)  # too young to prune
+    wait_until(lambda: all_delivered(sender), timeout=10)
+
+    def table_counts() -> tuple[int, ...]:
+        with sqlite3.connect(tmp_path / "r.db") as db:
+            return tuple(
+                db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+                for table in ("events", "deliveries", "attempts", "records")
+            )
+
+    counts = table_counts()
+    assert counts == (8, 8, 8, 6)
+    dry = operator.json("prune", "--older-than", "1d", "--dry-run")
+    assert (dry["dry_run"], dry["events"], dry["deliveries"], dry["attempts"]) == (True, 7, 7, 7)
+    assert table_counts() == counts
+
+    assert operator.run("prune", "--older-than", "1d").startswith(
+        "Removed 7 events, 7 deliveries and 7 attempts"
+    )
+    assert table_counts() == (1, 1, 1, 6)
+    task_id = mix["succeeded"][0]["data"]["id"]
+    assert operator.json("records", "show", task_id)["status"] == "succeeded"
+    assert operator.run("events", "show", mix["succeeded"][0]["id"], code=1).startswith("Error")
+    assert operator.json("events", "show", kept["id"])["outcome"] == "applied"
+    assert "bad" in operator.run("prune", "--older-than", "bad", code=1)
+
+
+def test_reprocess_reapplies_and_is_idempotent(
+    fresh: tuple[Rivya, Operator], tmp_path: Path
+) -> None:
+    sender, operator = fresh
+    event = make_event()
+    sender.send(event)
+    # As if an older release had quarantined it and never written its record.
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        db.execute("UPDATE events SET outcome = 'quarantined', quarantine_reason = 'old'")
+        db.execute("DELETE FROM records")
+    assert operator.json("reprocess", "--quarantined") == {
+        "reprocessed": 1,
+        "outcomes": {"applied": 1},
+    }
+    assert operator.json("records", "show", event["data"]["id"])["last_event_id"] == event["id"]
+    again = operator.run("reprocess", event["id"])
+    assert again.strip() == "Reprocessed 1 events: 1 applied."
+    assert operator.json("reprocess", "--quarantined") == {"reprocessed": 0, "outcomes": {}}
+    assert "give event IDs or --quarantined" in operator.run("reprocess", code=2)
+
+
+def test_changes_are_audited_on_stderr(fresh: tuple[Rivya, Operator]) -> None:
+    sender, operator = fresh
+    event = make_event()
+    sender.send(event)
+    result = run_cli("replay", event["id"], env=operator.server.env, cwd=operator.server.workdir)
+    (audit,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert (audit["event"], audit["who"], audit["what"], audit["count"]) == (
+        "audit",
+        "cli",
+        "replay",
+        1,
+    )
+
+
+def test_database_problems_are_one_line_and_exit_1(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    missing = {**server_env, "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/no.db"}
+    result = run_cli("events", "list", env=missing, cwd=tmp_path)
+    assert (result.returncode, result.stderr.strip()) == (
+        1,
+        f"Error: no database at {tmp_path}/no.db: run `receiver migrate` first",
+    )
+    assert not (tmp_path / "no.db").exists()
+
+    sqlite3.connect(tmp_path / "empty.db").close()
+    empty = {**server_env, "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/empty.db"}
+    result = run_cli("stats", env=empty, cwd=tmp_path)
+    assert (
+        result.stderr.strip() == "Error: the database schema is not current: run `receiver migrate`"
+    )
+
+    (tmp_path / "dir.db").mkdir()
+    (tmp_path / "dir.db" / "x").touch()
+    broken = {
+        **server_env,
+        "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/dir.db/x/y.db",
+    }
+    result = run_cli("migrate", env=broken, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
