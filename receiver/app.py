@@ -39,6 +39,7 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
                     engine,
                     forward=settings.forward_url is not None,
                     on_stored=forwarder.wake if forwarder else None,
+                    busy_timeout_seconds=settings.database_busy_timeout_seconds,
                 )
             )
             verifier = StandardWebhooks(

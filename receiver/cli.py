@@ -6,6 +6,7 @@ a problem as one line on stderr with exit code 1; usage errors exit with 2.
 
 import asyncio
 import sys
+from typing import Any
 
 import click
 import httpx
@@ -22,6 +23,12 @@ from receiver.signatures import WebhookSecret
 from receiver.store.database import create_engine, upgrade_schema
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/rivya"
+# How `receiver serve` runs uvicorn (the benchmark's bare endpoint runs the same way).
+UVICORN: dict[str, Any] = {
+    "log_config": None,  # configure_logging routes uvicorn's records through ours
+    "access_log": False,  # RequestLogMiddleware writes the one line per request
+    "server_header": False,
+}
 
 
 @click.group()
@@ -58,12 +65,7 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
-        create_app(settings, run_forwarder=not no_forwarder),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,  # RequestLogMiddleware writes the one line per request
-        server_header=False,
+        create_app(settings, run_forwarder=not no_forwarder), host=host, port=port, **UVICORN
     )
 
 

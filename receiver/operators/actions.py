@@ -60,7 +60,7 @@ async def reprocess(
         chunk = event_ids[start : start + CHUNK]
         async with transaction(engine) as connection:
             for event_id in chunk:
-                outcome = await reprocess_event(connection, event_id, datetime.now(UTC))
+                outcome = await connection.run_sync(reprocess_event, event_id, datetime.now(UTC))
                 outcomes[outcome.value] += 1
         progress(len(chunk))
     log.info("audit", who=who, what="reprocess", count=sum(outcomes.values()))

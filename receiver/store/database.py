@@ -36,11 +36,11 @@ def create_engine(database_url: str, busy_timeout_seconds: float) -> AsyncEngine
         return create_async_engine(database_url, pool_pre_ping=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(database_url, connect_args={"timeout": busy_timeout_seconds})
-    event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    event.listen(engine.sync_engine, "connect", configure_sqlite)
     return engine
 
 
-def _configure_sqlite(dbapi_connection: Any, _: Any) -> None:
+def configure_sqlite(dbapi_connection: Any, _: Any) -> None:
     # WAL lets readers run beside the writer; synchronous=FULL makes each commit reach
     # the disk before it returns, which is what a 2xx promises (sqlite.org/pragma.html).
     cursor = dbapi_connection.cursor()

@@ -1,21 +1,34 @@
-"""Storing one verified event: its row, its record update and its outbox row, together.
+"""Storing verified events: each one's row, its record update and its outbox row, together.
 
-The caller owns the transaction, so all three commit or none does.
+The caller owns the transaction, so everything in a batch commits or nothing does, and
+hands in `run`, which sends prepared SQL to the database (see `receiver.store.statements`).
+A batch costs a handful of statements, whatever its size. The code is synchronous so that a
+whole batch can run on the SQLite writer's thread in one hand-over; on an async engine,
+`AsyncConnection.run_sync` runs it.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection, Dialect
 
 from receiver.exceptions import NotFoundError
-from receiver.ingest.envelope import TERMINAL_STATUSES, Event, Generation, parse_event
+from receiver.ingest.envelope import Event, parse_event
 from receiver.store.deliveries import DeliveryState
-from receiver.store.tables import deliveries, events, records
+from receiver.store.statements import (
+    Prepared,
+    insert_deliveries,
+    insert_events,
+    mark_stale,
+    upsert_records,
+)
+from receiver.store.tables import events
+
+Run = Callable[[Prepared, tuple[Any, ...]], Sequence[Sequence[Any]]]
 
 
 class Outcome(StrEnum):
@@ -35,51 +48,135 @@ class Submission:
     received_at: datetime
 
 
-async def store_event(
-    connection: AsyncConnection, submission: Submission, forward: bool
-) -> Outcome | None:
-    """Store `submission`, with an outbox row if `forward`; None means a duplicate."""
-    event = submission.event
-    insert = _insert(connection, events).values(
-        id=event.event_id,
-        webhook_id=submission.msg_id,
-        received_at=submission.received_at,
-        body=submission.body,
-        **_parsed_columns(event, _outcome_before_applying(event)),
-    )
-    stored = insert.on_conflict_do_nothing(index_elements=[events.c.id]).returning(events.c.id)
-    if await connection.scalar(stored) is None:
-        return None
-    outcome = await _apply_to_record(connection, event.event_id, event, submission.received_at)
-    if forward:
-        await connection.execute(
-            sa.insert(deliveries).values(
-                event_id=event.event_id,
-                state=DeliveryState.PENDING,
-                next_attempt_at=submission.received_at,
-                created_at=submission.received_at,
-            )
-        )
-    return outcome
+def store_events(
+    run: Run, dialect: Dialect, batch: Sequence[Submission], forward: bool
+) -> list[Outcome | None]:
+    """Store each submission, with an outbox row if `forward`; None marks a duplicate
+    (of a stored event, or of one earlier in the batch)."""
+    firsts: dict[str, Submission] = {}
+    for submission in batch:
+        firsts.setdefault(submission.event.event_id, submission)
+    rows = [_event_row(s) for s in firsts.values()]
+    statement = insert_events(dialect, len(rows))
+    stored = {event_id for (event_id,) in run(statement, statement.parameters(rows))}
+    inserted = [s for event_id, s in firsts.items() if event_id in stored]
+    stale = _apply_all(run, dialect, [s for s in inserted if s.event.generation])
+    if stale:
+        statement = mark_stale(dialect, len(stale))
+        run(statement, statement.parameters([{"id": event_id} for event_id in stale]))
+    if forward and inserted:
+        statement = insert_deliveries(dialect, len(inserted))
+        run(statement, statement.parameters([_delivery_row(s) for s in inserted]))
+    outcomes: list[Outcome | None] = []
+    counted: set[str] = set()
+    for submission in batch:
+        event_id = submission.event.event_id
+        if event_id not in stored or event_id in counted:
+            outcomes.append(None)
+        elif event_id in stale:
+            outcomes.append(Outcome.STALE)
+        else:
+            outcomes.append(_outcome_before_applying(submission.event))
+        counted.add(event_id)
+    return outcomes
 
 
-async def reprocess_event(connection: AsyncConnection, event_id: str, now: datetime) -> Outcome:
+def reprocess_event(connection: Connection, event_id: str, now: datetime) -> Outcome:
     """Parse a stored body again and apply it, as if it had just arrived (after an upgrade
     taught us a shape). Idempotent; adds no delivery."""
-    row = (
-        await connection.execute(
-            sa.select(events.c.webhook_id, events.c.body).where(events.c.id == event_id)
-        )
+    row = connection.execute(
+        sa.select(events.c.webhook_id, events.c.body).where(events.c.id == event_id)
     ).first()
     if row is None:
         raise NotFoundError(f"no event {event_id!r}")
-    event = parse_event(row.body, row.webhook_id)
-    await connection.execute(
-        sa.update(events)
-        .where(events.c.id == event_id)
-        .values(**_parsed_columns(event, _outcome_before_applying(event)))
+    # The stored ID stays the key, even if the body now reads differently.
+    event = replace(parse_event(row.body, row.webhook_id), event_id=event_id)
+    outcome = _outcome_before_applying(event)
+    submission = Submission(event, row.webhook_id, row.body, now)
+    if event.generation and _apply_all(run_on(connection), connection.dialect, [submission]):
+        outcome = Outcome.STALE
+    connection.execute(
+        sa.update(events).where(events.c.id == event_id).values(**_parsed_columns(event, outcome))
     )
-    return await _apply_to_record(connection, event_id, event, now)
+    return outcome
+
+
+def run_on(connection: Connection) -> Run:
+    """`run` over a SQLAlchemy connection, inside its current transaction."""
+
+    def run(statement: Prepared, parameters: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        result = connection.exec_driver_sql(statement.sql, parameters)
+        return result.fetchall() if result.returns_rows else []
+
+    return run
+
+
+def _apply_all(run: Run, dialect: Dialect, applicable: list[Submission]) -> set[str]:
+    """Upsert each generation's record (the rule is in the statement); the IDs of the
+    events that did not apply (stale).
+
+    One statement decides each record, so concurrent writers (replicas on PostgreSQL)
+    cannot interleave a read and a write. Events for the same task go in successive
+    rounds, in arrival order: one statement may not touch a row twice.
+    """
+    stale: set[str] = set()
+    while applicable:
+        this_round: list[dict[str, Any]] = []
+        later: list[Submission] = []
+        tasks: set[str] = set()
+        for submission in applicable:
+            row = _record_row(submission)
+            if row["task_id"] in tasks:
+                later.append(submission)
+            else:
+                this_round.append(row)
+                tasks.add(row["task_id"])
+        statement = upsert_records(dialect, len(this_round))
+        applied = run(statement, statement.parameters(this_round))
+        stale |= {row["last_event_id"] for row in this_round} - {
+            event_id for (event_id,) in applied
+        }
+        applicable = later
+    return stale
+
+
+def _event_row(submission: Submission) -> dict[str, Any]:
+    event = submission.event
+    return {
+        "id": event.event_id,
+        "webhook_id": submission.msg_id,
+        "received_at": submission.received_at,
+        "body": submission.body,
+        **_parsed_columns(event, _outcome_before_applying(event)),
+    }
+
+
+def _record_row(submission: Submission) -> dict[str, Any]:
+    generation = submission.event.generation
+    if generation is None:
+        raise ValueError("only events with a generation apply to records")
+    return {
+        "task_id": generation.task_id,
+        "status": generation.status,
+        "model": generation.model,
+        "reserved_credits": generation.reserved_credits,
+        "final_credits": generation.final_credits,
+        "result_urls": list(generation.result_urls),
+        "error_code": generation.error_code,
+        "error_message": generation.error_message,
+        "updated_at": generation.updated_at,
+        "last_event_id": submission.event.event_id,
+        "changed_at": submission.received_at,
+    }
+
+
+def _delivery_row(submission: Submission) -> dict[str, Any]:
+    return {
+        "event_id": submission.event.event_id,
+        "state": DeliveryState.PENDING.value,
+        "next_attempt_at": submission.received_at,
+        "created_at": submission.received_at,
+    }
 
 
 def _parsed_columns(event: Event, outcome: Outcome) -> dict[str, Any]:
@@ -88,67 +185,12 @@ def _parsed_columns(event: Event, outcome: Outcome) -> dict[str, Any]:
         "api_version": event.api_version,
         "created_at": event.created_at,
         "task_id": event.generation.task_id if event.generation else None,
-        "outcome": outcome,
+        "outcome": outcome.value,
         "quarantine_reason": event.quarantine_reason,
     }
-
-
-async def _apply_to_record(
-    connection: AsyncConnection, event_id: str, event: Event, now: datetime
-) -> Outcome:
-    """Apply the event's generation, if any; its final outcome, kept on its row."""
-    if event.generation is None:
-        return _outcome_before_applying(event)
-    if await _apply(connection, event_id, event.generation, now):
-        return Outcome.APPLIED
-    await connection.execute(
-        sa.update(events).where(events.c.id == event_id).values(outcome=Outcome.STALE)
-    )
-    return Outcome.STALE
 
 
 def _outcome_before_applying(event: Event) -> Outcome:
     if event.quarantine_reason:
         return Outcome.QUARANTINED
     return Outcome.APPLIED if event.generation else Outcome.IGNORED
-
-
-async def _apply(
-    connection: AsyncConnection, event_id: str, generation: Generation, now: datetime
-) -> bool:
-    """Upsert the record unless it is terminal or newer; True if it changed.
-
-    One statement, so that concurrent writers (replicas on PostgreSQL) cannot interleave
-    a read and a write.
-    """
-    upsert = _insert(connection, records).values(
-        task_id=generation.task_id,
-        status=generation.status,
-        model=generation.model,
-        reserved_credits=generation.reserved_credits,
-        final_credits=generation.final_credits,
-        result_urls=list(generation.result_urls),
-        error_code=generation.error_code,
-        error_message=generation.error_message,
-        updated_at=generation.updated_at,
-        last_event_id=event_id,
-        changed_at=now,
-    )
-    changed = {c.name: upsert.excluded[c.name] for c in records.c if c.name != "task_id"}
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[records.c.task_id],
-        set_=changed,
-        # Re-applying the event the record already reflects is harmless (reprocessing).
-        where=(
-            records.c.status.not_in(TERMINAL_STATUSES)
-            & (records.c.updated_at <= upsert.excluded.updated_at)
-        )
-        | (records.c.last_event_id == upsert.excluded.last_event_id),
-    )
-    return await connection.scalar(upsert.returning(records.c.task_id)) is not None
-
-
-def _insert(connection: AsyncConnection, table: sa.Table) -> Any:
-    # ON CONFLICT is spelled the same on both backends but lives in each dialect.
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)

@@ -58,8 +58,8 @@ async def collect_stats(connection: AsyncConnection, since: datetime | None) -> 
     return {
         "since": since.isoformat() if since else None,
         "events": [{"type": t, "outcome": o, "count": n} for t, o, n in event_rows],
-        "deliveries": dict(delivery_rows.tuples().all()),
-        "records": dict(record_rows.tuples().all()),
+        "deliveries": dict(delivery_rows.all()),
+        "records": dict(record_rows.all()),
         "credits": [
             {"model": model, "records": n, "reserved": int(reserved), "final": int(final)}
             for model, n, reserved, final in credit_rows

@@ -56,11 +56,10 @@ events = sa.Table(
     sa.Column("api_version", sa.Text),
     sa.Column("created_at", UTCDateTime),
     sa.Column("received_at", UTCDateTime, nullable=False, index=True),
-    sa.Column("task_id", sa.Text, index=True),
-    sa.Column("outcome", sa.Text, nullable=False, index=True),
+    sa.Column("task_id", sa.Text),
+    sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("quarantine_reason", sa.Text),
     sa.Column("body", sa.LargeBinary, nullable=False),
-    sa.Index("ix_events_type_received_at", "type", "received_at"),
 )
 
 records = sa.Table(

@@ -11,6 +11,8 @@ retried one per transaction, so one event that cannot be stored does not sink th
 """
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Callable
 
 from sqlalchemy.exc import OperationalError
@@ -18,7 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.exceptions import StoreUnavailableError
 from receiver.logs import log
-from receiver.store.events import Outcome, Submission, store_event
+from receiver.store.connections import WriteConnection, open_write_connection
+from receiver.store.events import Outcome, Submission, store_events
+
+# The database could not take the write: nothing about the events themselves.
+UNAVAILABLE = (OperationalError, sqlite3.OperationalError, OSError)
 
 # The outcome of storing, or None for a duplicate.
 _Pending = tuple[Submission, "asyncio.Future[Outcome | None]"]
@@ -30,11 +36,17 @@ class EventWriter:
         engine: AsyncEngine,
         forward: bool,
         on_stored: Callable[[], None] | None = None,
+        busy_timeout_seconds: float = 5.0,
         max_batch: int = 256,
+        observe: Callable[[int, float], None] | None = None,
     ) -> None:
         """`forward`: write an outbox row per new event; `on_stored`: called after a commit
-        that stored something new (the in-process forwarder's wake-up)."""
+        that stored something new (the in-process forwarder's wake-up); `observe`: called
+        with each committed batch's size and its transaction's duration in seconds."""
         self._engine = engine
+        self._observe = observe
+        self._busy_timeout_seconds = busy_timeout_seconds
+        self._connection: WriteConnection | None = None
         self._forward = forward
         self._on_stored = on_stored
         self._max_batch = max_batch
@@ -43,6 +55,7 @@ class EventWriter:
         self._closing = False
 
     async def __aenter__(self) -> "EventWriter":
+        self._connection = open_write_connection(self._engine, self._busy_timeout_seconds)
         self._task = asyncio.create_task(self._run(), name="event-writer")
         return self
 
@@ -53,6 +66,8 @@ class EventWriter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._connection is not None:
+            self._connection.close()
 
     async def submit(self, submission: Submission) -> Outcome | None:
         """Store `submission` durably; None means it was a duplicate."""
@@ -74,10 +89,14 @@ class EventWriter:
                     self._queue.task_done()
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        assert self._connection is not None  # noqa: S101 - set on entering, before any batch
+        submissions = [submission for submission, _ in batch]
+        started = time.perf_counter()
         try:
-            async with self._engine.begin() as connection:
-                outcomes = [await store_event(connection, item, self._forward) for item, _ in batch]
-        except (OperationalError, OSError) as exc:
+            outcomes = await self._connection.transact(
+                lambda run, dialect: store_events(run, dialect, submissions, self._forward)
+            )
+        except UNAVAILABLE as exc:
             _fail(batch, exc)
         except Exception as exc:  # noqa: BLE001 - one event's failure: retry each alone
             if len(batch) == 1:
@@ -86,6 +105,8 @@ class EventWriter:
             for pending in batch:
                 await self._commit([pending])
         else:
+            if self._observe:
+                self._observe(len(batch), time.perf_counter() - started)
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)

@@ -1,0 +1,128 @@
+"""Storing batches: both write paths (SQLite's own thread, and an engine connection) give
+the outcomes and records a plain model of the rules gives, for any sequence of events."""
+
+import asyncio
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from receiver.ingest.envelope import TERMINAL_STATUSES, Event, parse_event
+from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
+from receiver.store.database import create_engine, upgrade_schema
+from receiver.store.events import Outcome, Submission, store_events
+from receiver.store.tables import records
+from tests.helpers import make_event
+
+T0 = datetime(2026, 5, 10, tzinfo=UTC)
+
+# One drawn event: (event number, task number, kind, minutes after T0)
+drawn_event = st.tuples(
+    st.integers(0, 5),
+    st.integers(0, 2),
+    st.sampled_from(["generation.succeeded", "generation.failed", "other", "broken"]),
+    st.integers(0, 3),
+)
+batches = st.lists(st.lists(drawn_event, min_size=1, max_size=6), min_size=1, max_size=4)
+
+
+def build(prefix: str, number: int, task: int, kind: str, minutes: int) -> Submission:
+    event = make_event(
+        "generation.failed" if kind == "generation.failed" else "generation.succeeded",
+        event_id=f"{prefix}evt{number}",
+        task_id=f"{prefix}task{task}",
+        updated_at=T0 + timedelta(minutes=minutes),
+    )
+    if kind == "other":
+        event["type"] = "generation.other"
+    if kind == "broken":
+        event["data"]["final_credits"] = -1
+    body = orjson.dumps(event)
+    return Submission(parse_event(body, "msg"), "msg", body, datetime.now(UTC))
+
+
+def model(batches: list[list[Submission]]) -> tuple[list[Outcome | None], dict[str, str]]:
+    """The rules, plainly: the first copy of an event counts; a record takes an event
+    unless it is terminal or newer; re-applying its own last event is harmless."""
+    seen: set[str] = set()
+    state: dict[str, tuple[str, datetime, str]] = {}
+    outcomes: list[Outcome | None] = []
+    for submission in (s for batch in batches for s in batch):
+        event: Event = submission.event
+        if event.event_id in seen:
+            outcomes.append(None)
+            continue
+        seen.add(event.event_id)
+        generation = event.generation
+        if event.quarantine_reason:
+            outcomes.append(Outcome.QUARANTINED)
+        elif generation is None:
+            outcomes.append(Outcome.IGNORED)
+        else:
+            current = state.get(generation.task_id)
+            if (
+                current is None
+                or (current[0] not in TERMINAL_STATUSES and current[1] <= generation.updated_at)
+                or current[2] == event.event_id
+            ):
+                state[generation.task_id] = (
+                    generation.status,
+                    generation.updated_at,
+                    event.event_id,
+                )
+                outcomes.append(Outcome.APPLIED)
+            else:
+                outcomes.append(Outcome.STALE)
+    return outcomes, {task: last for task, (_, _, last) in state.items()}
+
+
+async def store_all(
+    path: Path, kind: str, batches: list[list[Submission]], prefix: str
+) -> tuple[list[Outcome | None], dict[str, str]]:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", 5)
+    await upgrade_schema(engine)
+    connection: WriteConnection = (
+        SQLiteConnection(engine, path, 5) if kind == "sqlite" else EngineConnection(engine)
+    )
+    outcomes: list[Outcome | None] = []
+    try:
+        for batch in batches:
+            outcomes += await connection.transact(
+                lambda run, dialect, batch=batch: store_events(run, dialect, batch, forward=True)
+            )
+        async with engine.connect() as reader:
+            rows = await reader.execute(
+                sa.select(records.c.task_id, records.c.last_event_id).where(
+                    records.c.task_id.startswith(prefix)
+                )
+            )
+            last_events = dict(rows.all())
+    finally:
+        connection.close()
+        await engine.dispose()
+    return outcomes, last_events
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "engine"])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=batches)
+def test_any_sequence_of_batches_follows_the_rules(
+    tmp_path: Path, kind: str, drawn: list[list[tuple[int, int, str, int]]]
+) -> None:
+    prefix = secrets.token_hex(4)
+    submissions = [[build(prefix, *event) for event in batch] for batch in drawn]
+    assert asyncio.run(store_all(tmp_path / "events.db", kind, submissions, prefix)) == model(
+        submissions
+    )
+
+
+def test_a_duplicate_within_one_batch_is_stored_once(tmp_path: Path) -> None:
+    first = build("dup", 1, 1, "generation.succeeded", 0)
+    outcomes, last = asyncio.run(store_all(tmp_path / "d.db", "sqlite", [[first, first]], "dup"))
+    assert outcomes == [Outcome.APPLIED, None]
+    assert last == {"duptask1": "dupevt1"}
