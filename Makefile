@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint lock clean
+.PHONY: help run test lint bench lock clean
 
 help:
 	@echo "make run   serve on 127.0.0.1:8000 with the embedded SQLite database"
 	@echo "make test  run the test suite"
 	@echo "make lint  ruff, formatting and mypy --strict"
+	@echo "make bench the performance benchmark (installs wrk; several minutes)"
 	@echo "make lock  re-resolve the newest versions into constraints.txt"
 
 # constraints.txt pins every package we install, so a fresh machine gets the tested set.
@@ -38,6 +39,10 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: $(INSTALLED)
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench.run
 
 lock:
 	rm -rf .venv-lock

@@ -5,17 +5,19 @@ import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import Dialect
 
 from receiver.ingest.envelope import TERMINAL_STATUSES, Event, parse_event
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
 from receiver.store.database import create_engine, upgrade_schema
-from receiver.store.events import Outcome, Submission, store_events
+from receiver.store.events import Outcome, Run, Submission, store_events
 from receiver.store.tables import records
 from tests.helpers import make_event
 
@@ -92,9 +94,11 @@ async def store_all(
     outcomes: list[Outcome | None] = []
     try:
         for batch in batches:
-            outcomes += await connection.transact(
-                lambda run, dialect, batch=batch: store_events(run, dialect, batch, forward=True)
-            )
+
+            def work(run: Run, dialect: Dialect, batch: list[Submission] = batch) -> list[Any]:
+                return store_events(run, dialect, batch, forward=True)
+
+            outcomes += await connection.transact(work)
         async with engine.connect() as reader:
             rows = await reader.execute(
                 sa.select(records.c.task_id, records.c.last_event_id).where(
