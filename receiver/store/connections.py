@@ -65,13 +65,16 @@ class SQLiteConnection:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._transact, work)
 
     def _transact(self, work: Transaction[T]) -> T:
+        if self._connection.in_transaction:  # a failed COMMIT or ROLLBACK left one open
+            self._connection.rollback()
         self._connection.execute("BEGIN IMMEDIATE")
         try:
             result = work(self._run, self._dialect)
+            self._connection.execute("COMMIT")
         except BaseException:
-            self._connection.execute("ROLLBACK")
+            if self._connection.in_transaction:
+                self._connection.rollback()
             raise
-        self._connection.execute("COMMIT")
         return result
 
     def _run(self, statement: Prepared, parameters: tuple[Any, ...]) -> list[Any]:

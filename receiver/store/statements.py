@@ -18,18 +18,7 @@ from sqlalchemy.engine import Dialect
 from receiver.ingest.envelope import TERMINAL_STATUSES
 from receiver.store.tables import deliveries, events, records
 
-EVENT_COLUMNS = (
-    "id",
-    "webhook_id",
-    "type",
-    "api_version",
-    "created_at",
-    "received_at",
-    "task_id",
-    "outcome",
-    "quarantine_reason",
-    "body",
-)
+EVENT_COLUMNS = tuple(column.name for column in events.c)
 RECORD_COLUMNS = tuple(column.name for column in records.c)
 DELIVERY_COLUMNS = ("event_id", "state", "next_attempt_at", "created_at")
 

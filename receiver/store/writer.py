@@ -46,7 +46,6 @@ class EventWriter:
         self._engine = engine
         self._observe = observe
         self._busy_timeout_seconds = busy_timeout_seconds
-        self._connection: WriteConnection | None = None
         self._forward = forward
         self._on_stored = on_stored
         self._max_batch = max_batch
@@ -55,8 +54,8 @@ class EventWriter:
         self._closing = False
 
     async def __aenter__(self) -> "EventWriter":
-        self._connection = open_write_connection(self._engine, self._busy_timeout_seconds)
-        self._task = asyncio.create_task(self._run(), name="event-writer")
+        connection = open_write_connection(self._engine, self._busy_timeout_seconds)
+        self._task = asyncio.create_task(self._run(connection), name="event-writer")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -66,8 +65,6 @@ class EventWriter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._connection is not None:
-            self._connection.close()
 
     async def submit(self, submission: Submission) -> Outcome | None:
         """Store `submission` durably; None means it was a duplicate."""
@@ -77,23 +74,25 @@ class EventWriter:
         self._queue.put_nowait((submission, future))
         return await future
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+    async def _run(self, connection: WriteConnection) -> None:
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                try:
+                    await self._commit(connection, batch)
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+        finally:
+            connection.close()
 
-    async def _commit(self, batch: list[_Pending]) -> None:
-        assert self._connection is not None  # noqa: S101 - set on entering, before any batch
+    async def _commit(self, connection: WriteConnection, batch: list[_Pending]) -> None:
         submissions = [submission for submission, _ in batch]
         started = time.perf_counter()
         try:
-            outcomes = await self._connection.transact(
+            outcomes = await connection.transact(
                 lambda run, dialect: store_events(run, dialect, submissions, self._forward)
             )
         except UNAVAILABLE as exc:
@@ -103,7 +102,7 @@ class EventWriter:
                 _fail(batch, exc)
                 return
             for pending in batch:
-                await self._commit([pending])
+                await self._commit(connection, [pending])
         else:
             if self._observe:
                 self._observe(len(batch), time.perf_counter() - started)
