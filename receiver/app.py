@@ -24,7 +24,7 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
     """`run_forwarder=False` leaves delivery to a separate `receiver worker`."""
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Entered in order, closed in reverse: the writer drains before the forwarder
         # stops, and both before the engine goes.
         async with AsyncExitStack() as stack:
@@ -45,7 +45,8 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
             verifier = StandardWebhooks(
                 settings.signing_secrets, settings.timestamp_tolerance_seconds
             )
-            yield {"services": Services(settings, engine, verifier, writer, forwarder)}
+            app.state.services = Services(settings, engine, verifier, writer, forwarder)
+            yield
 
     return Starlette(
         routes=[

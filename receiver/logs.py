@@ -118,6 +118,9 @@ class RequestLogMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Bound once, when the app first runs (after configure_logging): the module's lazy
+        # proxy would look the configuration up again on every request.
+        self._log = log.bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,7 +139,7 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            log.info(
+            self._log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"][:MAX_PATH_CHARS],

@@ -22,4 +22,6 @@ class Services:
 
 
 def services_of(request: Request) -> Services:
-    return cast(Services, request.state.services)
+    # On the application's state, not the lifespan's: Starlette copies lifespan state into
+    # every request, and on the ingest path that copy is measurable.
+    return cast(Services, request.app.state.services)

@@ -4,10 +4,10 @@ The body limit is the route's (413 before the body is read when Content-Length s
 Every check that can refuse a delivery runs before anything is stored.
 """
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import structlog
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,13 +17,15 @@ from receiver.responses import ORJSONResponse
 from receiver.services import services_of
 from receiver.store.events import Outcome, Submission
 
-SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+USED_HEADERS = frozenset(
+    {b"content-type", b"webhook-id", b"webhook-timestamp", b"webhook-signature"}
+)
 
 
 async def receive_rivya_event(request: Request) -> Response:
     services = services_of(request)
-    _require_json(request.headers)
-    headers = _signature_headers(request.headers)
+    headers = _used_headers(request.scope["headers"])
+    _require_json(headers.get("content-type", ""))
     body = await request.body()
     message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)
@@ -46,19 +48,23 @@ def _status_of(outcome: Outcome | None) -> str:
     return "quarantined" if outcome is Outcome.QUARANTINED else "accepted"
 
 
-def _require_json(headers: Headers) -> None:
-    media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json":
+def _require_json(content_type: str) -> None:
+    if content_type.partition(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaTypeError("the body must be application/json")
 
 
-def _signature_headers(headers: Headers) -> dict[str, str]:
-    # A repeated header is ambiguous: which one was signed? Refuse rather than guess.
-    single = {}
-    for name in SIGNATURE_HEADERS:
-        values = headers.getlist(name)
-        if len(values) > 1:
-            raise InvalidHeaderError(f"{name} is given more than once")
-        if values:
-            single[name] = values[0]
-    return single
+def _used_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers this endpoint reads, in one pass over the raw ones (ASGI lowercases
+    their names). A repeated signature header is ambiguous (which one was signed?), so it
+    is refused rather than guessed at."""
+    used: dict[str, str] = {}
+    for name, value in raw:
+        if name not in USED_HEADERS:
+            continue
+        key = name.decode()
+        if key in used:
+            if key == "content-type":
+                continue
+            raise InvalidHeaderError(f"{key} is given more than once")
+        used[key] = value.decode("latin-1")
+    return used
