@@ -37,6 +37,9 @@ class Prepared:
         )
 
 
+Builder = Callable[[Dialect, int], Prepared]
+
+
 def insert_events(dialect: Dialect, rows: int) -> Prepared:
     """New events; returns the IDs that were not stored before."""
     return _prepared(dialect, "insert_events", rows)
