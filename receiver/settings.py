@@ -69,12 +69,7 @@ class Settings(BaseModel):
     @field_validator("forward_url")
     @classmethod
     def _check_forward_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        url = httpx.URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("use an absolute http:// or https:// URL")
-        return value
+        return None if value is None else check_http_url(value)
 
     @field_validator("forward_retry_schedule", mode="before")
     @classmethod
@@ -129,6 +124,17 @@ class Settings(BaseModel):
         except ValidationError as exc:
             # Not chained: the ValidationError carries the raw input, which may be a secret.
             raise SettingsError(describe_errors(exc)) from None
+
+
+def check_http_url(value: str) -> str:
+    """`value` if it is an absolute http(s) URL; ValueError otherwise."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("use an absolute http:// or https:// URL")
+    return value
 
 
 def env_variable(field: str) -> str:

@@ -9,6 +9,8 @@ from receiver.exceptions import SettingsError
 from receiver.settings import Settings
 from tests.helpers import new_secret
 
+SECRET = new_secret()
+
 
 def test_defaults_need_only_a_signing_secret() -> None:
     secret = new_secret()
@@ -50,6 +52,14 @@ def test_variables_without_our_prefix_are_ignored() -> None:
         ({"RECEIVER_TIMESTAMP_TOLERANCE_SECONDS": "-1"}, "RECEIVER_TIMESTAMP_TOLERANCE_SECONDS:"),
         ({"RECEIVER_MAX_BODY_BYTES": "lots"}, "RECEIVER_MAX_BODY_BYTES:"),
         ({"RECEIVER_LOG_FORMAT": "xml"}, "RECEIVER_LOG_FORMAT:"),
+        (
+            {"RECEIVER_FORWARD_URL": "http://[::1", "RECEIVER_FORWARD_SIGNING_SECRET": SECRET},
+            "RECEIVER_FORWARD_URL: use an absolute http:// or https:// URL",
+        ),
+        (
+            {"RECEIVER_FORWARD_URL": "ftp://x/", "RECEIVER_FORWARD_SIGNING_SECRET": SECRET},
+            "RECEIVER_FORWARD_URL: use an absolute http:// or https:// URL",
+        ),
         ({"RECEIVER_ADMIN_TOKEN": "short"}, "RECEIVER_ADMIN_TOKEN: use at least 16 characters"),
         ({"RECEIVER_SIGNING_SECRET": "typo"}, "RECEIVER_SIGNING_SECRET: is not recognised"),
     ],

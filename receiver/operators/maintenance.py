@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.operators import actions
@@ -19,6 +18,7 @@ from receiver.operators.console import (
     run_with_store,
 )
 from receiver.operators.inspection import STATES, since_option, type_option, until_option
+from receiver.settings import check_http_url
 from receiver.store.events import Outcome
 from receiver.store.filters import EventFilter
 from receiver.store.retention import count_prunable
@@ -62,9 +62,10 @@ def replay(
             "give event IDs, or filters: --type, --since, --until, --delivery-state"
         )
     if target_url is not None:
-        url = httpx.URL(target_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise click.UsageError("--to: use an absolute http:// or https:// URL")
+        try:
+            check_http_url(target_url)
+        except ValueError as exc:
+            raise click.UsageError(f"--to: {exc}") from exc
     if load_settings().forward_url is None:
         raise click.ClickException(
             "forwarding is off: set RECEIVER_FORWARD_URL and run a forwarder"
