@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.cli import UVICORN
+from receiver.server import serve_options
+from receiver.settings import Settings
 
 
 async def bare(request: Request) -> Response:
@@ -25,6 +26,8 @@ async def downstream(request: Request) -> Response:
     return Response(status_code=200)
 
 
+REQUEST_TIMEOUT_SECONDS = Settings.model_fields["request_timeout_seconds"].default
+
 app = Starlette(
     routes=[
         Route("/bare", bare, methods=["POST"]),
@@ -33,4 +36,6 @@ app = Starlette(
 )
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), **UVICORN)
+    uvicorn.run(
+        app, host="127.0.0.1", port=int(sys.argv[1]), **serve_options(REQUEST_TIMEOUT_SECONDS)
+    )

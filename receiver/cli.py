@@ -6,7 +6,6 @@ a problem as one line on stderr with exit code 1; usage errors exit with 2.
 
 import asyncio
 import sys
-from typing import Any
 
 import click
 import httpx
@@ -19,17 +18,12 @@ from receiver.operators.console import emit, json_option, load_settings
 from receiver.operators.inspection import deliveries, events, records, stats
 from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
+from receiver.server import serve_options
 from receiver.signatures import WebhookSecret
 from receiver.store.database import create_engine, upgrade_schema
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/rivya"
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
-# How `receiver serve` runs uvicorn (the benchmark's bare endpoint runs the same way).
-UVICORN: dict[str, Any] = {
-    "log_config": None,  # configure_logging routes uvicorn's records through ours
-    "access_log": False,  # RequestLogMiddleware writes the one line per request
-    "server_header": False,
-}
 
 
 @click.group()
@@ -70,7 +64,10 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
     # it that long at each hand-back; 0.5 ms turns gave 15-35 % more ingest (measured).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     uvicorn.run(
-        create_app(settings, run_forwarder=not no_forwarder), host=host, port=port, **UVICORN
+        create_app(settings, run_forwarder=not no_forwarder),
+        host=host,
+        port=port,
+        **serve_options(settings.request_timeout_seconds),
     )
 
 

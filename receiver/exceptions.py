@@ -8,6 +8,7 @@
     │   │   ├── TimestampOutOfToleranceError
     │   │   └── NoMatchingSignatureError
     │   ├── UnsupportedMediaTypeError  the body is not declared as JSON (415)
+    │   ├── RequestTimeoutError      the body did not arrive in time (408)
     │   ├── UnauthorizedError        admin call without the right token (401)
     │   ├── NotFoundError            an unknown event or record (404)
     │   ├── InvalidRequestError      an admin request we cannot read (400)
@@ -51,6 +52,10 @@ class NoMatchingSignatureError(SignatureError):
 
 class UnsupportedMediaTypeError(RejectedRequestError):
     code = "unsupported_media_type"
+
+
+class RequestTimeoutError(RejectedRequestError):
+    code = "request_timeout"
 
 
 class UnauthorizedError(RejectedRequestError):

@@ -14,6 +14,7 @@ from receiver.exceptions import (
     NotFoundError,
     ReceiverError,
     RejectedRequestError,
+    RequestTimeoutError,
     SignatureError,
     StoreUnavailableError,
     UnauthorizedError,
@@ -26,6 +27,7 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
     SignatureError: 401,
     UnauthorizedError: 401,
     NotFoundError: 404,
+    RequestTimeoutError: 408,
     InvalidRequestError: 400,
     ForwardingDisabledError: 409,
     UnsupportedMediaTypeError: 415,
@@ -36,6 +38,7 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
 }
 HEADERS_BY_ERROR: dict[type[ReceiverError], dict[str, str]] = {
     UnauthorizedError: {"www-authenticate": "Bearer"},
+    RequestTimeoutError: {"connection": "close"},
     StoreUnavailableError: {"retry-after": str(RETRY_AFTER_SECONDS)},
     ReceiverError: {"retry-after": str(RETRY_AFTER_SECONDS)},
 }

@@ -41,6 +41,7 @@ class Settings(BaseModel):
     signing_secrets: tuple[WebhookSecret, ...] = Field(min_length=1)
     timestamp_tolerance_seconds: int = Field(default=300, gt=0)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
     admin_token: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"

@@ -5,10 +5,13 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -184,6 +187,7 @@ class Received:
 
 
 Respond = Callable[[Received, int], tuple[int, dict[str, str]]]
+RESET = 0  # a status `respond` can give: the connection is reset, with no answer
 
 
 def always(status: int) -> Respond:
@@ -195,7 +199,8 @@ ANSWER_200 = always(200)
 
 class Downstream:
     """A real HTTP server on loopback: records every request it receives and answers as
-    `respond` says, given the request and how many earlier ones carried its webhook-id."""
+    `respond` says, given the request and how many earlier ones carried its webhook-id
+    (`respond` may take its time, or answer RESET)."""
 
     def __init__(self, respond: Respond = ANSWER_200, delay: float = 0.0) -> None:
         self.respond = respond
@@ -221,6 +226,13 @@ class Downstream:
                     downstream.received.append(request)
                 time.sleep(downstream.delay)
                 status, headers = downstream.respond(request, earlier)
+                if status == RESET:
+                    # Linger 0: closing sends a TCP reset instead of an orderly close.
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 for name, value in {**headers, "content-length": "0"}.items():
                     self.send_header(name, value)
@@ -246,3 +258,67 @@ class Downstream:
     def of(self, event_id: str) -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.headers.get("webhook-id") == event_id]
+
+
+def stored_event_ids(database: Path) -> set[str]:
+    """The event IDs in a SQLite file, read beside whatever process writes it."""
+    connection = sqlite3.connect(database)
+    try:
+        return {row[0] for row in connection.execute("SELECT id FROM events")}
+    finally:
+        connection.close()
+
+
+# Every value scanned for costs a pass over every log; a sample of a load's events suffices.
+SENSITIVE_SAMPLE = 16
+
+
+class Load:
+    """Rivya delivering without pause from several threads, each event once, until stopped.
+    It remembers which events were acknowledged, which statuses refused the rest, and how
+    many requests ended without an answer (a server killed or stopping)."""
+
+    def __init__(
+        self, url: str, secret: str, register: Callable[..., None], threads: int = 8
+    ) -> None:
+        self.url = f"{url}/webhooks/rivya"
+        self.secret = secret
+        self.register = register
+        self.acknowledged: list[str] = []
+        self.refused: Counter[int] = Counter()
+        self.unanswered = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._deliver) for _ in range(threads)]
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _deliver(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                event = make_event()
+                try:
+                    body, headers = signed(self.secret, event)
+                    if len(self.acknowledged) % SENSITIVE_SAMPLE == 0:
+                        self.register(
+                            headers["webhook-signature"], event["data"]["result"]["primary_url"]
+                        )
+                    response = client.post(self.url, content=body, headers=headers)
+                except httpx.TransportError:
+                    with self._lock:
+                        self.unanswered += 1
+                    time.sleep(0.01)
+                    continue
+                with self._lock:
+                    if response.status_code == 200:
+                        self.acknowledged.append(event["id"])
+                    else:
+                        self.refused[response.status_code] += 1

@@ -4,6 +4,7 @@ The body limit is the route's (413 before the body is read when Content-Length s
 Every check that can refuse a delivery runs before anything is stored.
 """
 
+import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -11,7 +12,11 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.exceptions import InvalidHeaderError, UnsupportedMediaTypeError
+from receiver.exceptions import (
+    InvalidHeaderError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+)
 from receiver.ingest.envelope import parse_event
 from receiver.responses import ORJSONResponse
 from receiver.services import services_of
@@ -26,7 +31,7 @@ async def receive_rivya_event(request: Request) -> Response:
     services = services_of(request)
     headers = _used_headers(request.scope["headers"])
     _require_json(headers.get("content-type", ""))
-    body = await request.body()
+    body = await _read_body(request, services.settings.request_timeout_seconds)
     message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)
     structlog.contextvars.bind_contextvars(
@@ -40,6 +45,16 @@ async def receive_rivya_event(request: Request) -> Response:
     )
     structlog.contextvars.bind_contextvars(outcome=outcome or "duplicate")
     return ORJSONResponse({"status": _status_of(outcome), "event_id": event.event_id})
+
+
+async def _read_body(request: Request, timeout_seconds: float) -> bytes:
+    # uvicorn bounds neither how long a body may take nor how many connections wait for
+    # one: a sender dripping a byte at a time must not hold a request open for ever.
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            return await request.body()
+    except TimeoutError:
+        raise RequestTimeoutError(f"the body took longer than {timeout_seconds:g} s") from None
 
 
 def _status_of(outcome: Outcome | None) -> str:

@@ -1,0 +1,95 @@
+"""How `receiver serve` runs uvicorn, including the limits on slow clients that uvicorn
+leaves out.
+
+uvicorn closes idle keep-alive connections (`timeout_keep_alive`) but has no deadline for a
+request's headers and no cap on their size when it parses with httptools: a client sending
+a header line every few seconds holds its connection for ever, and one that never ends its
+headers grows the process's memory without bound (measured: 100 MB of header lines added
+about 100 MB of RSS). The protocol below adds both limits. The body's deadline is the
+ingest endpoint's own (`receiver.ingest.webhooks`), with the same number of seconds.
+
+What stays unlimited, on purpose: concurrent connections (`limit_concurrency`), because
+uvicorn answers 503 to every request over that limit, Rivya's included, so a cap would hand
+an attacker the outage it wants; a connection that is waiting costs little memory, and the
+deadlines close it. The listen backlog stays at uvicorn's 2048.
+"""
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def serve_options(request_timeout_seconds: float) -> dict[str, Any]:
+    """uvicorn's keyword arguments (the benchmark's bare endpoint runs the same way)."""
+    return {
+        "http": limited_http_protocol(request_timeout_seconds),
+        "log_config": None,  # configure_logging routes uvicorn's records through ours
+        "access_log": False,  # RequestLogMiddleware writes the one line per request
+        "server_header": False,
+        "timeout_keep_alive": 5,
+        # A stop waits this long for requests in flight, which the request deadlines
+        # already bound, then cancels them; none of them was acknowledged.
+        "timeout_graceful_shutdown": 2 * request_timeout_seconds,
+    }
+
+
+def limited_http_protocol(request_timeout_seconds: float) -> type[HttpToolsProtocol]:
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
+        """Headers must end within `request_timeout_seconds` of the connection opening (or
+        of the previous response) and within MAX_HEADER_BYTES, or the connection closes."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._header_bytes: int | None = None
+            self._header_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._headers_done()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # Counted after parsing: a chunk that completes the headers may carry body too.
+            if self._header_bytes is not None:
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self._refuse(b"431 Request Header Fields Too Large")
+
+        def on_headers_complete(self) -> None:
+            self._headers_done()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_headers()
+
+        def _await_headers(self) -> None:
+            self._headers_done()
+            self._header_bytes = 0
+            self._header_deadline = self.loop.call_later(
+                request_timeout_seconds, self._refuse, b"408 Request Timeout"
+            )
+
+        def _headers_done(self) -> None:
+            self._header_bytes = None
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _refuse(self, status: bytes) -> None:
+            self._headers_done()
+            if not self.transport.is_closing():
+                self.transport.write(
+                    b"HTTP/1.1 " + status + b"\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+                )
+                self.transport.close()
+
+    return LimitedHttpToolsProtocol

@@ -1,0 +1,74 @@
+"""Crashes and stops under load: every event that got a 2xx is on disk afterwards and
+reaches the downstream at least once."""
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Rivya
+from tests.helpers import Downstream, Load, ReceiverProcess, stored_event_ids, wait_until
+from tests.reliability.conftest import Figures
+
+KILL_ROUNDS = 5
+
+
+def test_kill_9_under_load_loses_no_acknowledged_event(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    rivya: Rivya,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    downstream = own_downstream()
+    process = start_server(forward_url=downstream.url)
+    acknowledged: list[str] = []
+    for round_ in range(KILL_ROUNDS):
+        # A different moment in each round: after 40, 80, ... acknowledgements.
+        kill_after = 40 * (round_ + 1)
+        with Load(process.url, rivya.secret, rivya.sensitive.add) as load:
+            wait_until(lambda: len(load.acknowledged) >= kill_after, timeout=30)  # noqa: B023 - used in this round only
+            process.stop(signal.SIGKILL)
+        acknowledged += load.acknowledged
+        figures.add(
+            "kill -9 under load",
+            rounds=1,
+            acknowledged=len(load.acknowledged),
+            in_flight_at_kill=load.unanswered,
+        )
+        assert load.refused == {}, "a request was refused before the kill"
+
+        process.start()
+        missing = set(acknowledged) - stored_event_ids(tmp_path / "r.db")
+        figures.add("kill -9 under load", lost=len(missing))
+        assert missing == set(), f"round {round_ + 1}: acknowledged but not stored"
+
+    wait_until(
+        lambda: set(acknowledged) <= set(downstream.ids()),
+        timeout=60,
+        what=lambda: f"{len(set(acknowledged) - set(downstream.ids()))} still undelivered",
+    )
+    figures.add("kill -9 under load", not_forwarded=len(set(acknowledged) - set(downstream.ids())))
+
+
+def test_sigterm_under_load_answers_2xx_only_for_what_it_stored(
+    start_server: Callable[..., ReceiverProcess],
+    rivya: Rivya,
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    process = start_server()
+    with Load(process.url, rivya.secret, rivya.sensitive.add) as load:
+        wait_until(lambda: len(load.acknowledged) >= 100, timeout=30)
+        assert process.stop(signal.SIGTERM) == -signal.SIGTERM
+    # In-flight requests finish (200) or are refused (503); new ones find no listener.
+    assert set(load.refused) <= {503}
+    assert set(load.acknowledged) <= stored_event_ids(tmp_path / "r.db")
+    assert "Application shutdown complete." in process.output()
+    figures.add(
+        "SIGTERM under load",
+        runs=1,
+        acknowledged=len(load.acknowledged),
+        refused_503=load.refused[503],
+        unanswered=load.unanswered,
+        lost=len(set(load.acknowledged) - stored_event_ids(tmp_path / "r.db")),
+    )
