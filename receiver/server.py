@@ -22,6 +22,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 MAX_HEADER_BYTES = 64 * 1024
 
 
+class HeadersTooLargeError(Exception):
+    """Stops the parser once the headers are refused."""
+
+
 def serve_options(request_timeout_seconds: float) -> dict[str, Any]:
     """uvicorn's keyword arguments (the benchmark's bare endpoint runs the same way)."""
     return {
@@ -64,7 +68,16 @@ def limited_http_protocol(request_timeout_seconds: float) -> type[HttpToolsProto
 
         def on_headers_complete(self) -> None:
             self._headers_done()
+            # A chunk can carry a whole request, too large headers and all.
+            if len(self.url) + sum(len(n) + len(v) for n, v in self.headers) > MAX_HEADER_BYTES:
+                self._refuse(b"431 Request Header Fields Too Large")
+                raise HeadersTooLargeError
             super().on_headers_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            # After a refusal of ours, the parser's complaint about it needs no answer.
+            if not self.transport.is_closing():
+                super().send_400_response(msg)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
