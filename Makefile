@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench lock clean
+.PHONY: help run test lint audit bench lock clean
 
 help:
 	@echo "make run   serve on 127.0.0.1:8000 with the embedded SQLite database"
 	@echo "make test  run the test suite"
-	@echo "make lint  ruff, formatting and mypy --strict"
+	@echo "make lint  ruff, formatting, mypy --strict and bandit"
+	@echo "make audit pip-audit of every pinned package (needs PyPI's vulnerability API)"
 	@echo "make bench the performance benchmark (installs wrk; several minutes)"
 	@echo "make lock  re-resolve the newest versions into constraints.txt"
 
@@ -39,6 +40,11 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/bandit --quiet --recursive receiver
+
+# Needs PyPI's vulnerability data (its per-release JSON API), which some networks block.
+audit: $(INSTALLED)
+	$(BIN)/pip-audit --strict --no-deps --disable-pip --requirement constraints.txt
 
 bench: $(INSTALLED)
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

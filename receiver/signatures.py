@@ -28,7 +28,8 @@ from receiver.exceptions import (
     TimestampOutOfToleranceError,
 )
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+# The format's prefix, not a secret.
+SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105
 MIN_KEY_BYTES = 16
 # Bounds make hostile headers cheap to refuse: a real header carries a few entries.
 MAX_SIGNATURE_HEADER_CHARS = 4096

@@ -30,6 +30,24 @@ class Sensitive:
         return sorted(value for value in self.values if value in text)
 
 
+# Every module's secrets and tokens, for the scan of the whole run's logs at its end.
+SECRETS_OF_THE_RUN = Sensitive()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the last test: no log file any test wrote holds any module's secret or token.
+    (Each server's own log is also scanned for its module's signatures, bodies and URLs.)"""
+    yield
+    logs = sorted(tmp_path_factory.getbasetemp().rglob("*.log"))
+    leaks = {
+        log.name: found
+        for log in logs
+        if (found := SECRETS_OF_THE_RUN.found_in(log.read_text(errors="replace")))
+    }
+    assert leaks == {}, "a secret reached a log"
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -44,7 +62,9 @@ def sensitive() -> Sensitive:
 def secrets_in_use(sensitive: Sensitive) -> tuple[str, str]:
     """The current and the previous signing secret, as during a rotation."""
     current, previous = new_secret(), new_secret()
-    sensitive.add(current, previous, current.removeprefix("whsec_"), ADMIN_TOKEN)
+    for registry in (sensitive, SECRETS_OF_THE_RUN):
+        registry.add(current, previous, ADMIN_TOKEN)
+        registry.add(current.removeprefix("whsec_"), previous.removeprefix("whsec_"))
     return current, previous
 
 
@@ -78,7 +98,8 @@ def own_downstream() -> Iterator[Callable[..., Downstream]]:
 @pytest.fixture(scope="module")
 def forward_secret(sensitive: Sensitive) -> str:
     secret = new_secret()
-    sensitive.add(secret, secret.removeprefix("whsec_"))
+    for registry in (sensitive, SECRETS_OF_THE_RUN):
+        registry.add(secret, secret.removeprefix("whsec_"))
     return secret
 
 

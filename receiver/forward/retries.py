@@ -44,7 +44,9 @@ class RetryPolicy:
             return Verdict(DeliveryState.DELIVERED)
         if status_code == 410 or attempts_made >= self.max_attempts:
             return Verdict(DeliveryState.DEAD)
-        delay = self.schedule[attempts_made - 1] * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 - spreading load, not a secret
+        # Jitter spreads retries out; it guards no secret.
+        spread = random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311  # nosec B311
+        delay = self.schedule[attempts_made - 1] * spread
         delay = max(delay, parse_retry_after(retry_after, now) or 0.0)
         return Verdict(DeliveryState.PENDING, now + timedelta(seconds=delay))
 

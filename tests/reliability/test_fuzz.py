@@ -13,12 +13,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiver.app import create_app
+from receiver.logs import configure_logging
 from receiver.settings import Settings
 from receiver.signatures import WebhookSecret, sign_headers
+from tests.conftest import SECRETS_OF_THE_RUN, Sensitive
 from tests.helpers import make_event
 from tests.reliability.conftest import Figures
 
@@ -49,8 +52,13 @@ class InProcess:
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcess, Path]]:
-    database = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
+def in_process(
+    tmp_path_factory: pytest.TempPathFactory, sensitive: Sensitive
+) -> Iterator[tuple[InProcess, Path]]:
+    folder = tmp_path_factory.mktemp("fuzz")
+    database = folder / "fuzz.db"
+    sensitive.add(SECRET.reveal(), SECRET.reveal().removeprefix("whsec_"))
+    SECRETS_OF_THE_RUN.add(SECRET.reveal(), SECRET.reveal().removeprefix("whsec_"))
     settings = Settings.from_environment(
         {
             "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
@@ -59,9 +67,13 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InPro
         },
         env_file=None,
     )
-    app = InProcess(settings)
-    yield app, database
-    app.close()
+    with (folder / "in-process.log").open("w") as log:
+        configure_logging("info", "json", stream=log)
+        app = InProcess(settings)
+        yield app, database
+        app.close()
+        structlog.reset_defaults()
+    assert sensitive.found_in((folder / "in-process.log").read_text()) == []
 
 
 SECRET = WebhookSecret.generate()
@@ -114,6 +126,7 @@ def bodies(draw: st.DrawFn) -> bytes:
 def test_handler_answers_anything_without_a_server_error(
     in_process: tuple[InProcess, Path],
     figures: Figures,
+    sensitive: Sensitive,
     body: bytes,
     msg_id: str,
     sign: bool,
@@ -124,6 +137,7 @@ def test_handler_answers_anything_without_a_server_error(
     headers = {"content-type": content_type, **extra}
     if sign:
         headers = {**headers, **sign_headers(SECRET, msg_id, body)}
+        sensitive.add(headers["webhook-signature"])
     response = app.post(body, headers)
     figures.add("Hypothesis, HTTP handler in-process", examples=1)
 
