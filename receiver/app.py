@@ -12,7 +12,8 @@ from receiver.forward.forwarder import Forwarder
 from receiver.health import healthz, readyz
 from receiver.ingest.webhooks import receive_rivya_event
 from receiver.logs import RequestLogMiddleware
-from receiver.operators.admin import admin_mount
+from receiver.metrics import Metrics
+from receiver.operators.admin import RequireAdminToken, admin_mount
 from receiver.responses import EXCEPTION_HANDLERS
 from receiver.services import Services
 from receiver.settings import Settings
@@ -23,6 +24,7 @@ from receiver.store.writer import EventWriter
 
 def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
     """`run_forwarder=False` leaves delivery to a separate `receiver worker`."""
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -34,13 +36,16 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
             await upgrade_schema(engine)
             forwarder = None
             if run_forwarder and settings.forward_url:
-                forwarder = await stack.enter_async_context(Forwarder(engine, settings))
+                forwarder = await stack.enter_async_context(
+                    Forwarder(engine, settings, on_attempt=metrics.observe_attempt)
+                )
             writer = await stack.enter_async_context(
                 EventWriter(
                     engine,
                     forward=settings.forward_url is not None,
                     on_stored=forwarder.wake if forwarder else None,
                     busy_timeout_seconds=settings.database_busy_timeout_seconds,
+                    observe=metrics.observe_batch,
                 )
             )
             verifier = StandardWebhooks(
@@ -63,9 +68,16 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
             ),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route(
+                "/metrics",
+                metrics.render,
+                middleware=[]
+                if settings.metrics_public
+                else [Middleware(RequireAdminToken, token=settings.admin_token)],
+            ),
             admin_mount(settings.admin_token),
         ],
-        middleware=[Middleware(RequestLogMiddleware)],
+        middleware=[Middleware(RequestLogMiddleware, on_finished=metrics.observe_request)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

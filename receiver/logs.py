@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -116,8 +117,13 @@ def configure_logging(level: str, log_format: str, stream: TextIO = sys.stdout) 
 class RequestLogMiddleware:
     """Writes the one line per HTTP request, with whatever the handler bound."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, on_finished: Callable[[Scope, int, float], None] | None = None
+    ) -> None:
+        """`on_finished(scope, http_status, seconds)` runs after the line is written, with
+        the handler's bindings still in place (the metrics read them)."""
         self.app = app
+        self._on_finished = on_finished
         # Bound once, when the app first runs (after configure_logging): the module's lazy
         # proxy would look the configuration up again on every request.
         self._log = log.bind()
@@ -139,13 +145,16 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            seconds = time.perf_counter() - started
             self._log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"][:MAX_PATH_CHARS],
                 http_status=http_status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
+            if self._on_finished is not None:
+                self._on_finished(scope, http_status, seconds)
 
 
 def raised_at(tb: TracebackType | None) -> str | None:

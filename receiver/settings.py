@@ -43,6 +43,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     admin_token: SecretStr | None = None
+    metrics_public: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     # Not in repr: a downstream URL may carry credentials.
@@ -90,6 +91,8 @@ class Settings(BaseModel):
     def _check_forwarding(self) -> "Settings":
         if self.forward_url and self.forward_signing_secret is None:
             raise ValueError("RECEIVER_FORWARD_SIGNING_SECRET is required with a forward URL")
+        if not self.metrics_public and self.admin_token is None:
+            raise ValueError("RECEIVER_METRICS_PUBLIC=false needs RECEIVER_ADMIN_TOKEN")
         if self.forward_lease_seconds <= self.forward_timeout_seconds:
             raise ValueError(
                 "RECEIVER_FORWARD_LEASE_SECONDS must exceed RECEIVER_FORWARD_TIMEOUT_SECONDS"

@@ -45,10 +45,17 @@ T = TypeVar("T")
 
 
 class Forwarder:
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        on_attempt: Callable[[int | None, str | None], None] | None = None,
+    ) -> None:
+        """`on_attempt(status_code, error_class)` is told of every attempt (the metrics)."""
         if settings.forward_url is None or settings.forward_signing_secret is None:
             raise ValueError("forwarding needs a URL and a signing secret")
         self._engine = engine
+        self._on_attempt = on_attempt
         self._url = settings.forward_url
         self._secret = settings.forward_signing_secret
         self._policy = RetryPolicy(settings.forward_retry_schedule)
@@ -157,6 +164,8 @@ class Forwarder:
         except Exception as exc:  # noqa: BLE001 - whatever failed, it is this attempt's outcome
             error_class = type(exc).__name__
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        if self._on_attempt is not None:
+            self._on_attempt(status_code, error_class)
         attempt = delivery.attempts_made + 1
         verdict = self._policy.judge(attempt, status_code, retry_after, datetime.now(UTC))
         log.info(

@@ -1,0 +1,151 @@
+"""Prometheus metrics: what this process saw (counters, histograms) and what the database
+holds (gauges, read when /metrics is scraped, so every replica reports the same totals).
+
+Each app has a registry of its own, so several apps in one process never collide.
+"""
+
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+from receiver.services import services_of
+from receiver.store.deliveries import DeliveryState
+from receiver.store.stats import collect_stats
+
+WEBHOOK_PATH = "/webhooks/rivya"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.webhook_requests = Counter(
+            "receiver_webhook_requests",
+            "Deliveries to POST /webhooks/rivya, by outcome and, for refusals, reason.",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.ingest_seconds = Histogram(
+            "receiver_ingest_duration_seconds",
+            "Time from a webhook request's arrival to its answer.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.delivery_attempts = Counter(
+            "receiver_delivery_attempts",
+            "Forwarding attempts made by this process, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.write_batch_size = Histogram(
+            "receiver_write_batch_size",
+            "Events per group-commit transaction.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "receiver_write_commit_seconds",
+            "Time to write and commit one group-commit batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.database_up = Gauge(
+            "receiver_database_up",
+            "1 if the last scrape could read the database, else 0.",
+            registry=self.registry,
+        )
+        self.deliveries = Gauge(
+            "receiver_deliveries",
+            "Deliveries in the database, by state.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.pending_deliveries = Gauge(
+            "receiver_pending_deliveries",
+            "Deliveries not yet delivered or dead: the forwarding backlog.",
+            registry=self.registry,
+        )
+        self.oldest_pending_age = Gauge(
+            "receiver_oldest_pending_delivery_age_seconds",
+            "Age of the oldest pending delivery; 0 when there is none.",
+            registry=self.registry,
+        )
+        self.records = Gauge(
+            "receiver_records",
+            "Generation records, by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.final_credits = Gauge(
+            "receiver_final_credits",
+            "Sum of the final credits of generation records, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, scope: Scope, http_status: int, seconds: float) -> None:
+        """RequestLogMiddleware's hook, called once per request with what the handler bound."""
+        if scope["path"] != WEBHOOK_PATH:
+            return
+        bound = structlog.contextvars.get_contextvars()
+        if http_status == 200:
+            outcome, reason = _accepted_as(bound.get("outcome")), ""
+        elif http_status == 503:
+            outcome, reason = "unavailable", str(bound.get("reason") or "")
+        else:
+            outcome, reason = "rejected", str(bound.get("reason") or f"http_{http_status}")
+        self.webhook_requests.labels(outcome, reason).inc()
+        self.ingest_seconds.observe(seconds)
+
+    def observe_attempt(self, status_code: int | None, error_class: str | None) -> None:
+        if status_code is not None:
+            result = f"{status_code // 100}xx"
+        elif error_class and "Timeout" in error_class:
+            result = "timeout"
+        else:
+            result = "connection_error"
+        self.delivery_attempts.labels(result).inc()
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.write_batch_size.observe(size)
+        self.commit_seconds.observe(seconds)
+
+    async def render(self, request: Request) -> Response:
+        """GET /metrics."""
+        try:
+            async with services_of(request).engine.connect() as connection:
+                stats = await collect_stats(connection, since=None)
+        except (SQLAlchemyError, OSError):
+            self.database_up.set(0)
+        else:
+            self.database_up.set(1)
+            self._set_gauges(stats)
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def _set_gauges(self, stats: dict[str, Any]) -> None:
+        by_state = stats["deliveries"]
+        for state in DeliveryState:
+            self.deliveries.labels(state.value).set(by_state.get(state.value, 0))
+        self.pending_deliveries.set(by_state.get(DeliveryState.PENDING.value, 0))
+        oldest = stats["oldest_pending_delivery"]
+        self.oldest_pending_age.set(oldest["age_seconds"] if oldest else 0)
+        # Cleared first: a status or model with no rows left must not linger.
+        self.records.clear()
+        for status, count in stats["records"].items():
+            self.records.labels(status).set(count)
+        self.final_credits.clear()
+        for row in stats["credits"]:
+            self.final_credits.labels(row["model"] or "").set(row["final"])
+
+
+def _accepted_as(outcome: object) -> str:
+    # The handler binds the stored outcome (applied, stale, ignored, quarantined) or
+    # "duplicate"; the metric keeps the answer's three words.
+    return str(outcome) if outcome in ("duplicate", "quarantined") else "accepted"

@@ -1,0 +1,97 @@
+"""GET /metrics on a real server: Prometheus text that counts what happened and reads the
+database's state at each scrape."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ADMIN_TOKEN, Rivya
+from tests.helpers import (
+    Downstream,
+    ReceiverProcess,
+    free_port,
+    make_event,
+    new_secret,
+    run_cli,
+    sign,
+    wait_until,
+)
+
+
+def scrape(url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{url}/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_requests_deliveries_records_and_credits_are_counted(
+    rivya: Rivya, downstream: Downstream
+) -> None:
+    accepted, failed = make_event(), make_event("generation.failed")
+    for event in (accepted, accepted, failed):
+        assert rivya.send(event).status_code == 200
+    quarantined = b"not json"
+    assert rivya.post(quarantined, sign(rivya.secret, quarantined, "msg_q")).status_code == 200
+    unsigned = rivya.post(b"{}", {"content-type": "application/json"})
+    wrong_type = rivya.post(b"{}", {"content-type": "text/plain"})
+    assert (unsigned.status_code, wrong_type.status_code) == (401, 415)
+    wait_until(lambda: len(downstream.received) >= 3, timeout=10)
+
+    metrics = scrape(rivya.server.url)
+    requests = "receiver_webhook_requests_total"
+    assert metrics[(requests, (("outcome", "accepted"), ("reason", "")))] == 2
+    assert metrics[(requests, (("outcome", "duplicate"), ("reason", "")))] == 1
+    assert metrics[(requests, (("outcome", "quarantined"), ("reason", "")))] == 1
+    assert metrics[(requests, (("outcome", "rejected"), ("reason", "missing_header")))] == 1
+    assert metrics[(requests, (("outcome", "rejected"), ("reason", "unsupported_media_type")))] == 1
+    assert metrics[("receiver_ingest_duration_seconds_count", ())] == 6
+    assert metrics[("receiver_write_batch_size_sum", ())] == 4  # four submissions, the duplicate among them
+    assert metrics[("receiver_write_commit_seconds_count", ())] >= 1
+    assert metrics[("receiver_delivery_attempts_total", (("result", "2xx"),))] >= 3
+    assert metrics[("receiver_deliveries", (("state", "delivered"),))] == 3
+    assert metrics[("receiver_pending_deliveries", ())] == 0
+    assert metrics[("receiver_oldest_pending_delivery_age_seconds", ())] == 0
+    assert metrics[("receiver_records", (("status", "succeeded"),))] == 1
+    assert metrics[("receiver_records", (("status", "failed"),))] == 1
+    assert metrics[("receiver_final_credits", (("model", "z-image"),))] == 4
+    assert metrics[("receiver_database_up", ())] == 1
+
+
+def test_oldest_pending_delivery_ages_while_the_downstream_is_down(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    process = start_server(forward_url=f"http://127.0.0.1:{free_port()}/hooks")
+    Rivya(process, rivya.secret, rivya.sensitive).send(make_event())
+
+    def age() -> float:
+        return scrape(process.url)[("receiver_oldest_pending_delivery_age_seconds", ())]
+
+    wait_until(lambda: age() >= 1.0, timeout=10)
+    metrics = scrape(process.url)
+    assert metrics[("receiver_pending_deliveries", ())] == 1
+    assert metrics[("receiver_delivery_attempts_total", (("result", "connection_error"),))] >= 1
+
+
+def test_private_metrics_need_the_admin_token(
+    start_server: Callable[..., ReceiverProcess],
+) -> None:
+    process = start_server(metrics_public="false")
+    assert httpx.get(f"{process.url}/metrics").status_code == 401
+    assert scrape(process.url, authorization=f"Bearer {ADMIN_TOKEN}")
+
+
+def test_private_metrics_without_an_admin_token_stop_the_start(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve",
+        env={"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_METRICS_PUBLIC": "false"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "RECEIVER_METRICS_PUBLIC=false needs RECEIVER_ADMIN_TOKEN" in result.stderr
