@@ -154,3 +154,17 @@ def send_test(url: str, event_type: str, as_json: bool) -> None:
     accepted = isinstance(answer, dict) and answer.get("status") == "accepted"
     if response.status_code != 200 or not accepted:
         raise click.ClickException("the receiver did not accept the test event")
+
+
+@cli.command()
+@click.argument("url", default="http://127.0.0.1:8000/healthz")
+@click.option("--timeout", default=2.0, show_default=True, type=click.FloatRange(min=0.1))
+def probe(url: str, timeout: float) -> None:
+    """Exit 0 if URL answers 200, else 1: the container's health check (slim images have
+    no curl)."""
+    try:
+        status = httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{url} did not answer: {type(exc).__name__}") from exc
+    if status != 200:
+        raise click.ClickException(f"{url} answered {status}")

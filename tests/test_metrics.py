@@ -52,7 +52,9 @@ def test_requests_deliveries_records_and_credits_are_counted(
     assert metrics[(requests, (("outcome", "rejected"), ("reason", "missing_header")))] == 1
     assert metrics[(requests, (("outcome", "rejected"), ("reason", "unsupported_media_type")))] == 1
     assert metrics[("receiver_ingest_duration_seconds_count", ())] == 6
-    assert metrics[("receiver_write_batch_size_sum", ())] == 4  # four submissions, the duplicate among them
+    assert (
+        metrics[("receiver_write_batch_size_sum", ())] == 4
+    )  # four submissions, the duplicate among them
     assert metrics[("receiver_write_commit_seconds_count", ())] >= 1
     assert metrics[("receiver_delivery_attempts_total", (("result", "2xx"),))] >= 3
     assert metrics[("receiver_deliveries", (("state", "delivered"),))] == 3
