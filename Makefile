@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 help:
 	@echo "make run   serve on 127.0.0.1:8000 with the embedded SQLite database"
 	@echo "make test  run the test suite"
-	@echo "make lint  ruff, formatting, mypy --strict and bandit"
+	@echo "make lint  ruff, formatting, mypy --strict, bandit, hadolint, yamllint, Kubernetes schemas"
 	@echo "make audit pip-audit of every pinned package (needs PyPI's vulnerability API)"
 	@echo "make bench the performance benchmark (installs wrk; several minutes)"
 	@echo "make lock  re-resolve the newest versions into constraints.txt"
@@ -41,6 +41,9 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/bandit --quiet --recursive receiver
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint --strict .
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/*/*.yaml
 
 # Needs PyPI's vulnerability data (its per-release JSON API), which some networks block.
 audit: $(INSTALLED)

@@ -103,7 +103,7 @@ def write_feed(path: Path, secret: WebhookSecret, unique: int, copies: int = 1) 
             for _ in range(min(100, unique - start)):
                 event = build_sample_event("generation.succeeded")
                 body = orjson.dumps(event)
-                headers = sign_headers(secret, event["id"], body, now)
+                headers = sign_headers([secret], event["id"], body, now)
                 block.append(
                     f"{event['id']}\t{now}\t{headers['webhook-signature']}\t{body.decode()}\n"
                 )
@@ -223,7 +223,7 @@ def run_drain(workdir: Path, secret: WebhookSecret) -> float:
         workdir,
         secret,
         forward_url=f"http://127.0.0.1:{port}/downstream",
-        forward_signing_secret=WebhookSecret.generate().reveal(),
+        forward_signing_secrets=WebhookSecret.generate().reveal(),
     )
     asyncio.run(store_backlog(env["RECEIVER_DATABASE_URL"], secret, DRAIN_EVENTS))
     worker = Process(

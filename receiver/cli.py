@@ -5,7 +5,9 @@ a problem as one line on stderr with exit code 1; usage errors exit with 2.
 """
 
 import asyncio
+import sqlite3
 import sys
+from pathlib import Path
 
 import click
 import httpx
@@ -20,7 +22,8 @@ from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.server import serve_options
 from receiver.signatures import WebhookSecret
-from receiver.store.database import create_engine, upgrade_schema
+from receiver.store.backup import backup_sqlite
+from receiver.store.database import create_engine, sqlite_path, upgrade_schema
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/rivya"
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
@@ -98,6 +101,31 @@ def migrate() -> None:
 
     asyncio.run(run())
     click.echo("The database schema is up to date.")
+
+
+@cli.command()
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def backup(destination: Path, as_json: bool) -> None:
+    """Copy the SQLite database to DESTINATION, a new file, while the service runs.
+
+    Uses SQLite's online backup API; the copy is checked before it takes its name.
+    For PostgreSQL, use pg_dump."""
+    settings = load_settings()
+    source = sqlite_path(settings.database_url)
+    if source is None:
+        raise click.ClickException("backup copies SQLite databases; for PostgreSQL use pg_dump")
+    if not source.is_file():
+        raise click.ClickException(f"no database at {source}")
+    try:
+        size = backup_sqlite(source, destination)
+    except (sqlite3.Error, OSError) as exc:
+        raise click.ClickException(f"backup failed: {exc}") from exc
+    emit(
+        {"source": str(source), "destination": str(destination), "bytes": size},
+        as_json,
+        lambda o: f"Copied {o['source']} to {o['destination']} ({o['bytes']:,} bytes).",
+    )
 
 
 @cli.group()

@@ -48,13 +48,13 @@ class Settings(BaseModel):
     log_format: Literal["json", "console"] = "json"
     # Not in repr: a downstream URL may carry credentials.
     forward_url: str | None = Field(default=None, repr=False)
-    forward_signing_secret: WebhookSecret | None = None
+    forward_signing_secrets: tuple[WebhookSecret, ...] = ()
     forward_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
     forward_concurrency: int = Field(default=32, gt=0, le=1024)
     forward_lease_seconds: float = Field(default=60.0, gt=0)
 
-    @field_validator("signing_secrets", mode="before")
+    @field_validator("signing_secrets", "forward_signing_secrets", mode="before")
     @classmethod
     def _parse_signing_secrets(cls, value: Any) -> tuple[WebhookSecret, ...]:
         if isinstance(value, str):
@@ -62,11 +62,6 @@ class Settings(BaseModel):
         return tuple(
             item if isinstance(item, WebhookSecret) else WebhookSecret.parse(item) for item in value
         )
-
-    @field_validator("forward_signing_secret", mode="before")
-    @classmethod
-    def _parse_forward_secret(cls, value: Any) -> Any:
-        return WebhookSecret.parse(value) if isinstance(value, str) else value
 
     @field_validator("forward_url")
     @classmethod
@@ -89,8 +84,8 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check_forwarding(self) -> "Settings":
-        if self.forward_url and self.forward_signing_secret is None:
-            raise ValueError("RECEIVER_FORWARD_SIGNING_SECRET is required with a forward URL")
+        if self.forward_url and not self.forward_signing_secrets:
+            raise ValueError("RECEIVER_FORWARD_SIGNING_SECRETS is required with a forward URL")
         if not self.metrics_public and self.admin_token is None:
             raise ValueError("RECEIVER_METRICS_PUBLIC=false needs RECEIVER_ADMIN_TOKEN")
         if self.forward_lease_seconds <= self.forward_timeout_seconds:

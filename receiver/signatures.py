@@ -118,16 +118,18 @@ class StandardWebhooks:
 
 
 def sign_headers(
-    secret: WebhookSecret, msg_id: str, body: bytes, msg_timestamp: int | None = None
+    secrets: Sequence[WebhookSecret], msg_id: str, body: bytes, msg_timestamp: int | None = None
 ) -> dict[str, str]:
-    """The three Standard Webhooks headers for `body`, signed now unless told otherwise."""
+    """The three Standard Webhooks headers for `body`, signed now unless told otherwise,
+    with one signature per secret: a receiver that knows any one of them verifies, which is
+    how a secret is rotated without downtime."""
     if msg_timestamp is None:
         msg_timestamp = int(time.time())
-    signature = base64.b64encode(secret.sign(msg_id, msg_timestamp, body)).decode()
+    signatures = (secret.sign(msg_id, msg_timestamp, body) for secret in secrets)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(msg_timestamp),
-        "webhook-signature": f"v1,{signature}",
+        "webhook-signature": " ".join(f"v1,{base64.b64encode(s).decode()}" for s in signatures),
     }
 
 

@@ -53,11 +53,11 @@ def test_variables_without_our_prefix_are_ignored() -> None:
         ({"RECEIVER_MAX_BODY_BYTES": "lots"}, "RECEIVER_MAX_BODY_BYTES:"),
         ({"RECEIVER_LOG_FORMAT": "xml"}, "RECEIVER_LOG_FORMAT:"),
         (
-            {"RECEIVER_FORWARD_URL": "http://[::1", "RECEIVER_FORWARD_SIGNING_SECRET": SECRET},
+            {"RECEIVER_FORWARD_URL": "http://[::1", "RECEIVER_FORWARD_SIGNING_SECRETS": SECRET},
             "RECEIVER_FORWARD_URL: use an absolute http:// or https:// URL",
         ),
         (
-            {"RECEIVER_FORWARD_URL": "ftp://x/", "RECEIVER_FORWARD_SIGNING_SECRET": SECRET},
+            {"RECEIVER_FORWARD_URL": "ftp://x/", "RECEIVER_FORWARD_SIGNING_SECRETS": SECRET},
             "RECEIVER_FORWARD_URL: use an absolute http:// or https:// URL",
         ),
         ({"RECEIVER_ADMIN_TOKEN": "short"}, "RECEIVER_ADMIN_TOKEN: use at least 16 characters"),

@@ -44,12 +44,20 @@ def test_signature_made_by_standardwebhooks_verifies() -> None:
 
 def test_our_signature_verifies_with_standardwebhooks() -> None:
     body = b'{"id": "evt_2"}'
-    headers = sign_headers(SECRET, "evt_2", body)
+    headers = sign_headers([SECRET], "evt_2", body)
     assert Webhook(SECRET.reveal()).verify(body, headers) == {"id": "evt_2"}
 
 
+def test_signing_with_two_secrets_verifies_with_either_alone() -> None:
+    body = b'{"id": "evt_4"}'
+    headers = sign_headers([SECRET, OTHER], "evt_4", body)
+    assert headers["webhook-signature"].count("v1,") == 2
+    for secret in (SECRET, OTHER):
+        assert Webhook(secret.reveal()).verify(body, headers) == {"id": "evt_4"}
+
+
 def test_any_configured_secret_verifies() -> None:
-    headers = sign_headers(OTHER, "evt_3", b"{}", NOW)
+    headers = sign_headers([OTHER], "evt_3", b"{}", NOW)
     assert verifier(SECRET, OTHER).verify(b"{}", headers).msg_id == "evt_3"
     with pytest.raises(NoMatchingSignatureError):
         verifier(SECRET).verify(b"{}", headers)
@@ -57,7 +65,7 @@ def test_any_configured_secret_verifies() -> None:
 
 @pytest.mark.parametrize("name", ["webhook-id", "webhook-timestamp", "webhook-signature"])
 def test_missing_or_empty_header_is_refused(name: str) -> None:
-    headers = sign_headers(SECRET, "evt", b"{}", NOW)
+    headers = sign_headers([SECRET], "evt", b"{}", NOW)
     with pytest.raises(MissingHeaderError):
         verifier().verify(b"{}", {k: v for k, v in headers.items() if k != name})
     with pytest.raises(MissingHeaderError):
@@ -68,33 +76,33 @@ def test_missing_or_empty_header_is_refused(name: str) -> None:
     "timestamp", ["1800000000.0", "-1800000000", "+1800000000", " 1800000000", "1e9", "٣", "9" * 13]
 )
 def test_timestamp_must_be_plain_unix_seconds(timestamp: str) -> None:
-    headers = sign_headers(SECRET, "evt", b"{}", NOW) | {"webhook-timestamp": timestamp}
+    headers = sign_headers([SECRET], "evt", b"{}", NOW) | {"webhook-timestamp": timestamp}
     with pytest.raises(InvalidHeaderError):
         verifier().verify(b"{}", headers)
 
 
 @pytest.mark.parametrize("offset", [-301, 301, -(10**9), 10**9])
 def test_timestamp_outside_tolerance_is_refused_both_ways(offset: int) -> None:
-    headers = sign_headers(SECRET, "evt", b"{}", NOW + offset)
+    headers = sign_headers([SECRET], "evt", b"{}", NOW + offset)
     with pytest.raises(TimestampOutOfToleranceError):
         verifier().verify(b"{}", headers)
 
 
 @pytest.mark.parametrize("offset", [-300, 0, 300])
 def test_timestamp_at_the_tolerance_edge_is_accepted(offset: int) -> None:
-    headers = sign_headers(SECRET, "evt", b"{}", NOW + offset)
+    headers = sign_headers([SECRET], "evt", b"{}", NOW + offset)
     assert verifier().verify(b"{}", headers).msg_timestamp == NOW + offset
 
 
 @pytest.mark.parametrize("msg_id", ["has space", "tab\tid", "é", "x" * 257])
 def test_msg_id_must_be_a_printable_token(msg_id: str) -> None:
-    headers = sign_headers(SECRET, "evt", b"{}", NOW) | {"webhook-id": msg_id}
+    headers = sign_headers([SECRET], "evt", b"{}", NOW) | {"webhook-id": msg_id}
     with pytest.raises(InvalidHeaderError):
         verifier().verify(b"{}", headers)
 
 
 def test_oversized_signature_header_is_refused_cheaply() -> None:
-    headers = sign_headers(SECRET, "evt", b"{}", NOW)
+    headers = sign_headers([SECRET], "evt", b"{}", NOW)
     padded = "v1,AAAA " * 1000 + headers["webhook-signature"]
     with pytest.raises(InvalidHeaderError):
         verifier().verify(b"{}", headers | {"webhook-signature": padded})
@@ -104,7 +112,7 @@ def test_oversized_signature_header_is_refused_cheaply() -> None:
     "garbage", ["v1", "v1,", ",", "v1,%%%", "v1,QUJD=", "v2,AAAA", "v1,AAAA,BBBB", "\x00", "v1 , x"]
 )
 def test_malformed_entries_never_raise_anything_but_no_match(garbage: str) -> None:
-    headers = sign_headers(SECRET, "evt", b"{}", NOW) | {"webhook-signature": garbage}
+    headers = sign_headers([SECRET], "evt", b"{}", NOW) | {"webhook-signature": garbage}
     with pytest.raises(NoMatchingSignatureError):
         verifier().verify(b"{}", headers)
 
@@ -153,7 +161,7 @@ MUTATIONS: dict[
 def test_any_mutation_of_a_signed_message_is_rejected(
     msg_id: str, body: bytes, field: str, data: st.DataObject
 ) -> None:
-    headers = sign_headers(SECRET, msg_id, body, NOW)
+    headers = sign_headers([SECRET], msg_id, body, NOW)
     assert verifier().verify(body, headers).msg_id == msg_id
     mutated_headers, mutated_body = MUTATIONS[field](headers, body, data)
     with pytest.raises(SignatureError):
@@ -174,7 +182,7 @@ garbage_entries = st.text(
 def test_a_valid_signature_among_garbage_entries_is_accepted(
     msg_id: str, body: bytes, before: list[str], after: list[str]
 ) -> None:
-    valid = sign_headers(SECRET, msg_id, body, NOW)
+    valid = sign_headers([SECRET], msg_id, body, NOW)
     header = " ".join([*before, valid["webhook-signature"], *after])
     assert verifier().verify(body, valid | {"webhook-signature": header}).msg_id == msg_id
 
@@ -183,7 +191,7 @@ def test_a_valid_signature_among_garbage_entries_is_accepted(
 def test_arbitrary_signature_headers_only_ever_fail_as_signature_errors(
     msg_id: str, body: bytes, header: str
 ) -> None:
-    headers = sign_headers(SECRET, msg_id, body, NOW) | {"webhook-signature": header}
+    headers = sign_headers([SECRET], msg_id, body, NOW) | {"webhook-signature": header}
     try:
         verifier().verify(body, headers)
     except SignatureError:

@@ -52,12 +52,12 @@ class Forwarder:
         on_attempt: Callable[[int | None, str | None], None] | None = None,
     ) -> None:
         """`on_attempt(status_code, error_class)` is told of every attempt (the metrics)."""
-        if settings.forward_url is None or settings.forward_signing_secret is None:
+        if settings.forward_url is None or not settings.forward_signing_secrets:
             raise ValueError("forwarding needs a URL and a signing secret")
         self._engine = engine
         self._on_attempt = on_attempt
         self._url = settings.forward_url
-        self._secret = settings.forward_signing_secret
+        self._secrets = settings.forward_signing_secrets
         self._policy = RetryPolicy(settings.forward_retry_schedule)
         self._timeout = settings.forward_timeout_seconds
         self._concurrency = settings.forward_concurrency
@@ -148,7 +148,7 @@ class Forwarder:
         status_code: int | None = None
         error_class: str | None = None
         retry_after: str | None = None
-        headers = sign_headers(self._secret, delivery.event_id, delivery.body)
+        headers = sign_headers(self._secrets, delivery.event_id, delivery.body)
         try:
             async with asyncio.timeout(self._timeout):
                 response = await next(self._next_client).post(

@@ -38,5 +38,5 @@ def build_sample_event(event_type: str) -> dict[str, Any]:
 
 def sign_sample_event(secret: WebhookSecret, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     body = orjson.dumps(event)
-    headers = sign_headers(secret, event["id"], body)
+    headers = sign_headers([secret], event["id"], body)
     return body, {**headers, "content-type": "application/json"}

@@ -17,6 +17,7 @@ from tests.helpers import (
     always,
     free_port,
     make_event,
+    new_secret,
     sign,
     wait_until,
 )
@@ -49,6 +50,26 @@ def test_downstream_gets_the_original_bytes_signed_with_our_secret(
     assert Webhook(forward_secret).verify(received.body, received.headers)["id"] == event["id"]
     assert received.headers["webhook-signature"] not in rivya.server.output()
     wait_until(lambda: delivery_of(rivya, event["id"])["state"] == "delivered", timeout=5)
+
+
+def test_during_a_rotation_each_event_verifies_with_the_old_or_the_new_secret(
+    start_server: StartServer, own_downstream: StartDownstream, rivya: Rivya
+) -> None:
+    new, old = new_secret(), new_secret()
+    rivya.sensitive.add(new, old, new.removeprefix("whsec_"), old.removeprefix("whsec_"))
+    downstream = own_downstream()
+    sender = Rivya(
+        start_server(**forwarding_to(downstream, forward_signing_secrets=f"{new},{old}")),
+        rivya.secret,
+        rivya.sensitive,
+    )
+    event = make_event()
+    sender.send(event)
+    wait_until(lambda: bool(downstream.of(event["id"])), timeout=5)
+    (received,) = downstream.of(event["id"])
+    rivya.sensitive.add(received.headers["webhook-signature"])
+    for secret in (new, old):
+        assert Webhook(secret).verify(received.body, received.headers)["id"] == event["id"]
 
 
 def test_outage_then_recovery_delivers_and_records_every_attempt(

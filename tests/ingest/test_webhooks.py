@@ -183,7 +183,7 @@ def test_authentic_but_unparseable_body_is_quarantined(rivya: Rivya) -> None:
 def test_authentic_non_utf8_body_is_quarantined(rivya: Rivya) -> None:
     # standardwebhooks signs text only, so our own signer makes this one.
     body = b'{"id": "evt_\xff"}'
-    headers = sign_headers(WebhookSecret.parse(rivya.secret), "msg_not_utf8", body)
+    headers = sign_headers([WebhookSecret.parse(rivya.secret)], "msg_not_utf8", body)
     response = rivya.post(body, {**headers, "content-type": "application/json"})
     assert response.json() == {"status": "quarantined", "event_id": "msg_not_utf8"}
     stored = rivya.admin("/events/msg_not_utf8").json()

@@ -30,7 +30,7 @@ def verifier(data: bytes) -> None:
     timestamp = NOW + fuzz.ConsumeIntInRange(-600, 600)
     body = fuzz.ConsumeBytes(fuzz.ConsumeIntInRange(0, 2048))
     signed = fuzz.ConsumeBool()
-    headers = sign_headers(SECRET, msg_id, body, timestamp)
+    headers = sign_headers([SECRET], msg_id, body, timestamp)
     if not signed:
         headers["webhook-signature"] = fuzz.ConsumeUnicodeNoSurrogates(5000)
     if fuzz.ConsumeBool():

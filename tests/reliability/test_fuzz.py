@@ -136,7 +136,7 @@ def test_handler_answers_anything_without_a_server_error(
     app, database = in_process
     headers = {"content-type": content_type, **extra}
     if sign:
-        headers = {**headers, **sign_headers(SECRET, msg_id, body)}
+        headers = {**headers, **sign_headers([SECRET], msg_id, body)}
         sensitive.add(headers["webhook-signature"])
     response = app.post(body, headers)
     figures.add("Hypothesis, HTTP handler in-process", examples=1)
