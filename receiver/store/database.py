@@ -77,13 +77,20 @@ def _upgrade(connection: Connection) -> None:
 
 
 def _is_current(connection: Connection) -> bool:
-    current = MigrationContext.configure(connection).get_current_heads()
-    return set(current) == _head_revisions()
+    """At our head, or past it: a newer release migrated first. Its migrations keep the
+    previous release working, so replicas still on it stay ready through a rolling update.
+    At an older revision of ours, or none, the schema is behind this code."""
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    heads, known = _revisions()
+    return bool(current) and not (current & known) - heads
 
 
 @cache
-def _head_revisions() -> frozenset[str]:
-    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+def _revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """This code's head revisions, and every revision it knows."""
+    script = ScriptDirectory.from_config(alembic_config())
+    known = frozenset(revision.revision for revision in script.walk_revisions())
+    return frozenset(script.get_heads()), known
 
 
 def alembic_config() -> Config:
