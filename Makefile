@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint audit bench lock clean
+.PHONY: help run test postgres lint audit bench lock clean
 
 help:
 	@echo "make run   serve on 127.0.0.1:8000 with the embedded SQLite database"
@@ -33,8 +33,16 @@ run: $(INSTALLED) .env
 	@echo "    $(BIN)/receiver send-test"
 	@$(BIN)/receiver serve
 
-test: $(INSTALLED)
+test: $(INSTALLED) postgres
 	$(BIN)/pytest
+
+# The suite runs on SQLite and on a real PostgreSQL server that it starts itself, as an
+# unprivileged cluster on a free port, from Debian's package (installed here if missing).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			postgresql >/dev/null; }
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -1,4 +1,3 @@
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -6,8 +5,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 from hypothesis import settings as hypothesis_settings
 
+from tests.databases import BACKENDS, PostgresServer, reading
 from tests.helpers import ANSWER_200, Downstream, ReceiverProcess, Respond, new_secret, signed
 
 # Shared machines are slow and noisy; a property's worth is in its examples, not its speed.
@@ -103,12 +104,51 @@ def forward_secret(sensitive: Sensitive) -> str:
     return secret
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that touches a database runs on each backend, unless it is marked as
+    being about SQLite itself."""
+    if "backend" in metafunc.fixturenames:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        backends = ["sqlite"] if sqlite_only else list(BACKENDS)
+        metafunc.parametrize("backend", backends, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def new_database(backend: str, request: pytest.FixtureRequest) -> Callable[[Path], str]:
+    """A fresh database on the module's backend: a SQLite file in `folder`, or a new
+    database on the suite's PostgreSQL server."""
+
+    def new(folder: Path) -> str:
+        if backend == "sqlite":
+            return f"sqlite+aiosqlite:///{folder / 'receiver.db'}"
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.new_database()
+
+    return new
+
+
 @pytest.fixture(scope="module")
 def server_env(
-    workdir: Path, secrets_in_use: tuple[str, str], downstream: Downstream, forward_secret: str
+    workdir: Path,
+    secrets_in_use: tuple[str, str],
+    downstream: Downstream,
+    forward_secret: str,
+    new_database: Callable[[Path], str],
 ) -> dict[str, str]:
     return {
-        "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'receiver.db'}",
+        "RECEIVER_DATABASE_URL": new_database(workdir),
         "RECEIVER_SIGNING_SECRETS": " , ".join(secrets_in_use),
         "RECEIVER_ADMIN_TOKEN": ADMIN_TOKEN,
         "RECEIVER_MAX_BODY_BYTES": "65536",
@@ -135,13 +175,18 @@ def server(
 
 @pytest.fixture
 def start_server(
-    tmp_path: Path, server_env: dict[str, str], sensitive: Sensitive
+    tmp_path: Path,
+    server_env: dict[str, str],
+    sensitive: Sensitive,
+    new_database: Callable[[Path], str],
 ) -> Iterator[Callable[..., ReceiverProcess]]:
-    """A server of the test's own, on a fresh database, with settings overridden by keyword."""
+    """Servers of the test's own, on a fresh database (one per test), with settings
+    overridden by keyword."""
     started: list[ReceiverProcess] = []
+    database_url = new_database(tmp_path)
 
     def start(**overrides: str) -> ReceiverProcess:
-        env = {**server_env, "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"}
+        env = {**server_env, "RECEIVER_DATABASE_URL": database_url}
         env |= {f"RECEIVER_{name.upper()}": value for name, value in overrides.items()}
         started.append(ReceiverProcess(tmp_path, env).start())
         return started[-1]
@@ -154,11 +199,10 @@ def start_server(
 
 
 @pytest.fixture
-def db(workdir: Path) -> Iterator[sqlite3.Connection]:
-    """The server's real SQLite file, read beside it (WAL allows it)."""
-    connection = sqlite3.connect(workdir / "receiver.db")
-    yield connection
-    connection.close()
+def db(server_env: dict[str, str]) -> Iterator[sa.Connection]:
+    """The module server's real database, read beside it."""
+    with reading(server_env["RECEIVER_DATABASE_URL"]) as connection:
+        yield connection
 
 
 class Rivya:

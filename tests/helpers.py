@@ -5,7 +5,6 @@ import os
 import secrets
 import signal
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -258,15 +257,6 @@ class Downstream:
     def of(self, event_id: str) -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.headers.get("webhook-id") == event_id]
-
-
-def stored_event_ids(database: Path) -> set[str]:
-    """The event IDs in a SQLite file, read beside whatever process writes it."""
-    connection = sqlite3.connect(database)
-    try:
-        return {row[0] for row in connection.execute("SELECT id FROM events")}
-    finally:
-        connection.close()
 
 
 # Every value scanned for costs a pass over every log; a sample of a load's events suffices.

@@ -6,6 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -18,6 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from receiver.exceptions import StoreUnavailableError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+# An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.
+MIGRATION_LOCK = 0x52_45_43_45_49_56_45_52  # "RECEIVER"
 
 
 def sqlite_path(database_url: str) -> Path | None:
@@ -71,6 +76,11 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Replicas starting together would run the same migrations at once; the first to
+        # take this lock migrates, the others wait, then find the schema at head. The lock
+        # ends with the transaction (SQLite's write lock already serializes them there).
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

@@ -12,7 +12,8 @@ from receiver.store.tables import deliveries, events, records
 
 async def collect_stats(connection: AsyncConnection, since: datetime | None) -> dict[str, Any]:
     """Events and deliveries since `since` (by when they arrived or were queued), records
-    by when they last changed; the oldest pending delivery regardless of `since`."""
+    by when they last changed; the oldest pending delivery regardless of `since`. Missing
+    values sort first on every backend (SQLite and PostgreSQL differ by default)."""
 
     def after(column: Any) -> list[Any]:
         return [column >= since] if since is not None else []
@@ -21,7 +22,7 @@ async def collect_stats(connection: AsyncConnection, since: datetime | None) -> 
         sa.select(events.c.type, events.c.outcome, sa.func.count())
         .where(*after(events.c.received_at))
         .group_by(events.c.type, events.c.outcome)
-        .order_by(events.c.type, events.c.outcome)
+        .order_by(events.c.type.nulls_first(), events.c.outcome)
     )
     delivery_rows = await connection.execute(
         sa.select(deliveries.c.state, sa.func.count())
@@ -42,13 +43,13 @@ async def collect_stats(connection: AsyncConnection, since: datetime | None) -> 
         )
         .where(*after(records.c.changed_at))
         .group_by(records.c.model)
-        .order_by(records.c.model)
+        .order_by(records.c.model.nulls_first())
     )
     failure_rows = await connection.execute(
         sa.select(records.c.error_code, sa.func.count())
         .where(records.c.status == "failed", *after(records.c.changed_at))
         .group_by(records.c.error_code)
-        .order_by(sa.func.count().desc(), records.c.error_code)
+        .order_by(sa.func.count().desc(), records.c.error_code.nulls_first())
     )
     oldest_pending = await connection.scalar(
         sa.select(sa.func.min(deliveries.c.created_at)).where(

@@ -12,16 +12,17 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from receiver.signatures import WebhookSecret, sign_headers
 from tests.conftest import Rivya
 from tests.helpers import ReceiverProcess, make_event, new_secret, sign, signed
 
 
-def count(db: sqlite3.Connection, table: str, **where: str) -> int:
-    clause = " AND ".join(f"{column} = ?" for column in where) or "1 = 1"
+def count(db: sa.Connection, table: str, **where: str) -> int:
+    clause = " AND ".join(f"{column} = :{column}" for column in where) or "1 = 1"
     query = f"SELECT count(*) FROM {table} WHERE {clause}"  # noqa: S608 - names chosen by tests
-    return int(db.execute(query, tuple(where.values())).fetchone()[0])
+    return int(db.execute(sa.text(query), where).scalar_one())
 
 
 def test_succeeded_event_is_stored_and_applied_to_its_record(rivya: Rivya) -> None:
@@ -60,17 +61,17 @@ def test_failed_event_records_the_error_and_returned_credits(rivya: Rivya) -> No
     assert record["error_message"] == event["data"]["error"]["message"]
 
 
-def test_raw_body_is_kept_byte_for_byte(rivya: Rivya, db: sqlite3.Connection) -> None:
+def test_raw_body_is_kept_byte_for_byte(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     body = b'{ "note": "spacing and key order are the sender\'s" , ' + orjson.dumps(event)[1:]
     assert rivya.post(body, sign(rivya.secret, body, event["id"])).status_code == 200
-    (stored,) = db.execute("SELECT body FROM events WHERE id = ?", (event["id"],)).fetchone()
+    stored = db.execute(
+        sa.text("SELECT body FROM events WHERE id = :id"), {"id": event["id"]}
+    ).scalar_one()
     assert stored == body
 
 
-def test_redelivery_is_a_duplicate_with_no_side_effect(
-    rivya: Rivya, db: sqlite3.Connection
-) -> None:
+def test_redelivery_is_a_duplicate_with_no_side_effect(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     assert rivya.send(event).json()["status"] == "accepted"
     again = rivya.send(event)  # freshly signed, as Rivya's retry would be
@@ -134,7 +135,7 @@ REJECTIONS = {
 
 
 @pytest.mark.parametrize("case", REJECTIONS, ids=list(REJECTIONS))
-def test_rejected_delivery_stores_nothing(rivya: Rivya, db: sqlite3.Connection, case: str) -> None:
+def test_rejected_delivery_stores_nothing(rivya: Rivya, db: sa.Connection, case: str) -> None:
     change, status, code = REJECTIONS[case]
     event = make_event()
     body, headers = signed(rivya.secret, event)
@@ -144,7 +145,7 @@ def test_rejected_delivery_stores_nothing(rivya: Rivya, db: sqlite3.Connection, 
     assert count(db, "events", id=event["id"]) == 0
 
 
-def test_body_changed_after_signing_is_rejected(rivya: Rivya, db: sqlite3.Connection) -> None:
+def test_body_changed_after_signing_is_rejected(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     body, headers = signed(rivya.secret, event)
     response = rivya.post(body.replace(b'"z-image"', b'"y-image"'), headers)
@@ -152,7 +153,7 @@ def test_body_changed_after_signing_is_rejected(rivya: Rivya, db: sqlite3.Connec
     assert count(db, "events", id=event["id"]) == 0
 
 
-def test_repeated_signature_header_is_rejected(rivya: Rivya, db: sqlite3.Connection) -> None:
+def test_repeated_signature_header_is_rejected(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     body, headers = signed(rivya.secret, event)
     repeated = [*headers.items(), ("webhook-signature", headers["webhook-signature"])]
@@ -162,7 +163,7 @@ def test_repeated_signature_header_is_rejected(rivya: Rivya, db: sqlite3.Connect
     assert count(db, "events", id=event["id"]) == 0
 
 
-def test_oversize_body_is_refused_with_413(rivya: Rivya, db: sqlite3.Connection) -> None:
+def test_oversize_body_is_refused_with_413(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     event["padding"] = "x" * 70_000  # the server under test allows 65,536 bytes
     response = rivya.send(event)
@@ -200,7 +201,7 @@ def test_known_type_with_a_shape_we_do_not_understand_is_quarantined(rivya: Rivy
     assert rivya.admin(f"/records/{event['data']['id']}").status_code == 404
 
 
-def test_unknown_event_type_is_stored_but_not_applied(rivya: Rivya, db: sqlite3.Connection) -> None:
+def test_unknown_event_type_is_stored_but_not_applied(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     event["type"] = "generation.progressed"
     assert rivya.send(event).json()["status"] == "accepted"
@@ -227,7 +228,7 @@ def test_out_of_order_and_post_terminal_events_never_regress_the_record(rivya: R
     assert outcomes == ["applied", "stale", "stale"]
 
 
-def test_duplicate_storm_updates_the_record_once(rivya: Rivya, db: sqlite3.Connection) -> None:
+def test_duplicate_storm_updates_the_record_once(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     body, headers = signed(rivya.secret, event)
     rivya.sensitive.add(headers["webhook-signature"])
@@ -260,13 +261,14 @@ def test_kill_and_restart_keeps_every_acknowledged_event(
     assert sender.send(events[0]).json()["status"] == "duplicate"
 
 
+@pytest.mark.sqlite_only
 def test_locked_database_gives_503_with_retry_after_never_2xx(
     start_server: Callable[..., ReceiverProcess], rivya: Rivya, tmp_path: Path
 ) -> None:
     process = start_server(database_busy_timeout_seconds="0.3")
     sender = Rivya(process, rivya.secret, rivya.sensitive)
     event = make_event()
-    locker = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    locker = sqlite3.connect(tmp_path / "receiver.db", isolation_level=None)
     try:
         locker.execute("BEGIN EXCLUSIVE")
         refused = sender.send(event)

@@ -5,10 +5,14 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Rivya
-from tests.helpers import Load, ReceiverProcess, make_event, run_cli, stored_event_ids, wait_until
+from tests.databases import stored_event_ids
+from tests.helpers import Load, ReceiverProcess, make_event, run_cli, wait_until
 
 
+@pytest.mark.sqlite_only
 def test_backup_under_load_holds_every_earlier_acknowledgement_and_restores(
     start_server: Callable[..., ReceiverProcess], rivya: Rivya, tmp_path: Path
 ) -> None:
@@ -22,15 +26,15 @@ def test_backup_under_load_holds_every_earlier_acknowledgement_and_restores(
         assert result.returncode == 0, result.stderr
         after = len(load.acknowledged)
     assert after > len(acknowledged_before), "ingest paused during the backup"
-    assert set(acknowledged_before) <= stored_event_ids(copy)
+    assert set(acknowledged_before) <= stored_event_ids(f"sqlite:///{copy}")
     with sqlite3.connect(copy) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert not list(copy.parent.glob(".*partial"))
 
     # Restore: stop, put the copy in place of the database (and its WAL), start.
     process.stop()
-    database = tmp_path / "r.db"
-    for leftover in (database, tmp_path / "r.db-wal", tmp_path / "r.db-shm"):
+    database = tmp_path / "receiver.db"
+    for leftover in (database, tmp_path / "receiver.db-wal", tmp_path / "receiver.db-shm"):
         leftover.unlink(missing_ok=True)
     copy.replace(database)
     process.start()
@@ -39,6 +43,7 @@ def test_backup_under_load_holds_every_earlier_acknowledgement_and_restores(
     assert sender.send(make_event()).json()["status"] == "accepted"
 
 
+@pytest.mark.sqlite_only
 def test_backup_refuses_to_overwrite_and_explains_postgres(
     start_server: Callable[..., ReceiverProcess], tmp_path: Path
 ) -> None:

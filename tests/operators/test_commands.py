@@ -4,12 +4,16 @@ server (and its forwarder) running beside them."""
 import json
 import sqlite3
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from receiver.store import tables
 from tests.conftest import Rivya
+from tests.databases import reading
 from tests.helpers import Downstream, ReceiverProcess, make_event, run_cli, sign, wait_until
 
 StartServer = Callable[..., ReceiverProcess]
@@ -209,16 +213,24 @@ def test_prune_dry_run_changes_nothing_and_records_are_kept(
     sender, operator = fresh
     mix = send_mix(sender)
     wait_until(lambda: all_delivered(sender), timeout=10)
-    with sqlite3.connect(tmp_path / "r.db") as db:  # as if they had come two days ago
-        db.execute("UPDATE events SET received_at = datetime(received_at, '-2 days')")
+    with reading(operator.server.env["RECEIVER_DATABASE_URL"]) as db:
+        # As if they had come two days ago; through the table's own type, on any backend.
+        stored = tables.events
+        for event_id, received_at in db.execute(sa.select(stored.c.id, stored.c.received_at)):
+            db.execute(
+                sa.update(stored)
+                .where(stored.c.id == event_id)
+                .values(received_at=received_at - timedelta(days=2))
+            )
+        db.commit()
     kept = make_event()
     sender.send(kept)  # too young to prune
     wait_until(lambda: all_delivered(sender), timeout=10)
 
     def table_counts() -> tuple[int, ...]:
-        with sqlite3.connect(tmp_path / "r.db") as db:
+        with reading(operator.server.env["RECEIVER_DATABASE_URL"]) as db:
             return tuple(
-                db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+                db.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608
                 for table in ("events", "deliveries", "attempts", "records")
             )
 
@@ -246,9 +258,10 @@ def test_reprocess_reapplies_and_is_idempotent(
     event = make_event()
     sender.send(event)
     # As if an older release had quarantined it and never written its record.
-    with sqlite3.connect(tmp_path / "r.db") as db:
-        db.execute("UPDATE events SET outcome = 'quarantined', quarantine_reason = 'old'")
-        db.execute("DELETE FROM records")
+    with reading(operator.server.env["RECEIVER_DATABASE_URL"]) as db:
+        db.execute(sa.text("UPDATE events SET outcome = 'quarantined', quarantine_reason = 'old'"))
+        db.execute(sa.text("DELETE FROM records"))
+        db.commit()
     assert operator.json("reprocess", "--quarantined") == {
         "reprocessed": 1,
         "outcomes": {"applied": 1},
@@ -274,6 +287,7 @@ def test_changes_are_audited_on_stderr(fresh: tuple[Rivya, Operator]) -> None:
     )
 
 
+@pytest.mark.sqlite_only
 def test_database_problems_are_one_line_and_exit_1(
     tmp_path: Path, server_env: dict[str, str]
 ) -> None:

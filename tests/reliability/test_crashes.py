@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import Rivya
-from tests.helpers import Downstream, Load, ReceiverProcess, stored_event_ids, wait_until
+from tests.databases import stored_event_ids
+from tests.helpers import Downstream, Load, ReceiverProcess, wait_until
 from tests.reliability.conftest import Figures
 
 KILL_ROUNDS = 5
@@ -38,7 +39,7 @@ def test_kill_9_under_load_loses_no_acknowledged_event(
         assert load.refused == {}, "a request was refused before the kill"
 
         process.start()
-        missing = set(acknowledged) - stored_event_ids(tmp_path / "r.db")
+        missing = set(acknowledged) - stored_event_ids(process.env["RECEIVER_DATABASE_URL"])
         figures.add("kill -9 under load", lost=len(missing))
         assert missing == set(), f"round {round_ + 1}: acknowledged but not stored"
 
@@ -62,7 +63,7 @@ def test_sigterm_under_load_answers_2xx_only_for_what_it_stored(
         assert process.stop(signal.SIGTERM) == -signal.SIGTERM
     # In-flight requests finish (200) or are refused (503); new ones find no listener.
     assert set(load.refused) <= {503}
-    assert set(load.acknowledged) <= stored_event_ids(tmp_path / "r.db")
+    assert set(load.acknowledged) <= stored_event_ids(process.env["RECEIVER_DATABASE_URL"])
     assert "Application shutdown complete." in process.output()
     figures.add(
         "SIGTERM under load",
@@ -70,5 +71,5 @@ def test_sigterm_under_load_answers_2xx_only_for_what_it_stored(
         acknowledged=len(load.acknowledged),
         refused_503=load.refused[503],
         unanswered=load.unanswered,
-        lost=len(set(load.acknowledged) - stored_event_ids(tmp_path / "r.db")),
+        lost=len(set(load.acknowledged) - stored_event_ids(process.env["RECEIVER_DATABASE_URL"])),
     )

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import Rivya
-from tests.helpers import ReceiverProcess, make_event, stored_event_ids, wait_until
+from tests.databases import stored_event_ids
+from tests.helpers import ReceiverProcess, make_event, wait_until
 from tests.reliability.conftest import Figures
 
 MOUNT, UMOUNT = shutil.which("mount"), shutil.which("umount")
@@ -41,6 +42,7 @@ def grow(disk: Path, size: str) -> None:
     subprocess.run([MOUNT, "-o", f"remount,size={size}", str(disk)], check=True)
 
 
+@pytest.mark.sqlite_only
 def test_full_disk_refuses_with_503_and_recovers_when_space_returns(
     start_server: Callable[..., ReceiverProcess],
     rivya: Rivya,
@@ -69,7 +71,7 @@ def test_full_disk_refuses_with_503_and_recovers_when_space_returns(
     assert all(sender.send(event).status_code == 200 for event in refused)
     process.stop()
 
-    stored = stored_event_ids(database)
+    stored = stored_event_ids(process.env["RECEIVER_DATABASE_URL"])
     assert set(acknowledged) <= stored
     assert {event["id"] for event in refused} <= stored
     with sqlite3.connect(database) as connection:

@@ -5,13 +5,13 @@ import base64
 import hmac
 import random
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import httpx
 import orjson
+import sqlalchemy as sa
 
 from receiver.signatures import WebhookSecret
 from tests.conftest import Rivya
@@ -153,10 +153,10 @@ def corpus(secret: str) -> Iterator[tuple[str, bytes]]:
 
 
 def test_hostile_corpus_gets_only_4xx_and_stores_nothing(
-    rivya: Rivya, db: sqlite3.Connection, figures: Figures
+    rivya: Rivya, db: sa.Connection, figures: Figures
 ) -> None:
     def stored() -> int:
-        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+        return int(db.execute(sa.text("SELECT count(*) FROM events")).scalar_one())
 
     before = stored()
     statuses = {

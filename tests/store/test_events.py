@@ -3,12 +3,12 @@ the outcomes and records a plain model of the rules gives, for any sequence of e
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 
 from receiver.ingest.envelope import TERMINAL_STATUSES, Event, parse_event
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
-from receiver.store.database import create_engine, upgrade_schema
+from receiver.store.database import create_engine, sqlite_path, upgrade_schema
 from receiver.store.events import Outcome, Run, Submission, store_events
 from receiver.store.tables import records
 from tests.helpers import make_event
@@ -84,12 +84,17 @@ def model(batches: list[list[Submission]]) -> tuple[list[Outcome | None], dict[s
 
 
 async def store_all(
-    path: Path, kind: str, batches: list[list[Submission]], prefix: str
+    database_url: str, batches: list[list[Submission]], prefix: str, via_engine: bool = False
 ) -> tuple[list[Outcome | None], dict[str, str]]:
-    engine = create_engine(f"sqlite+aiosqlite:///{path}", 5)
+    """Through SQLite's own writer thread for a SQLite file (as the writer does), else or if
+    told so through an engine connection."""
+    engine = create_engine(database_url, 5)
     await upgrade_schema(engine)
+    path = sqlite_path(database_url)
     connection: WriteConnection = (
-        SQLiteConnection(engine, path, 5) if kind == "sqlite" else EngineConnection(engine)
+        SQLiteConnection(engine, path, 5)
+        if path is not None and not via_engine
+        else EngineConnection(engine)
     )
     outcomes: list[Outcome | None] = []
     try:
@@ -112,21 +117,32 @@ async def store_all(
     return outcomes, last_events
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "engine"])
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=batches)
 def test_any_sequence_of_batches_follows_the_rules(
-    tmp_path: Path, kind: str, drawn: list[list[tuple[int, int, str, int]]]
+    tmp_path: Path,
+    new_database: Callable[[Path], str],
+    drawn: list[list[tuple[int, int, str, int]]],
 ) -> None:
     prefix = secrets.token_hex(4)
     submissions = [[build(prefix, *event) for event in batch] for batch in drawn]
-    assert asyncio.run(store_all(tmp_path / "events.db", kind, submissions, prefix)) == model(
-        submissions
-    )
+    stored = asyncio.run(store_all(new_database(tmp_path), submissions, prefix))
+    assert stored == model(submissions)
 
 
-def test_a_duplicate_within_one_batch_is_stored_once(tmp_path: Path) -> None:
+def test_an_engine_connection_on_sqlite_follows_the_same_rules(tmp_path: Path) -> None:
+    """The engine path on a SQLite file (the writer uses its own thread there instead)."""
+    first = build("eng", 1, 1, "generation.succeeded", 0)
+    newer = build("eng", 2, 1, "generation.failed", 1)
+    submissions = [[first], [newer, first]]
+    url = f"sqlite+aiosqlite:///{tmp_path / 'e.db'}"
+    assert asyncio.run(store_all(url, submissions, "eng", via_engine=True)) == model(submissions)
+
+
+def test_a_duplicate_within_one_batch_is_stored_once(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
     first = build("dup", 1, 1, "generation.succeeded", 0)
-    outcomes, last = asyncio.run(store_all(tmp_path / "d.db", "sqlite", [[first, first]], "dup"))
+    outcomes, last = asyncio.run(store_all(new_database(tmp_path), [[first, first]], "dup"))
     assert outcomes == [Outcome.APPLIED, None]
     assert last == {"duptask1": "dupevt1"}

@@ -1,7 +1,7 @@
-"""The group-commit writer and the record rules, in process, on real SQLite files."""
+"""The group-commit writer and the record rules, in process, on each backend."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}", 5)
+async def engine(tmp_path: Path, new_database: Callable[[Path], str]) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(new_database(tmp_path), 5)
     await upgrade_schema(engine)
     yield engine
     await engine.dispose()
