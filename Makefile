@@ -57,7 +57,7 @@ lint: $(INSTALLED)
 audit: $(INSTALLED)
 	$(BIN)/pip-audit --strict --no-deps --disable-pip --requirement constraints.txt
 
-bench: $(INSTALLED)
+bench: $(INSTALLED) postgres
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run
 

@@ -5,7 +5,9 @@ Runs on loopback, one server at a time, each its own process with one uvicorn wo
   2. `receiver serve` on a fresh SQLite database, default durability, forwarding off;
   3. the same with every event sent three times;
   4. `receiver worker` draining a backlog of 20,000 deliveries into a local 200 endpoint;
-  5. `receiver serve` under 60 s of load, for memory growth.
+  5. `receiver serve` under 60 s of load, for memory growth;
+  6. `receiver serve` on PostgreSQL (a server the bench starts), one replica, then two
+     (each replica driven by its own wrk with half the connections).
 wrk drives the load at 32 connections with pre-signed, unique requests. The table is
 printed and written into README.md's Performance section.
 """
@@ -34,6 +36,7 @@ from receiver.signatures import WebhookSecret, sign_headers
 from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.events import Submission
 from receiver.store.writer import EventWriter
+from tests.databases import PostgresServer, stored_event_ids
 
 HERE = Path(__file__).parent
 CONNECTIONS = 32
@@ -110,12 +113,12 @@ def write_feed(path: Path, secret: WebhookSecret, unique: int, copies: int = 1) 
             feed.writelines(block * copies)
 
 
-def wrk(url: str, feed: Path, duration: int) -> Load:
+def wrk(url: str, feed: Path, duration: int, connections: int = CONNECTIONS) -> Load:
     result = subprocess.run(
         [
             "wrk",
             "-t1",
-            f"-c{CONNECTIONS}",
+            f"-c{connections}",
             f"-d{duration}s",
             "--latency",
             "-s",
@@ -163,6 +166,47 @@ def serve(workdir: Path, env: dict[str, str], *args: str) -> tuple[Process, str]
 def stored_events(workdir: Path) -> int:
     with sqlite3.connect(workdir / "receiver.db") as db:
         return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def combined(loads: list[Load]) -> Load:
+    """Parallel wrk runs as one: rates and counts add up, the slower percentiles stand."""
+    return Load(
+        rps=sum(load.rps for load in loads),
+        p50_ms=max(load.p50_ms for load in loads),
+        p99_ms=max(load.p99_ms for load in loads),
+        non_2xx=sum(load.non_2xx for load in loads),
+        socket_errors=sum(load.socket_errors for load in loads),
+        requests=sum(load.requests for load in loads),
+        wrapped=any(load.wrapped for load in loads),
+    )
+
+
+def run_postgres(
+    workdir: Path, secret: WebhookSecret, feeds: list[Path], postgres: PostgresServer
+) -> tuple[Load, int]:
+    """One replica per feed, on one fresh PostgreSQL database, each driven by its own wrk."""
+    env = {**receiver_env(workdir, secret), "RECEIVER_DATABASE_URL": postgres.new_database()}
+    replicas = [serve(workdir, env, "--no-forwarder") for _ in feeds]
+    try:
+        for _, url in replicas:
+            warm_up(url, workdir, secret)
+        before = len(stored_event_ids(env["RECEIVER_DATABASE_URL"]))
+        loads: dict[int, Load] = {}
+
+        def drive(index: int) -> None:
+            url, feed = replicas[index][1], feeds[index]
+            loads[index] = wrk(url, feed, DURATION, CONNECTIONS // len(feeds))
+
+        drivers = [threading.Thread(target=drive, args=(i,)) for i in range(len(feeds))]
+        for driver in drivers:
+            driver.start()
+        for driver in drivers:
+            driver.join()
+        stored = len(stored_event_ids(env["RECEIVER_DATABASE_URL"])) - before
+        return combined([loads[index] for index in range(len(feeds))]), stored
+    finally:
+        for process, _ in replicas:
+            process.stop()
 
 
 def warm_up(url: str, workdir: Path, secret: WebhookSecret) -> None:
@@ -278,7 +322,8 @@ def main() -> int:
     secret = WebhookSecret.generate()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        dirs = {name: root / name for name in ("bare", "ingest", "duplicates", "drain", "memory")}
+        names = ("bare", "ingest", "duplicates", "drain", "memory", "postgres")
+        dirs = {name: root / name for name in names}
         for path in dirs.values():
             path.mkdir()
         print("Writing signed requests ...", flush=True)
@@ -287,25 +332,37 @@ def main() -> int:
         duplicates = root / "duplicates.tsv"
         write_feed(duplicates, secret, 70_000, copies=3)
 
-        print("1/5 bare Starlette", flush=True)
+        print("1/7 bare Starlette", flush=True)
         bare, bare_rss = run_bare(dirs["bare"], secret, feed)
-        print("2/5 receiver", flush=True)
+        print("2/7 receiver", flush=True)
         ingest, ingest_rss, ingest_rows = run_receiver(dirs["ingest"], secret, feed)
-        print("3/5 receiver, every event three times", flush=True)
+        print("3/7 receiver, every event three times", flush=True)
         dup, dup_rss, dup_rows = run_receiver(dirs["duplicates"], secret, duplicates)
-        print("4/5 forwarder drain", flush=True)
+        print("4/7 forwarder drain", flush=True)
         drain_rate = run_drain(dirs["drain"], secret)
-        print("5/5 memory over 60 s", flush=True)
+        print("5/7 memory over 60 s", flush=True)
         rss_start, rss_end, memory_load = run_memory(dirs["memory"], secret, ingest.rps)
+        halves = [root / "half-a.tsv", root / "half-b.tsv"]
+        for half in halves:
+            write_feed(half, secret, 100_000)
+        postgres = PostgresServer()
+        try:
+            print("6/7 receiver on PostgreSQL, one replica", flush=True)
+            pg_one, pg_one_rows = run_postgres(dirs["postgres"], secret, [feed], postgres)
+            print("7/7 receiver on PostgreSQL, two replicas", flush=True)
+            pg_two, pg_two_rows = run_postgres(dirs["postgres"], secret, halves, postgres)
+        finally:
+            postgres.stop()
 
     ratio = ingest.rps / bare.rps
     growth = (rss_end - rss_start) / rss_start * 100
     checks = {
         "ingest >= 0.4 x bare": ratio >= 0.4,
         "p99 <= 25 ms at 32 connections": ingest.p99_ms <= 25,
-        "0 non-2xx": ingest.non_2xx == dup.non_2xx == memory_load.non_2xx == 0,
-        "every acknowledged event stored": (
-            ingest_rows >= ingest.requests - ingest.non_2xx and not ingest.wrapped
+        "0 non-2xx": all(load.non_2xx == 0 for load in (ingest, dup, memory_load, pg_one, pg_two)),
+        "every acknowledged event stored": all(
+            rows >= load.requests - load.non_2xx and not load.wrapped
+            for load, rows in ((ingest, ingest_rows), (pg_one, pg_one_rows), (pg_two, pg_two_rows))
         ),
         "forwarder >= 2,000 deliveries/s": drain_rate >= 2000,
         "RSS growth < 10 % over 60 s": growth < 10,
@@ -314,10 +371,13 @@ def main() -> int:
         ("bare Starlette (204)", bare, "-", bare_rss),
         ("receiver", ingest, f"{ingest_rows:,}", ingest_rss),
         ("receiver, each event x3", dup, f"{dup_rows:,}", dup_rss),
+        ("receiver, PostgreSQL, 1 replica", pg_one, f"{pg_one_rows:,}", None),
+        ("receiver, PostgreSQL, 2 replicas", pg_two, f"{pg_two_rows:,}", None),
     ]
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"PostgreSQL {postgres.version} on the same machine; "
         f"wrk with 1 thread and {CONNECTIONS} connections, {DURATION} s a run; one uvicorn "
         "worker (uvloop, httptools); SQLite in WAL with synchronous=FULL.",
         "",
@@ -325,11 +385,12 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} "
-            f"| {load.non_2xx} | {stored} | {rss:.0f} |"
+            f"| {load.non_2xx} | {stored} | {'-' if rss is None else f'{rss:.0f}'} |"
             for name, load, stored, rss in rows
         ),
         "",
         f"- receiver / bare: **{ratio:.2f}**",
+        f"- PostgreSQL, two replicas / one: **{pg_two.rps / pg_one.rps:.2f}**",
         f"- forwarder draining {DRAIN_EVENTS:,} deliveries into a local 200 endpoint: "
         f"**{drain_rate:,.0f} deliveries/s**",
         f"- RSS under {MEMORY_DURATION} s of load ({memory_load.rps:,.0f} requests/s): "

@@ -28,6 +28,7 @@ class PostgresServer:
         if not versions:
             raise RuntimeError("no PostgreSQL server found: `make test` installs Debian's package")
         self._bin = versions[-1].parent
+        self.version = versions[-1].parts[-3]
         self.port = free_port()
         self._folder = Path(tempfile.mkdtemp(prefix="receiver-postgres-"))
         self._as_user: list[str] = []
