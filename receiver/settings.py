@@ -53,6 +53,7 @@ class Settings(BaseModel):
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
     forward_concurrency: int = Field(default=32, gt=0, le=1024)
     forward_lease_seconds: float = Field(default=60.0, gt=0)
+    forward_poll_seconds: float = Field(default=0.5, gt=0)
 
     @field_validator("signing_secrets", "forward_signing_secrets", mode="before")
     @classmethod

@@ -13,10 +13,22 @@ import sqlalchemy as sa
 
 from tests.conftest import Sensitive
 from tests.databases import PostgresServer, reading
-from tests.helpers import Downstream, ReceiverProcess, make_event, signed, wait_until
+from tests.helpers import Downstream, ReceiverProcess, make_event, run_cli, signed, wait_until
 
 DISTINCT_EVENTS = 1000
 STORM_COPIES_PER_REPLICA = 25
+
+
+def shared_database_env(
+    postgres_server: PostgresServer, downstream: Downstream, secret: str, forward_secret: str
+) -> dict[str, str]:
+    return {
+        "RECEIVER_DATABASE_URL": postgres_server.new_database(),
+        "RECEIVER_SIGNING_SECRETS": secret,
+        "RECEIVER_FORWARD_URL": downstream.url,
+        "RECEIVER_FORWARD_SIGNING_SECRETS": forward_secret,
+        "RECEIVER_FORWARD_CONCURRENCY": "16",
+    }
 
 
 def start_together(processes: list[ReceiverProcess]) -> None:
@@ -53,13 +65,7 @@ def test_two_replicas_and_two_workers_store_once_and_deliver_exactly_once(
 ) -> None:
     downstream = own_downstream()
     secret = secrets_in_use[0]
-    env = {
-        "RECEIVER_DATABASE_URL": postgres_server.new_database(),
-        "RECEIVER_SIGNING_SECRETS": secret,
-        "RECEIVER_FORWARD_URL": downstream.url,
-        "RECEIVER_FORWARD_SIGNING_SECRETS": forward_secret,
-        "RECEIVER_FORWARD_CONCURRENCY": "16",
-    }
+    env = shared_database_env(postgres_server, downstream, secret, forward_secret)
     replicas = [ReceiverProcess(tmp_path, env, ("serve", "--no-forwarder")) for _ in range(2)]
     workers = [ReceiverProcess(tmp_path, env, ("worker",)) for _ in range(2)]
     start_together([*replicas, *workers])
@@ -102,6 +108,38 @@ def test_two_replicas_and_two_workers_store_once_and_deliver_exactly_once(
         assert '"delivery_attempt"' in process.output(), "a worker delivered nothing"
     for process in [*replicas, *workers]:
         assert sensitive.found_in(process.output()) == []
+
+
+def test_a_worker_hears_of_queued_deliveries_without_polling(
+    postgres_server: PostgresServer,
+    own_downstream: Callable[..., Downstream],
+    secrets_in_use: tuple[str, str],
+    forward_secret: str,
+    sensitive: Sensitive,
+    tmp_path: Path,
+) -> None:
+    """Polls a minute apart: only PostgreSQL's NOTIFY can bring these to the worker in time,
+    whether the delivery was queued by ingest in another process or by a replay."""
+    downstream = own_downstream()
+    env = shared_database_env(postgres_server, downstream, secrets_in_use[0], forward_secret)
+    env["RECEIVER_FORWARD_POLL_SECONDS"] = "60"
+    replica = ReceiverProcess(tmp_path, env, ("serve", "--no-forwarder"))
+    worker = ReceiverProcess(tmp_path, env, ("worker",))
+    start_together([replica, worker])
+    try:
+        event = make_event()
+        body, headers = signed(secrets_in_use[0], event)
+        sensitive.add(headers["webhook-signature"], event["data"]["result"]["primary_url"])
+        assert httpx.post(f"{replica.url}/webhooks/rivya", content=body, headers=headers).is_success
+        wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=10)
+
+        replayed = run_cli("replay", event["id"], env=env, cwd=tmp_path)
+        assert replayed.returncode == 0, replayed.stderr
+        wait_until(lambda: len(downstream.of(event["id"])) == 2, timeout=10)
+    finally:
+        replica.stop()
+        worker.stop()
+    assert sensitive.found_in(worker.output()) == []
 
 
 def pending(db: sa.Connection) -> int:

@@ -1,5 +1,6 @@
 """Migrations build exactly the schema the code declares, and can be walked back."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -9,10 +10,13 @@ from alembic.runtime.migration import MigrationContext
 
 from receiver.store.database import _is_current, alembic_config
 from receiver.store.tables import metadata
+from tests.databases import sync_url
 
 
-def test_migrations_match_the_declared_tables_and_walk_back(tmp_path: Path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+def test_migrations_match_the_declared_tables_and_walk_back(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    engine = sa.create_engine(sync_url(new_database(tmp_path)))
     with engine.begin() as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
