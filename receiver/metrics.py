@@ -16,7 +16,7 @@ from starlette.types import Scope
 
 from receiver.services import services_of
 from receiver.store.deliveries import DeliveryState
-from receiver.store.stats import collect_stats
+from receiver.store.stats import collect_totals
 
 WEBHOOK_PATH = "/webhooks/rivya"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -121,7 +121,7 @@ class Metrics:
         """GET /metrics."""
         try:
             async with services_of(request).engine.connect() as connection:
-                stats = await collect_stats(connection, since=None)
+                stats = await collect_totals(connection)
         except (SQLAlchemyError, OSError):
             self.database_up.set(0)
         else:
