@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import sqlalchemy as sa
 
 from receiver.ingest.envelope import parse_event
 from receiver.operators.sample import build_sample_event
@@ -36,7 +37,7 @@ from receiver.signatures import WebhookSecret, sign_headers
 from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.events import Submission
 from receiver.store.writer import EventWriter
-from tests.databases import PostgresServer, stored_event_ids
+from tests.databases import PostgresServer, reading
 
 HERE = Path(__file__).parent
 CONNECTIONS = 32
@@ -163,9 +164,9 @@ def serve(workdir: Path, env: dict[str, str], *args: str) -> tuple[Process, str]
     return process, f"http://127.0.0.1:{port}/webhooks/rivya"
 
 
-def stored_events(workdir: Path) -> int:
-    with sqlite3.connect(workdir / "receiver.db") as db:
-        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+def stored_events(database_url: str) -> int:
+    with reading(database_url) as db:
+        return int(db.scalar(sa.text("SELECT count(*) FROM events")))
 
 
 def combined(loads: list[Load]) -> Load:
@@ -190,7 +191,7 @@ def run_postgres(
     try:
         for _, url in replicas:
             warm_up(url, workdir, secret)
-        before = len(stored_event_ids(env["RECEIVER_DATABASE_URL"]))
+        before = stored_events(env["RECEIVER_DATABASE_URL"])
         loads: dict[int, Load] = {}
 
         def drive(index: int) -> None:
@@ -202,7 +203,7 @@ def run_postgres(
             driver.start()
         for driver in drivers:
             driver.join()
-        stored = len(stored_event_ids(env["RECEIVER_DATABASE_URL"])) - before
+        stored = stored_events(env["RECEIVER_DATABASE_URL"]) - before
         return combined([loads[index] for index in range(len(feeds))]), stored
     finally:
         for process, _ in replicas:
@@ -231,12 +232,13 @@ def run_bare(workdir: Path, secret: WebhookSecret, feed: Path) -> tuple[Load, fl
 
 
 def run_receiver(workdir: Path, secret: WebhookSecret, feed: Path) -> tuple[Load, float, int]:
-    process, url = serve(workdir, receiver_env(workdir, secret))
+    env = receiver_env(workdir, secret)
+    process, url = serve(workdir, env)
     try:
         warm_up(url, workdir, secret)
-        before = stored_events(workdir)
+        before = stored_events(env["RECEIVER_DATABASE_URL"])
         load = wrk(url, feed, DURATION)
-        return load, process.memory("VmHWM"), stored_events(workdir) - before
+        return load, process.memory("VmHWM"), stored_events(env["RECEIVER_DATABASE_URL"]) - before
     finally:
         process.stop()
 
