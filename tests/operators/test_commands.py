@@ -207,9 +207,7 @@ def test_replay_refuses_what_it_cannot_do(
     assert unforwarded.run("replay", "--since", "1h", code=1).startswith("Error: forwarding is off")
 
 
-def test_prune_dry_run_changes_nothing_and_records_are_kept(
-    fresh: tuple[Rivya, Operator], tmp_path: Path
-) -> None:
+def test_prune_dry_run_changes_nothing_and_records_are_kept(fresh: tuple[Rivya, Operator]) -> None:
     sender, operator = fresh
     mix = send_mix(sender)
     wait_until(lambda: all_delivered(sender), timeout=10)
@@ -251,9 +249,7 @@ def test_prune_dry_run_changes_nothing_and_records_are_kept(
     assert "bad" in operator.run("prune", "--older-than", "bad", code=1)
 
 
-def test_reprocess_reapplies_and_is_idempotent(
-    fresh: tuple[Rivya, Operator], tmp_path: Path
-) -> None:
+def test_reprocess_reapplies_and_is_idempotent(fresh: tuple[Rivya, Operator]) -> None:
     sender, operator = fresh
     event = make_event()
     sender.send(event)

@@ -3,7 +3,6 @@ reaches the downstream at least once."""
 
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 from tests.conftest import Rivya
 from tests.databases import stored_event_ids
@@ -17,7 +16,6 @@ def test_kill_9_under_load_loses_no_acknowledged_event(
     start_server: Callable[..., ReceiverProcess],
     own_downstream: Callable[..., Downstream],
     rivya: Rivya,
-    tmp_path: Path,
     figures: Figures,
 ) -> None:
     downstream = own_downstream()
@@ -54,7 +52,6 @@ def test_kill_9_under_load_loses_no_acknowledged_event(
 def test_sigterm_under_load_answers_2xx_only_for_what_it_stored(
     start_server: Callable[..., ReceiverProcess],
     rivya: Rivya,
-    tmp_path: Path,
     figures: Figures,
 ) -> None:
     process = start_server()
