@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from receiver.forward.forwarder import Forwarder
 from receiver.health import healthz, readyz
-from receiver.ingest.webhooks import receive_rivya_event
+from receiver.ingest.webhooks import RivyaWebhookEndpoint
 from receiver.logs import RequestLogMiddleware
 from receiver.metrics import Metrics
 from receiver.operators.admin import RequireAdminToken, admin_mount
@@ -60,12 +60,7 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
 
     return Starlette(
         routes=[
-            Route(
-                "/webhooks/rivya",
-                receive_rivya_event,
-                methods=["POST"],
-                max_body_size=settings.max_body_bytes,
-            ),
+            Route("/webhooks/rivya", RivyaWebhookEndpoint(), methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route(

@@ -8,6 +8,7 @@
     │   │   ├── TimestampOutOfToleranceError
     │   │   └── NoMatchingSignatureError
     │   ├── UnsupportedMediaTypeError  the body is not declared as JSON (415)
+    │   ├── PayloadTooLargeError     the body is over RECEIVER_MAX_BODY_BYTES (413)
     │   ├── RequestTimeoutError      the body did not arrive in time (408)
     │   ├── UnauthorizedError        admin call without the right token (401)
     │   ├── NotFoundError            an unknown event or record (404)
@@ -16,7 +17,7 @@
     ├── StoreUnavailableError        the database cannot take the write now (503)
     └── SettingsError                the configuration is unusable; stops the process
 
-`receiver.app` maps each family to one HTTP status, in one place.
+`receiver.responses` maps each family to one HTTP status, in one place.
 """
 
 
@@ -52,6 +53,10 @@ class NoMatchingSignatureError(SignatureError):
 
 class UnsupportedMediaTypeError(RejectedRequestError):
     code = "unsupported_media_type"
+
+
+class PayloadTooLargeError(RejectedRequestError):
+    code = "payload_too_large"
 
 
 class RequestTimeoutError(RejectedRequestError):

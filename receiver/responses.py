@@ -1,5 +1,6 @@
 """JSON responses, rendered with orjson, and the one translation of failures to statuses."""
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -12,6 +13,7 @@ from receiver.exceptions import (
     ForwardingDisabledError,
     InvalidRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     ReceiverError,
     RejectedRequestError,
     RequestTimeoutError,
@@ -31,6 +33,7 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
     InvalidRequestError: 400,
     ForwardingDisabledError: 409,
     UnsupportedMediaTypeError: 415,
+    PayloadTooLargeError: 413,
     StoreUnavailableError: 503,
     RejectedRequestError: 400,
     # Unreachable by design; if it happens, the sender should retry rather than give up.
@@ -49,15 +52,26 @@ class ORJSONResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-async def receiver_error(_: Request, exc: Exception) -> Response:
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    status_code: int
+    content: dict[str, str]
+    headers: dict[str, str] | None
+
+
+def answer_error(exc: ReceiverError) -> ErrorAnswer:
+    """The answer to one of our failures (and its code bound for the request's log line)."""
     family = next(cls for cls in type(exc).__mro__ if cls in STATUS_BY_ERROR)
     code = getattr(exc, "code", "error")
     structlog.contextvars.bind_contextvars(reason=code)
-    return ORJSONResponse(
-        {"error": code, "detail": str(exc)},
-        status_code=STATUS_BY_ERROR[family],
-        headers=HEADERS_BY_ERROR.get(family),
+    return ErrorAnswer(
+        STATUS_BY_ERROR[family], {"error": code, "detail": str(exc)}, HEADERS_BY_ERROR.get(family)
     )
+
+
+async def receiver_error(_: Request, exc: Exception) -> Response:
+    answer = answer_error(cast(ReceiverError, exc))  # Starlette routes only these here
+    return ORJSONResponse(answer.content, answer.status_code, answer.headers)
 
 
 async def http_error(_: Request, exc: Exception) -> Response:

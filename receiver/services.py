@@ -5,6 +5,7 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
+from starlette.types import Scope
 
 from receiver.forward.forwarder import Forwarder
 from receiver.settings import Settings
@@ -21,7 +22,11 @@ class Services:
     forwarder: Forwarder | None
 
 
-def services_of(request: Request) -> Services:
+def services_in(scope: Scope) -> Services:
     # On the application's state, not the lifespan's: Starlette copies lifespan state into
     # every request, and on the ingest path that copy is measurable.
-    return cast(Services, request.app.state.services)
+    return cast(Services, scope["app"].state.services)
+
+
+def services_of(request: Request) -> Services:
+    return services_in(request.scope)

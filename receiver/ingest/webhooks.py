@@ -1,37 +1,88 @@
 """POST /webhooks/rivya: verify, parse, store durably, then answer.
 
-The body limit is the route's (413 before the body is read when Content-Length says so).
-Every check that can refuse a delivery runs before anything is stored.
+A plain ASGI app rather than a Starlette request handler, because this is the one path
+that carries load: Starlette's Request, Response and body-limit layers cost about a fifth
+of a request's time here (measured), and the endpoint needs none of what they add. The
+exceptions it raises are answered by the same translation as everywhere else
+(`receiver.responses.answer_error`).
+
+Every check that can refuse a delivery runs before anything is stored: the media type, the
+body's size (413, before reading when Content-Length says so) and its deadline, the
+signature, in that order.
 """
 
 import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 import structlog
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from receiver.exceptions import (
     InvalidHeaderError,
+    PayloadTooLargeError,
+    ReceiverError,
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
 from receiver.ingest.envelope import parse_event
-from receiver.responses import ORJSONResponse
-from receiver.services import services_of
+from receiver.responses import answer_error
+from receiver.services import Services, services_in
 from receiver.store.events import Outcome, Submission
 
 USED_HEADERS = frozenset(
-    {b"content-type", b"webhook-id", b"webhook-timestamp", b"webhook-signature"}
+    {
+        b"content-type",
+        b"content-length",
+        b"webhook-id",
+        b"webhook-timestamp",
+        b"webhook-signature",
+    }
 )
 
 
-async def receive_rivya_event(request: Request) -> Response:
-    services = services_of(request)
-    headers = _used_headers(request.scope["headers"])
+class RivyaWebhookEndpoint:
+    """The ASGI app of the route (Starlette treats a class instance as one)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await receive_rivya_event(scope, receive, send)
+
+
+async def receive_rivya_event(scope: Scope, receive: Receive, send: Send) -> None:
+    services = services_in(scope)
+    headers: list[tuple[bytes, bytes]] = []
+    try:
+        status_code, content = 200, await _ingest(services, scope, receive)
+    except ReceiverError as exc:
+        answer = answer_error(exc)
+        status_code, content = answer.status_code, answer.content
+        headers = [(k.encode(), v.encode()) for k, v in (answer.headers or {}).items()]
+    except ClientDisconnect:
+        # Nobody reads this answer; it keeps a sender that hung up from counting as a 500.
+        structlog.contextvars.bind_contextvars(reason="client_disconnected")
+        status_code, content = 400, {"error": "client_disconnected"}
+    body = orjson.dumps(content)
+    headers += [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[str, Any]:
+    settings = services.settings
+    headers = _used_headers(scope["headers"])
     _require_json(headers.get("content-type", ""))
-    body = await _read_body(request, services.settings.request_timeout_seconds)
+    body = await _read_body(
+        receive,
+        headers.get("content-length"),
+        settings.max_body_bytes,
+        settings.request_timeout_seconds,
+    )
     message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)
     structlog.contextvars.bind_contextvars(
@@ -44,17 +95,37 @@ async def receive_rivya_event(request: Request) -> Response:
         Submission(event=event, msg_id=message.msg_id, body=body, received_at=datetime.now(UTC))
     )
     structlog.contextvars.bind_contextvars(outcome=outcome or "duplicate")
-    return ORJSONResponse({"status": _status_of(outcome), "event_id": event.event_id})
+    return {"status": _status_of(outcome), "event_id": event.event_id}
 
 
-async def _read_body(request: Request, timeout_seconds: float) -> bytes:
+async def _read_body(
+    receive: Receive, content_length: str | None, max_bytes: int, timeout_seconds: float
+) -> bytes:
+    if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
+        raise PayloadTooLargeError(f"the body is over {max_bytes} bytes")
     # uvicorn bounds neither how long a body may take nor how many connections wait for
     # one: a sender dripping a byte at a time must not hold a request open for ever.
     try:
         async with asyncio.timeout(timeout_seconds):
-            return await request.body()
+            return await _receive_body(receive, max_bytes)
     except TimeoutError:
         raise RequestTimeoutError(f"the body took longer than {timeout_seconds:g} s") from None
+
+
+async def _receive_body(receive: Receive, max_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLargeError(f"the body is over {max_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _status_of(outcome: Outcome | None) -> str:

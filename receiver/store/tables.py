@@ -6,7 +6,9 @@ deliveries  the outbox: one row per forward of an event to the downstream
 attempts    one row per HTTP attempt of a delivery
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -37,6 +39,19 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             raise ValueError("naive datetime")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, straight to the text SQLAlchemy's own DATETIME would store (it always
+        writes the microseconds). Its format-string chain cost about 15 us a value, six
+        values an event on the ingest path (measured), where `isoformat` costs a tenth."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            naive = self.process_bind_param(value, dialect)
+            return None if naive is None else naive.isoformat(" ", "microseconds")
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
