@@ -51,7 +51,7 @@ ALLOWED_FIELDS = frozenset(
 )
 MAX_PATH_CHARS = 200
 # Their debug lines quote SQL parameters and request data, and messages pass the allow-list.
-QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "httpx", "httpcore", "asyncio", "alembic")
+QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "aiohttp", "asyncio", "alembic")
 
 log = structlog.get_logger("receiver")
 

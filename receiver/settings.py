@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
+import yarl
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
@@ -129,8 +129,8 @@ class Settings(BaseModel):
 def check_http_url(value: str) -> str:
     """`value` if it is an absolute http(s) URL; ValueError otherwise."""
     try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL:
+        url = yarl.URL(value)
+    except (ValueError, TypeError):
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
         raise ValueError("use an absolute http:// or https:// URL")

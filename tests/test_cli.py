@@ -52,7 +52,7 @@ def test_send_test_to_nothing_is_one_line_and_exit_1(tmp_path: Path) -> None:
     env = {"RECEIVER_SIGNING_SECRETS": new_secret()}
     result = receiver("send-test", "--url", url, env=env, cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"Error: could not reach {url}: ConnectError"
+    assert result.stderr.strip() == f"Error: could not reach {url}: ClientConnectorError"
 
 
 def test_missing_signing_secret_stops_serve_naming_the_variable(tmp_path: Path) -> None:

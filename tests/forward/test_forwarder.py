@@ -293,7 +293,7 @@ def test_two_workers_on_one_database_do_not_double_send(
 
 
 @pytest.mark.parametrize(
-    ("failure", "error_class"), [("refused", "ConnectError"), ("slow", "TimeoutError")]
+    ("failure", "error_class"), [("refused", "ClientConnectorError"), ("slow", "TimeoutError")]
 )
 def test_connection_errors_and_timeouts_are_recorded_by_class(
     start_server: StartServer,
