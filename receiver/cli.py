@@ -13,6 +13,7 @@ import aiohttp
 import click
 import orjson
 import uvicorn
+import uvloop
 
 from receiver.app import create_app
 from receiver.forward.worker import run_worker
@@ -86,7 +87,11 @@ def worker() -> None:
             "RECEIVER_FORWARD_URL is not set: there is nothing to forward to"
         )
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run_worker(settings))
+    # As in `serve`: the database's threads get the GIL back promptly between steps.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+    # uvloop, as `serve` runs under uvicorn: the worker's loop is mostly HTTP round trips.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_worker(settings))
 
 
 @cli.command()

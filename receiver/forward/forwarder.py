@@ -13,16 +13,18 @@ again once its lease expires. The downstream deduplicates by `webhook-id`, the e
 """
 
 import asyncio
+import collections
 import contextlib
 import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import aiohttp
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,6 +33,12 @@ from receiver.logs import log
 from receiver.outbound import open_session
 from receiver.settings import Settings
 from receiver.signatures import sign_headers
+from receiver.store.connections import (
+    DATABASE_ERRORS,
+    Transaction,
+    WriteConnection,
+    open_write_connection,
+)
 from receiver.store.deliveries import (
     AttemptRecord,
     ClaimedDelivery,
@@ -38,6 +46,7 @@ from receiver.store.deliveries import (
     record_attempts,
     release_claims,
 )
+from receiver.store.statements import Run
 
 # After a failed write of outcomes, the pause before trying again.
 WRITE_RETRY_SECONDS = 0.5
@@ -66,9 +75,16 @@ class Forwarder:
         self._lease_seconds = settings.forward_lease_seconds
         self._poll_seconds = settings.forward_poll_seconds
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._busy_timeout_seconds = settings.database_busy_timeout_seconds
         self._session: aiohttp.ClientSession | None = None
+        # Claims and outcomes are written the way ingest writes (see store.connections).
+        self._database: WriteConnection | None = None
         self._wakeup = asyncio.Event()
+        self._claimed: collections.deque[tuple[float, ClaimedDelivery]] = collections.deque()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # One of this process's transactions at a time: on SQLite a second writer would
+        # wait for the lock in SQLite's busy loop, which sleeps in steps of milliseconds.
+        self._database_write = asyncio.Lock()
         self._abandoned: list[int] = []
         self._finished: list[AttemptRecord] = []
         self._finished_ready = asyncio.Event()
@@ -82,6 +98,7 @@ class Forwarder:
 
     async def __aenter__(self) -> "Forwarder":
         self._session = open_session(self._timeout, self._concurrency)
+        self._database = open_write_connection(self._engine, self._busy_timeout_seconds)
         if self._engine.dialect.name == "postgresql":
             self._listener = await self._listen()
         self._claimer = asyncio.create_task(self._claim_loop(), name="forwarder-claims")
@@ -108,6 +125,8 @@ class Forwarder:
             await self._write(release_claims, self._abandoned)
         if self._listener is not None:
             await self._listener.close()
+        if self._database is not None:
+            self._database.close()
         if self._session is not None:
             await self._session.close()
         log.info("forwarder_stopped", count=len(self._abandoned))
@@ -134,30 +153,48 @@ class Forwarder:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wakeup.clear()
-            free = self._concurrency - len(self._in_flight)
-            claimed = await self._claim(free) if free > 0 else []
-            for delivery in claimed:
-                task = asyncio.create_task(self._attempt(delivery))
-                self._in_flight.add(task)
-                task.add_done_callback(self._on_attempt_done)
-            if not claimed or len(self._in_flight) >= self._concurrency:
+            # Claimed ahead: up to `concurrency` deliveries wait in memory, so a freed slot
+            # starts its next attempt at once rather than after a transaction.
+            wanted = 2 * self._concurrency - len(self._in_flight) - len(self._claimed)
+            claimed = await self._claim(wanted) if wanted >= self._concurrency // 2 else []
+            deadline = time.monotonic() + self._lease_seconds
+            self._claimed.extend((deadline, delivery) for delivery in claimed)
+            self._start_attempts()
+            if not claimed or len(self._claimed) >= self._concurrency:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+        self._abandoned.extend(delivery.id for _, delivery in self._claimed)
+        self._claimed.clear()
 
     async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+        now = datetime.now(UTC)
         try:
-            async with self._engine.begin() as connection:
-                return await claim_due_deliveries(
-                    connection, self._owner, limit, self._lease_seconds, datetime.now(UTC)
+            async with self._database_write:
+                return await self._transact(
+                    lambda run, dialect: claim_due_deliveries(
+                        run, dialect, self._owner, limit, self._lease_seconds, now
+                    )
                 )
-        except (SQLAlchemyError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("claim_failed", exc_info=exc)
             return []
 
+    def _start_attempts(self) -> None:
+        while self._claimed and len(self._in_flight) < self._concurrency and not self._stopping:
+            deadline, delivery = self._claimed.popleft()
+            if deadline - time.monotonic() < self._timeout:
+                # Its lease could end mid-attempt, and another forwarder may take it then.
+                self._abandoned.append(delivery.id)
+                continue
+            task = asyncio.create_task(self._attempt(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._on_attempt_done)
+
     def _on_attempt_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._start_attempts()
         # Refill in batches: one claim per freed slot would be one transaction per attempt.
-        if len(self._in_flight) <= self._concurrency // 2:
+        if len(self._claimed) <= self._concurrency // 2:
             self._wakeup.set()
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
@@ -227,15 +264,20 @@ class Forwarder:
             if self._stopping and not self._in_flight and not self._finished:
                 return
 
+    async def _transact(self, work: Transaction[T]) -> T:
+        if self._database is None:
+            raise RuntimeError("the forwarder is used outside its context")
+        return await self._database.transact(work)
+
     async def _write(
-        self,
-        operation: Callable[[AsyncConnection, str, list[T]], Awaitable[None]],
-        items: list[T],
+        self, operation: Callable[[Run, Dialect, str, list[T]], None], items: list[T]
     ) -> bool:
         try:
-            async with self._engine.begin() as connection:
-                await operation(connection, self._owner, items)
-        except (SQLAlchemyError, OSError) as exc:
+            async with self._database_write:
+                await self._transact(
+                    lambda run, dialect: operation(run, dialect, self._owner, items)
+                )
+        except DATABASE_ERRORS as exc:
             log.warning("forwarder_write_failed", count=len(items), exc_info=exc)
             return False
         return True

@@ -21,13 +21,16 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.store.database import configure_sqlite, sqlite_path
-from receiver.store.events import Run, run_on
-from receiver.store.statements import Prepared
+from receiver.store.events import run_on
+from receiver.store.statements import Prepared, Run
 
 T = TypeVar("T")
+# What a transaction raises when the database, not the work, failed, on either backend.
+DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 
 
 Transaction = Callable[[Run, Dialect], T]

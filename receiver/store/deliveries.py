@@ -6,15 +6,19 @@ cannot both take a row: SQLite serialises writers, and on PostgreSQL the inner S
 FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from receiver.store import statements
 from receiver.store.filters import EventFilter, event_conditions
-from receiver.store.tables import attempts, deliveries, events
+from receiver.store.statements import Run
+from receiver.store.tables import deliveries, events
 
 
 class DeliveryState(StrEnum):
@@ -44,105 +48,65 @@ class AttemptRecord:
     next_attempt_at: datetime | None
 
 
-async def claim_due_deliveries(
-    connection: AsyncConnection, owner: str, limit: int, lease_seconds: float, now: datetime
+CHUNK = 64
+T = TypeVar("T")
+
+
+def claim_due_deliveries(
+    run: Run, dialect: Dialect, owner: str, limit: int, lease_seconds: float, now: datetime
 ) -> list[ClaimedDelivery]:
-    claimable = (deliveries.c.state == DeliveryState.PENDING) & (
-        deliveries.c.lease_expires_at.is_(None) | (deliveries.c.lease_expires_at < now)
-    )
-    due = (
-        sa.select(deliveries.c.id)
-        .where(claimable, deliveries.c.next_attempt_at <= now)
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = await connection.execute(
-        sa.update(deliveries)
-        .where(deliveries.c.id.in_(due.scalar_subquery()), claimable)
-        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .returning(deliveries.c.id)
-    )
-    ids = [row.id for row in claimed]
-    if not ids:
-        return []
-    rows = await connection.execute(
-        sa.select(
-            deliveries.c.id,
-            deliveries.c.event_id,
-            deliveries.c.attempts,
-            deliveries.c.target_url,
-            events.c.body,
-        )
-        .join(events, events.c.id == deliveries.c.event_id)
-        .where(deliveries.c.id.in_(ids))
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-    )
+    """Lease up to `limit` due deliveries to `owner`, oldest due first."""
+    statement = statements.claim_deliveries(dialect, limit)
+    lease = {"owner": owner, "now": now, "lease_expires_at": now + timedelta(seconds=lease_seconds)}
+    rows = sorted(run(statement, statement.parameters([lease])), key=lambda row: (row[4], row[0]))
+    bodies: dict[str, bytes] = {}
+    for chunk in _chunks(sorted({row[1] for row in rows})):
+        statement = statements.select_bodies(dialect, len(chunk))
+        found = run(statement, statement.parameters([{"id": event_id} for event_id in chunk]))
+        bodies.update((event_id, bytes(body)) for event_id, body in found)
     return [
-        ClaimedDelivery(row.id, row.event_id, row.attempts, row.target_url, row.body)
-        for row in rows
+        ClaimedDelivery(delivery_id, event_id, attempts, target_url, bodies[event_id])
+        for delivery_id, event_id, attempts, target_url, _ in rows
     ]
 
 
-async def record_attempts(
-    connection: AsyncConnection, owner: str, records: list[AttemptRecord]
-) -> None:
+def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[AttemptRecord]) -> None:
     """Write each attempt, and move its delivery on if this owner still holds the lease."""
-    await connection.execute(
-        sa.insert(attempts),
-        [
-            {
-                "delivery_id": record.delivery_id,
-                "attempted_at": record.attempted_at,
-                "duration_ms": record.duration_ms,
-                "status_code": record.status_code,
-                "error_class": record.error_class,
-            }
-            for record in records
-        ],
-    )
     finished = {DeliveryState.DELIVERED, DeliveryState.DEAD}
-    await connection.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.id == sa.bindparam("b_id"),
-            deliveries.c.lease_owner == owner,
-        )
-        .values(
-            state=sa.bindparam("b_state"),
-            attempts=sa.bindparam("b_attempts"),
-            next_attempt_at=sa.func.coalesce(
-                sa.bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
-                deliveries.c.next_attempt_at,
-            ),
-            finished_at=sa.bindparam("b_finished", type_=deliveries.c.finished_at.type),
-            last_status_code=sa.bindparam("b_status"),
-            last_error=sa.bindparam("b_error"),
-            lease_owner=None,
-            lease_expires_at=None,
-        ),
-        [
+    for chunk in _chunks(records):
+        statement = statements.insert_attempts(dialect, len(chunk))
+        run(statement, statement.parameters([asdict(record) for record in chunk]))
+        outcomes = [
             {
-                "b_id": record.delivery_id,
-                "b_state": record.state,
-                "b_attempts": record.attempt,
-                "b_next": record.next_attempt_at,
-                "b_finished": record.attempted_at if record.state in finished else None,
-                "b_status": record.status_code,
-                "b_error": record.error_class,
+                "id": record.delivery_id,
+                "owner": owner,
+                "state": record.state.value,
+                "attempts": record.attempt,
+                "next_attempt_at": record.next_attempt_at,
+                "finished_at": record.attempted_at if record.state in finished else None,
+                "last_status_code": record.status_code,
+                "last_error": record.error_class,
             }
-            for record in records
-        ],
-    )
+            for record in chunk
+        ]
+        statement = statements.record_outcomes(dialect, len(chunk))
+        run(statement, statement.parameters(outcomes))
 
 
-async def release_claims(connection: AsyncConnection, owner: str, ids: list[int]) -> None:
+def release_claims(run: Run, dialect: Dialect, owner: str, ids: list[int]) -> None:
     """Hand unsent claims back at once, so a graceful stop leaves nothing waiting on a lease."""
-    await connection.execute(
-        sa.update(deliveries)
-        .where(deliveries.c.id.in_(ids), deliveries.c.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-    )
+    for chunk in _chunks(ids):
+        statement = statements.release_claims(dialect, len(chunk))
+        run(
+            statement,
+            statement.parameters([{"id": delivery_id, "owner": owner} for delivery_id in chunk]),
+        )
+
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    """Pieces of at most CHUNK: each statement is compiled once per length, and a backlog
+    of outcomes (after the database was away) must not make one statement too large."""
+    return [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
 
 
 async def replay_events(

@@ -7,7 +7,7 @@ whole batch can run on the SQLite writer's thread in one hand-over; on an async 
 `AsyncConnection.run_sync` runs it.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -21,14 +21,13 @@ from receiver.ingest.envelope import Event, parse_event
 from receiver.store.deliveries import DeliveryState
 from receiver.store.statements import (
     Prepared,
+    Run,
     insert_deliveries,
     insert_events,
     mark_stale,
     upsert_records,
 )
 from receiver.store.tables import events
-
-Run = Callable[[Prepared, tuple[Any, ...]], Sequence[Sequence[Any]]]
 
 
 class Outcome(StrEnum):

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Dialect
 from receiver.ingest.envelope import TERMINAL_STATUSES, Event, parse_event
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
 from receiver.store.database import create_engine, sqlite_path, upgrade_schema
-from receiver.store.events import Outcome, Run, Submission, store_events
+from receiver.store.events import Outcome, Submission, store_events
+from receiver.store.statements import Run
 from receiver.store.tables import records
 from tests.helpers import make_event
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Dialect, make_url
 from receiver.store import statements
 from receiver.store.connections import SQLiteConnection
 from receiver.store.database import create_engine, upgrade_schema
-from receiver.store.events import Run
+from receiver.store.statements import Run
 
 SQLITE = make_url("sqlite+aiosqlite://").get_dialect()()
 POSTGRESQL = make_url("postgresql+asyncpg://").get_dialect()()
