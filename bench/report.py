@@ -1,0 +1,121 @@
+"""The benchmark's report: the targets, the table, and its place in README.md."""
+
+import os
+import platform
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.load import CONNECTIONS, DURATION, Load
+from bench.runs import DRAIN_EVENTS, MEMORY_DURATION, Drain
+
+README = Path(__file__).parent.parent / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+@dataclass
+class Results:
+    bare: Load
+    bare_rss: float
+    ingest: Load
+    ingest_rss: float
+    ingest_rows: int
+    duplicates: Load
+    duplicates_rss: float
+    duplicates_rows: int
+    drain: Drain
+    rss_start: float
+    rss_end: float
+    memory_load: Load
+    pg_one: Load
+    pg_one_rows: int
+    pg_two: Load
+    pg_two_rows: int
+    postgres_version: str
+
+    @property
+    def ratio(self) -> float:
+        return self.ingest.rps / self.bare.rps
+
+    @property
+    def growth(self) -> float:
+        return (self.rss_end - self.rss_start) / self.rss_start * 100
+
+    @property
+    def drain_growth(self) -> float:
+        return (self.drain.rss_end - self.drain.rss_start) / self.drain.rss_start * 100
+
+
+def check(r: Results) -> dict[str, bool]:
+    """The targets, by name; the correctness ones decide the exit code (see `correct`)."""
+    return {
+        "ingest >= 0.25 x bare": r.ratio >= 0.25,
+        "p99 <= 25 ms at 32 connections": r.ingest.p99_ms <= 25,
+        "0 non-2xx": all(
+            load.non_2xx == 0
+            for load in (r.ingest, r.duplicates, r.memory_load, r.pg_one, r.pg_two)
+        ),
+        "every acknowledged event stored": all(
+            rows >= load.requests - load.non_2xx and not load.wrapped
+            for load, rows in (
+                (r.ingest, r.ingest_rows),
+                (r.pg_one, r.pg_one_rows),
+                (r.pg_two, r.pg_two_rows),
+            )
+        ),
+        "forwarder >= 3,000 deliveries/s": r.drain.rate >= 3000,
+        "PostgreSQL two replicas >= 1.5 x one": r.pg_two.rps >= 1.5 * r.pg_one.rps,
+        "RSS growth < 10 % over 60 s": r.growth < 10,
+        "forwarder RSS flat over the drain (< 10 %)": r.drain_growth < 10,
+    }
+
+
+def correct(checks: dict[str, bool]) -> bool:
+    """Speed is reported; correctness fails the run."""
+    return checks["0 non-2xx"] and checks["every acknowledged event stored"]
+
+
+def render(r: Results, checks: dict[str, bool]) -> str:
+    rows = [
+        ("bare Starlette (204)", r.bare, "-", r.bare_rss),
+        ("receiver", r.ingest, f"{r.ingest_rows:,}", r.ingest_rss),
+        ("receiver, each event x3", r.duplicates, f"{r.duplicates_rows:,}", r.duplicates_rss),
+        ("receiver, PostgreSQL, 1 replica", r.pg_one, f"{r.pg_one_rows:,}", None),
+        ("receiver, PostgreSQL, 2 replicas", r.pg_two, f"{r.pg_two_rows:,}", None),
+    ]
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"PostgreSQL {r.postgres_version} on the same machine; "
+        f"wrk with 1 thread and {CONNECTIONS} connections, {DURATION} s a run; one uvicorn "
+        "worker (uvloop, httptools); SQLite in WAL with synchronous=FULL.",
+        "",
+        "| run | requests/s | p50 ms | p99 ms | non-2xx | rows stored | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} "
+            f"| {load.non_2xx} | {stored} | {'-' if rss is None else f'{rss:.0f}'} |"
+            for name, load, stored, rss in rows
+        ),
+        "",
+        f"- receiver / bare: **{r.ratio:.2f}**",
+        f"- PostgreSQL, two replicas / one: **{r.pg_two.rps / r.pg_one.rps:.2f}**",
+        f"- forwarder draining {DRAIN_EVENTS:,} deliveries into a local 200 endpoint: "
+        f"**{r.drain.rate:,.0f} deliveries/s**; a bare aiohttp client, {CONNECTIONS} in "
+        f"flight, against the same endpoint: {r.drain.ceiling:,.0f} requests/s "
+        f"(forwarder / client: **{r.drain.rate / r.drain.ceiling:.2f}**); worker RSS "
+        f"{r.drain.rss_start:.0f} to {r.drain.rss_end:.0f} MiB ({r.drain_growth:+.1f} %)",
+        f"- RSS under {MEMORY_DURATION} s of load ({r.memory_load.rps:,.0f} requests/s): "
+        f"{r.rss_start:.0f} MiB at 5 s, {r.rss_end:.0f} MiB at the end (**{r.growth:+.1f} %**)",
+        "",
+        *(f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in checks.items()),
+    ]
+    return "\n".join(lines)
+
+
+def write_into_readme(table: str) -> None:
+    readme = README.read_text()
+    if START in readme and END in readme:
+        head, rest = readme.split(START, 1)
+        README.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
