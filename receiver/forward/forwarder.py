@@ -1,10 +1,11 @@
 """Delivering stored events downstream: claim what is due, send it, record what happened.
 
-One loop keeps up to `concurrency` attempts in flight. It claims due deliveries from the
-database under a lease (so no other forwarder sends them), and runs each attempt as a task.
-A recorder writes finished attempts in batches, one transaction for many, releasing each
-lease with its outcome. The loop wakes when this process stores an event, when half the
-slots are free, on PostgreSQL when any process queues deliveries (LISTEN/NOTIFY), and
+Up to `concurrency` attempts are in flight, each a task. One loop owns the database: in one
+transaction it writes the outcomes of the attempts that finished since its last (releasing
+each lease) and claims more due deliveries under a lease (so no other forwarder sends them),
+enough that up to `concurrency` more wait in memory: a freed slot starts its next attempt at
+once, not after a transaction. The loop wakes when an attempt finishes, when this process
+stores an event, on PostgreSQL when any process queues deliveries (LISTEN/NOTIFY), and
 otherwise every `RECEIVER_FORWARD_POLL_SECONDS`, which is how work queued by another process
 is found on SQLite, and retries that come due.
 
@@ -82,15 +83,11 @@ class Forwarder:
         self._wakeup = asyncio.Event()
         self._claimed: collections.deque[tuple[float, ClaimedDelivery]] = collections.deque()
         self._in_flight: set[asyncio.Task[None]] = set()
-        # One of this process's transactions at a time: on SQLite a second writer would
-        # wait for the lock in SQLite's busy loop, which sleeps in steps of milliseconds.
-        self._database_write = asyncio.Lock()
         self._abandoned: list[int] = []
         self._finished: list[AttemptRecord] = []
-        self._finished_ready = asyncio.Event()
         self._stopping = False
-        self._claimer: asyncio.Task[None] | None = None
-        self._recorder: asyncio.Task[None] | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self._log = log
         self._listener: AsyncConnection | None = None
 
     def wake(self) -> None:
@@ -101,28 +98,31 @@ class Forwarder:
         self._database = open_write_connection(self._engine, self._busy_timeout_seconds)
         if self._engine.dialect.name == "postgresql":
             self._listener = await self._listen()
-        self._claimer = asyncio.create_task(self._claim_loop(), name="forwarder-claims")
-        self._recorder = asyncio.create_task(self._record_loop(), name="forwarder-records")
+        # Bound once, after logging is configured: the module's lazy proxy builds a new
+        # logger on every call, which costs as much as the line itself.
+        self._log = log.bind()
+        self._loop = asyncio.create_task(self._database_loop(), name="forwarder")
         log.info("forwarder_started", concurrency=self._concurrency)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         # Stop claiming, let attempts in flight finish within their timeout, hand back
-        # the claims of any that did not, and write every outcome before leaving.
+        # the claims of any that did not or never started, and write every outcome.
         self._stopping = True
         self._wakeup.set()
-        if self._claimer is not None:
-            await self._claimer
         if self._in_flight:
             _, unfinished = await asyncio.wait(self._in_flight, timeout=self._timeout)
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        self._finished_ready.set()
-        if self._recorder is not None:
-            await self._recorder
+        self._wakeup.set()
+        if self._loop is not None:
+            await self._loop
+        self._abandoned.extend(delivery.id for _, delivery in self._claimed)
         if self._abandoned:
-            await self._write(release_claims, self._abandoned)
+            await self._transact(
+                lambda run, dialect: release_claims(run, dialect, self._owner, self._abandoned)
+            )
         if self._listener is not None:
             await self._listener.close()
         if self._database is not None:
@@ -150,34 +150,49 @@ class Forwarder:
     def _on_notify(self, *_: object) -> None:
         self._wakeup.set()
 
-    async def _claim_loop(self) -> None:
-        while not self._stopping:
+    async def _database_loop(self) -> None:
+        while not (self._stopping and not self._in_flight and not self._finished):
             self._wakeup.clear()
-            # Claimed ahead: up to `concurrency` deliveries wait in memory, so a freed slot
-            # starts its next attempt at once rather than after a transaction.
+            finished, self._finished = self._finished, []
+            released, self._abandoned = self._abandoned, []
             wanted = 2 * self._concurrency - len(self._in_flight) - len(self._claimed)
-            claimed = await self._claim(wanted) if wanted >= self._concurrency // 2 else []
+            # Refill in batches: one claim per freed slot would be a transaction each.
+            if self._stopping or wanted < self._concurrency // 2:
+                wanted = 0
+            claimed: list[ClaimedDelivery] = []
+            if finished or released or wanted:
+                try:
+                    claimed = await self._exchange(finished, released, wanted)
+                except DATABASE_ERRORS as exc:
+                    log.warning("forwarder_write_failed", count=len(finished), exc_info=exc)
+                    if self._stopping:
+                        return  # their leases expire and the deliveries are sent again
+                    self._finished[:0] = finished
+                    self._abandoned[:0] = released
+                    await asyncio.sleep(WRITE_RETRY_SECONDS)
+                    continue
             deadline = time.monotonic() + self._lease_seconds
             self._claimed.extend((deadline, delivery) for delivery in claimed)
             self._start_attempts()
-            if not claimed or len(self._claimed) >= self._concurrency:
+            if not claimed and not self._finished:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
-        self._abandoned.extend(delivery.id for _, delivery in self._claimed)
-        self._claimed.clear()
 
-    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+    async def _exchange(
+        self, finished: list[AttemptRecord], released: list[int], wanted: int
+    ) -> list[ClaimedDelivery]:
+        """Write `finished`, hand back `released` and claim up to `wanted` more, in one
+        transaction."""
         now = datetime.now(UTC)
-        try:
-            async with self._database_write:
-                return await self._transact(
-                    lambda run, dialect: claim_due_deliveries(
-                        run, dialect, self._owner, limit, self._lease_seconds, now
-                    )
-                )
-        except DATABASE_ERRORS as exc:
-            log.warning("claim_failed", exc_info=exc)
-            return []
+
+        def work(run: Run, dialect: Dialect) -> list[ClaimedDelivery]:
+            record_attempts(run, dialect, self._owner, finished)
+            release_claims(run, dialect, self._owner, released)
+            if not wanted:
+                return []
+            return claim_due_deliveries(run, dialect, self._owner, wanted, self._lease_seconds, now)
+
+        return await self._transact(work)
 
     def _start_attempts(self) -> None:
         while self._claimed and len(self._in_flight) < self._concurrency and not self._stopping:
@@ -193,9 +208,7 @@ class Forwarder:
     def _on_attempt_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._start_attempts()
-        # Refill in batches: one claim per freed slot would be one transaction per attempt.
-        if len(self._claimed) <= self._concurrency // 2:
-            self._wakeup.set()
+        self._wakeup.set()
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         attempted_at = datetime.now(UTC)
@@ -226,7 +239,7 @@ class Forwarder:
             self._on_attempt(status_code, error_class)
         attempt = delivery.attempts_made + 1
         verdict = self._policy.judge(attempt, status_code, retry_after, datetime.now(UTC))
-        log.info(
+        self._log.info(
             "delivery_attempt",
             delivery_id=delivery.id,
             event_id=delivery.event_id,
@@ -248,36 +261,8 @@ class Forwarder:
                 next_attempt_at=verdict.next_attempt_at,
             )
         )
-        self._finished_ready.set()
-
-    async def _record_loop(self) -> None:
-        while True:
-            await self._finished_ready.wait()
-            self._finished_ready.clear()
-            batch, self._finished = self._finished, []
-            if batch and not await self._write(record_attempts, batch):
-                if self._stopping:
-                    return  # their leases expire and the deliveries are sent again
-                self._finished[:0] = batch
-                await asyncio.sleep(WRITE_RETRY_SECONDS)
-                self._finished_ready.set()
-            if self._stopping and not self._in_flight and not self._finished:
-                return
 
     async def _transact(self, work: Transaction[T]) -> T:
         if self._database is None:
             raise RuntimeError("the forwarder is used outside its context")
         return await self._database.transact(work)
-
-    async def _write(
-        self, operation: Callable[[Run, Dialect, str, list[T]], None], items: list[T]
-    ) -> bool:
-        try:
-            async with self._database_write:
-                await self._transact(
-                    lambda run, dialect: operation(run, dialect, self._owner, items)
-                )
-        except DATABASE_ERRORS as exc:
-            log.warning("forwarder_write_failed", count=len(items), exc_info=exc)
-            return False
-        return True

@@ -6,10 +6,10 @@ cannot both take a row: SQLite serialises writers, and on PostgreSQL the inner S
 FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -61,8 +61,9 @@ def claim_due_deliveries(
     rows = sorted(run(statement, statement.parameters([lease])), key=lambda row: (row[4], row[0]))
     bodies: dict[str, bytes] = {}
     for chunk in _chunks(sorted({row[1] for row in rows})):
-        statement = statements.select_bodies(dialect, len(chunk))
-        found = run(statement, statement.parameters([{"id": event_id} for event_id in chunk]))
+        wanted = _padded([{"id": event_id} for event_id in chunk])
+        statement = statements.select_bodies(dialect, len(wanted))
+        found = run(statement, statement.parameters(wanted))
         bodies.update((event_id, bytes(body)) for event_id, body in found)
     return [
         ClaimedDelivery(delivery_id, event_id, attempts, target_url, bodies[event_id])
@@ -75,7 +76,17 @@ def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[Attemp
     finished = {DeliveryState.DELIVERED, DeliveryState.DEAD}
     for chunk in _chunks(records):
         statement = statements.insert_attempts(dialect, len(chunk))
-        run(statement, statement.parameters([asdict(record) for record in chunk]))
+        attempt_rows = [
+            {
+                "delivery_id": record.delivery_id,
+                "attempted_at": record.attempted_at,
+                "duration_ms": record.duration_ms,
+                "status_code": record.status_code,
+                "error_class": record.error_class,
+            }
+            for record in chunk
+        ]
+        run(statement, statement.parameters(attempt_rows))
         outcomes = [
             {
                 "id": record.delivery_id,
@@ -89,18 +100,25 @@ def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[Attemp
             }
             for record in chunk
         ]
-        statement = statements.record_outcomes(dialect, len(chunk))
+        outcomes = _padded(outcomes)
+        statement = statements.record_outcomes(dialect, len(outcomes))
         run(statement, statement.parameters(outcomes))
 
 
 def release_claims(run: Run, dialect: Dialect, owner: str, ids: list[int]) -> None:
     """Hand unsent claims back at once, so a graceful stop leaves nothing waiting on a lease."""
     for chunk in _chunks(ids):
-        statement = statements.release_claims(dialect, len(chunk))
-        run(
-            statement,
-            statement.parameters([{"id": delivery_id, "owner": owner} for delivery_id in chunk]),
-        )
+        rows = _padded([{"id": delivery_id, "owner": owner} for delivery_id in chunk])
+        statement = statements.release_claims(dialect, len(rows))
+        run(statement, statement.parameters(rows))
+
+
+def _padded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` made up to a power of two by repeating the last, for statements that name
+    each row's delivery, where a repeat changes nothing: a handful of lengths to compile
+    rather than one per length."""
+    size = 1 << (len(rows) - 1).bit_length()
+    return rows + rows[-1:] * (size - len(rows))
 
 
 def _chunks(items: list[T]) -> list[list[T]]:
