@@ -6,9 +6,9 @@ of a request's time here (measured), and the endpoint needs none of what they ad
 exceptions it raises are answered by the same translation as everywhere else
 (`receiver.responses.answer_error`).
 
-Every check that can refuse a delivery runs before anything is stored: the media type, the
-body's size (413, before reading when Content-Length says so) and its deadline, the
-signature, in that order.
+Every check that can refuse a delivery runs before anything is stored, in this order: the
+declared size (413, before reading), a repeated header (401), the media type (415), the
+body's size and deadline as it is read (413, 408), the signature (401).
 """
 
 import asyncio
@@ -75,14 +75,12 @@ async def receive_rivya_event(scope: Scope, receive: Receive, send: Send) -> Non
 
 async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[str, Any]:
     settings = services.settings
-    headers = _used_headers(scope["headers"])
+    headers, repeated = _used_headers(scope["headers"])
+    _refuse_declared_size(headers.get("content-length"), settings.max_body_bytes)
+    if repeated:
+        raise InvalidHeaderError(f"{repeated} is given more than once")
     _require_json(headers.get("content-type", ""))
-    body = await _read_body(
-        receive,
-        headers.get("content-length"),
-        settings.max_body_bytes,
-        settings.request_timeout_seconds,
-    )
+    body = await _read_body(receive, settings.max_body_bytes, settings.request_timeout_seconds)
     message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)
     structlog.contextvars.bind_contextvars(
@@ -98,11 +96,13 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
     return {"status": _status_of(outcome), "event_id": event.event_id}
 
 
-async def _read_body(
-    receive: Receive, content_length: str | None, max_bytes: int, timeout_seconds: float
-) -> bytes:
+def _refuse_declared_size(content_length: str | None, max_bytes: int) -> None:
+    """413 before reading a body whose declared length is too large."""
     if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
         raise PayloadTooLargeError(f"the body is over {max_bytes} bytes")
+
+
+async def _read_body(receive: Receive, max_bytes: int, timeout_seconds: float) -> bytes:
     # uvicorn bounds neither how long a body may take nor how many connections wait for
     # one: a sender dripping a byte at a time must not hold a request open for ever.
     try:
@@ -139,18 +139,19 @@ def _require_json(content_type: str) -> None:
         raise UnsupportedMediaTypeError("the body must be application/json")
 
 
-def _used_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+def _used_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], str | None]:
     """The headers this endpoint reads, in one pass over the raw ones (ASGI lowercases
-    their names). A repeated signature header is ambiguous (which one was signed?), so it
-    is refused rather than guessed at."""
+    their names), and the first one given twice, if any. A repeated signature header is
+    ambiguous (which one was signed?), so the caller refuses it rather than guess."""
     used: dict[str, str] = {}
+    repeated = None
     for name, value in raw:
         if name not in USED_HEADERS:
             continue
         key = name.decode()
         if key in used:
-            if key == "content-type":
-                continue
-            raise InvalidHeaderError(f"{key} is given more than once")
+            if key != "content-type":
+                repeated = repeated or key
+            continue
         used[key] = value.decode("latin-1")
-    return used
+    return used, repeated
