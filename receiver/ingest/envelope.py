@@ -6,40 +6,14 @@ since Rivya disables endpoints that keep refusing its deliveries. Unknown fields
 ignored; Rivya may add them at any time.
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
 import orjson
 
-GENERATION_STATUSES = frozenset({"queued", "processing", "succeeded", "failed"})
-TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
-# The event types that update a record, each with the status its generation must carry.
-APPLIED_TYPES = {"generation.succeeded": "succeeded", "generation.failed": "failed"}
+from receiver.model import APPLIED_TYPES, GENERATION_STATUSES, Event, Generation
+
 MAX_ID_CHARS = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    task_id: str
-    status: str
-    model: str | None
-    reserved_credits: int | None
-    final_credits: int | None
-    result_urls: tuple[str, ...]
-    error_code: str | None
-    error_message: str | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    event_id: str
-    type: str | None = None
-    api_version: str | None = None
-    created_at: datetime | None = None
-    generation: Generation | None = None
-    quarantine_reason: str | None = None
 
 
 class _Unparseable(Exception):  # noqa: N818 - private control flow, never escapes

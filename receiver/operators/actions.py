@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from receiver.ingest.envelope import parse_event
 from receiver.logs import log
 from receiver.store.database import transaction
 from receiver.store.deliveries import replay_events
@@ -60,7 +61,9 @@ async def reprocess(
         chunk = event_ids[start : start + CHUNK]
         async with transaction(engine) as connection:
             for event_id in chunk:
-                outcome = await connection.run_sync(reprocess_event, event_id, datetime.now(UTC))
+                outcome = await connection.run_sync(
+                    reprocess_event, event_id, datetime.now(UTC), parse_event
+                )
                 outcomes[outcome.value] += 1
         progress(len(chunk))
     log.info("audit", who=who, what="reprocess", count=sum(outcomes.values()))

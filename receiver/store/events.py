@@ -7,7 +7,7 @@ whole batch can run on the SQLite writer's thread in one hand-over; on an async 
 `AsyncConnection.run_sync` runs it.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 from receiver.exceptions import NotFoundError
-from receiver.ingest.envelope import Event, parse_event
+from receiver.model import Event
 from receiver.store.deliveries import DeliveryState
 from receiver.store.statements import (
     Prepared,
@@ -80,16 +80,19 @@ def store_events(
     return outcomes
 
 
-def reprocess_event(connection: Connection, event_id: str, now: datetime) -> Outcome:
-    """Parse a stored body again and apply it, as if it had just arrived (after an upgrade
-    taught us a shape). Idempotent; adds no delivery."""
+def reprocess_event(
+    connection: Connection, event_id: str, now: datetime, parse: Callable[[bytes, str], Event]
+) -> Outcome:
+    """Parse a stored body again with `parse` (ingest's parser, which the store does not
+    import) and apply it, as if it had just arrived (after an upgrade taught us a shape).
+    Idempotent; adds no delivery."""
     row = connection.execute(
         sa.select(events.c.webhook_id, events.c.body).where(events.c.id == event_id)
     ).first()
     if row is None:
         raise NotFoundError(f"no event {event_id!r}")
     # The stored ID stays the key, even if the body now reads differently.
-    event = replace(parse_event(row.body, row.webhook_id), event_id=event_id)
+    event = replace(parse(row.body, row.webhook_id), event_id=event_id)
     outcome = _outcome_before_applying(event)
     submission = Submission(event, row.webhook_id, row.body, now)
     if event.generation and _apply_all(run_on(connection), connection.dialect, [submission]):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from receiver.ingest.envelope import TERMINAL_STATUSES
+from receiver.model import TERMINAL_STATUSES
 from receiver.store.tables import attempts, deliveries, events, records
 
 EVENT_COLUMNS = tuple(column.name for column in events.c)

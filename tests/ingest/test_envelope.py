@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receiver.ingest.envelope import Event, parse_event
+from receiver.ingest.envelope import parse_event
+from receiver.model import Event
 from tests.helpers import make_event
 
 

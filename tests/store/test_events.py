@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Dialect
 
-from receiver.ingest.envelope import TERMINAL_STATUSES, Event, parse_event
+from receiver.ingest.envelope import parse_event
+from receiver.model import TERMINAL_STATUSES, Event
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
 from receiver.store.database import create_engine, sqlite_path, upgrade_schema
 from receiver.store.events import Outcome, Submission, store_events

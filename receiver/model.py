@@ -1,0 +1,36 @@
+"""What a Rivya event says, once parsed: the types ingest produces and the store keeps.
+
+Both `receiver.ingest` and `receiver.store` import these from here, so the folders' imports
+run one way, ingest to store, and neither reaches into the other for its types.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+GENERATION_STATUSES = frozenset({"queued", "processing", "succeeded", "failed"})
+TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
+# The event types that update a record, each with the status its generation must carry.
+APPLIED_TYPES = {"generation.succeeded": "succeeded", "generation.failed": "failed"}
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    task_id: str
+    status: str
+    model: str | None
+    reserved_credits: int | None
+    final_credits: int | None
+    result_urls: tuple[str, ...]
+    error_code: str | None
+    error_message: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    type: str | None = None
+    api_version: str | None = None
+    created_at: datetime | None = None
+    generation: Generation | None = None
+    quarantine_reason: str | None = None
