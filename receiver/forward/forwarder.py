@@ -160,6 +160,8 @@ class Forwarder:
             if self._stopping or wanted < self._concurrency // 2:
                 wanted = 0
             claimed: list[ClaimedDelivery] = []
+            # Taken before the transaction, as the lease's own start is.
+            claimed_at = time.monotonic()
             if finished or released or wanted:
                 try:
                     claimed = await self._exchange(finished, released, wanted)
@@ -171,8 +173,11 @@ class Forwarder:
                     self._abandoned[:0] = released
                     await asyncio.sleep(WRITE_RETRY_SECONDS)
                     continue
-            deadline = time.monotonic() + self._lease_seconds
-            self._claimed.extend((deadline, delivery) for delivery in claimed)
+            # Past this a waiting claim is handed back rather than started: an attempt must
+            # end, and its outcome be written, while the lease is still ours. Waiting may use
+            # half of what the lease allows beyond the timeout; the rest is the writing's.
+            start_by = claimed_at + (self._lease_seconds - self._timeout) / 2
+            self._claimed.extend((start_by, delivery) for delivery in claimed)
             self._start_attempts()
             if not claimed and not self._finished:
                 with contextlib.suppress(TimeoutError):
@@ -196,9 +201,8 @@ class Forwarder:
 
     def _start_attempts(self) -> None:
         while self._claimed and len(self._in_flight) < self._concurrency and not self._stopping:
-            deadline, delivery = self._claimed.popleft()
-            if deadline - time.monotonic() < self._timeout:
-                # Its lease could end mid-attempt, and another forwarder may take it then.
+            start_by, delivery = self._claimed.popleft()
+            if time.monotonic() > start_by:
                 self._abandoned.append(delivery.id)
                 continue
             task = asyncio.create_task(self._attempt(delivery))
