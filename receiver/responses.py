@@ -83,10 +83,16 @@ async def http_error(_: Request, exc: Exception) -> Response:
     )
 
 
-async def client_disconnected(_: Request, __: Exception) -> Response:
-    # Nobody reads this answer; it keeps a sender that hung up from counting as a 500.
+def answer_disconnect() -> ErrorAnswer:
+    """The answer to a sender that hung up mid-body. Nobody reads it; it keeps the request
+    from counting as a 500."""
     structlog.contextvars.bind_contextvars(reason="client_disconnected")
-    return ORJSONResponse({"error": "client_disconnected"}, status_code=400)
+    return ErrorAnswer(400, {"error": "client_disconnected"}, None)
+
+
+async def client_disconnected(_: Request, __: Exception) -> Response:
+    answer = answer_disconnect()
+    return ORJSONResponse(answer.content, answer.status_code, answer.headers)
 
 
 EXCEPTION_HANDLERS = {

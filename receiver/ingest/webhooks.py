@@ -14,7 +14,6 @@ body's size and deadline as it is read (413, 408), the signature (401).
 import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 import structlog
@@ -29,7 +28,7 @@ from receiver.exceptions import (
     UnsupportedMediaTypeError,
 )
 from receiver.ingest.envelope import parse_event
-from receiver.responses import answer_error
+from receiver.responses import answer_disconnect, answer_error
 from receiver.services import Services, services_in
 from receiver.store.events import Outcome, Submission
 
@@ -45,35 +44,35 @@ USED_HEADERS = frozenset(
 
 
 class RivyaWebhookEndpoint:
-    """The ASGI app of the route (Starlette treats a class instance as one)."""
+    """The route's ASGI app (Starlette treats a class instance as one, not as a handler)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await receive_rivya_event(scope, receive, send)
+        try:
+            content = await _ingest(services_in(scope), scope, receive)
+        except ReceiverError as exc:
+            answer = answer_error(exc)
+        except ClientDisconnect:
+            answer = answer_disconnect()
+        else:
+            await _answer(send, 200, content, None)
+            return
+        await _answer(send, answer.status_code, answer.content, answer.headers)
 
 
-async def receive_rivya_event(scope: Scope, receive: Receive, send: Send) -> None:
-    services = services_in(scope)
-    headers: list[tuple[bytes, bytes]] = []
-    try:
-        status_code, content = 200, await _ingest(services, scope, receive)
-    except ReceiverError as exc:
-        answer = answer_error(exc)
-        status_code, content = answer.status_code, answer.content
-        headers = [(k.encode(), v.encode()) for k, v in (answer.headers or {}).items()]
-    except ClientDisconnect:
-        # Nobody reads this answer; it keeps a sender that hung up from counting as a 500.
-        structlog.contextvars.bind_contextvars(reason="client_disconnected")
-        status_code, content = 400, {"error": "client_disconnected"}
+async def _answer(
+    send: Send, status_code: int, content: dict[str, str], headers: dict[str, str] | None
+) -> None:
     body = orjson.dumps(content)
-    headers += [
+    raw = [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+    raw += [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
-    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": status_code, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[str, Any]:
+async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[str, str]:
     settings = services.settings
     headers, repeated = _used_headers(scope["headers"])
     _refuse_declared_size(headers.get("content-length"), settings.max_body_bytes)

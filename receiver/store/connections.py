@@ -1,4 +1,4 @@
-"""Where the writer's transactions run.
+"""Where the hot paths' transactions run: the ingest writer's and the forwarder's.
 
 On SQLite the writer has a connection of its own. A batch's statements run on the event
 loop's thread, and only what waits goes to a thread of the connection's own: COMMIT (the
