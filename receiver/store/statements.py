@@ -141,7 +141,7 @@ def _upsert_records(dialect: Any, rows: int) -> Any:
 
 
 def _mark_stale(_: Any, rows: int) -> Any:
-    ids = [sa.bindparam(f"id__{i}", type_=events.c.id.type) for i in range(rows)]
+    ids = _ids(events.c.id, rows)
     return (
         sa.update(events).where(events.c.id.in_(ids)).values(outcome=sa.literal_column("'stale'"))
     )
@@ -175,7 +175,7 @@ def _claim_deliveries(_: Any, limit: int) -> Any:
         sa.update(deliveries)
         .where(deliveries.c.id.in_(due.scalar_subquery()), unleased)
         .values(
-            lease_owner=sa.bindparam("owner__0", type_=sa.Text),
+            lease_owner=_owner(),
             lease_expires_at=sa.bindparam("lease_expires_at__0", type_=_DATETIME),
         )
         .returning(
@@ -189,7 +189,7 @@ def _claim_deliveries(_: Any, limit: int) -> Any:
 
 
 def _select_bodies(_: Any, rows: int) -> Any:
-    ids = [sa.bindparam(f"id__{i}", type_=events.c.id.type) for i in range(rows)]
+    ids = _ids(events.c.id, rows)
     return sa.select(events.c.id, events.c.body).where(events.c.id.in_(ids))
 
 
@@ -198,7 +198,7 @@ def _insert_attempts(_: Any, rows: int) -> Any:
 
 
 def _record_outcomes(_: Any, rows: int) -> Any:
-    ids = [sa.bindparam(f"id__{i}", type_=deliveries.c.id.type) for i in range(rows)]
+    ids = _ids(deliveries.c.id, rows)
 
     def per_row(column: str) -> Any:
         return sa.case(
@@ -228,12 +228,17 @@ def _record_outcomes(_: Any, rows: int) -> Any:
 
 
 def _release_claims(_: Any, rows: int) -> Any:
-    ids = [sa.bindparam(f"id__{i}", type_=deliveries.c.id.type) for i in range(rows)]
+    ids = _ids(deliveries.c.id, rows)
     return (
         sa.update(deliveries)
         .where(deliveries.c.id.in_(ids), deliveries.c.lease_owner == _owner())
         .values(lease_owner=sa.null(), lease_expires_at=sa.null())
     )
+
+
+def _ids(column: sa.Column[Any], rows: int) -> list[Any]:
+    """One `id` parameter a row, typed as `column`."""
+    return [sa.bindparam(f"id__{i}", type_=column.type) for i in range(rows)]
 
 
 def _owner() -> Any:
