@@ -21,6 +21,7 @@ from bench.servers import (
 )
 from receiver.ingest.envelope import parse_event
 from receiver.operators.sample import build_sample_event
+from receiver.settings import Settings
 from receiver.signatures import WebhookSecret
 from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.events import Submission
@@ -52,10 +53,12 @@ def run_receiver(workdir: Path, secret: WebhookSecret, feed: Path) -> tuple[Load
         process.stop()
 
 
-async def store_backlog(database_url: str, count: int) -> None:
-    engine = create_engine(database_url, 5)
+async def store_backlog(env: dict[str, str], count: int) -> None:
+    """`count` events stored, with their deliveries, as the receiver `env` configures."""
+    settings = Settings.from_environment(env, None)
+    engine = create_engine(settings.database_url, 5)
     await upgrade_schema(engine)
-    async with EventWriter(engine, forward=True) as writer:
+    async with EventWriter(engine, settings.forwarding) as writer:
         for start in range(0, count, 500):
             submissions = []
             for _ in range(min(500, count - start)):
@@ -85,7 +88,7 @@ def run_drain(workdir: Path, secret: WebhookSecret) -> Drain:
         forward_signing_secrets=WebhookSecret.generate().reveal(),
     )
     try:
-        asyncio.run(store_backlog(env["RECEIVER_DATABASE_URL"], DRAIN_EVENTS))
+        asyncio.run(store_backlog(env, DRAIN_EVENTS))
         worker = start_worker(workdir, env)
         rss: list[float] = []
         try:

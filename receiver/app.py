@@ -35,14 +35,14 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
             stack.push_async_callback(engine.dispose)
             await upgrade_schema(engine)
             forwarder = None
-            if run_forwarder and settings.forward_url:
+            if run_forwarder and settings.forwarding:
                 forwarder = await stack.enter_async_context(
                     Forwarder(engine, settings, on_attempt=metrics.observe_attempt)
                 )
             writer = await stack.enter_async_context(
                 EventWriter(
                     engine,
-                    forward=settings.forward_url is not None,
+                    destinations=settings.forwarding,
                     on_stored=forwarder.wake if forwarder else None,
                     busy_timeout_seconds=settings.database_busy_timeout_seconds,
                     observe=metrics.observe_batch,

@@ -19,7 +19,7 @@ from receiver.app import create_app
 from receiver.forward.worker import run_worker
 from receiver.logs import configure_logging, raised_at
 from receiver.operators.console import emit, json_option, load_settings
-from receiver.operators.inspection import deliveries, events, records, stats
+from receiver.operators.inspection import deliveries, destinations, events, records, stats
 from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.outbound import open_session
@@ -38,7 +38,7 @@ def cli() -> None:
     """Receive Rivya webhooks: verified, deduplicated, stored, forwarded."""
 
 
-for command in (events, records, deliveries, stats, replay, reprocess, prune):
+for command in (events, records, deliveries, destinations, stats, replay, reprocess, prune):
     cli.add_command(command)
 
 
@@ -77,11 +77,11 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
 
 @cli.command()
 def worker() -> None:
-    """Forward stored events to RECEIVER_FORWARD_URL, without serving HTTP."""
+    """Forward stored events to their destinations, without serving HTTP."""
     settings = load_settings()
-    if settings.forward_url is None:
+    if not settings.forwarding:
         raise click.ClickException(
-            "RECEIVER_FORWARD_URL is not set: there is nothing to forward to"
+            "no destination: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE"
         )
     configure_logging(settings.log_level, settings.log_format)
     tune_process()

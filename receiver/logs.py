@@ -45,6 +45,8 @@ ALLOWED_FIELDS = frozenset(
         "delivery_id",
         "attempt",
         "delivery_state",
+        "destination",
+        "destinations",
         "who",
         "what",
     }

@@ -16,6 +16,7 @@ from starlette.types import Scope
 
 from receiver.services import services_of
 from receiver.store.deliveries import DeliveryState
+from receiver.store.health import COUNTED
 from receiver.store.stats import collect_totals
 
 WEBHOOK_PATH = "/webhooks/rivya"
@@ -40,8 +41,8 @@ class Metrics:
         )
         self.delivery_attempts = Counter(
             "receiver_delivery_attempts",
-            "Forwarding attempts made by this process, by result.",
-            ["result"],
+            "Forwarding attempts made by this process, by destination and result.",
+            ["destination", "result"],
             registry=self.registry,
         )
         self.write_batch_size = Histogram(
@@ -63,18 +64,21 @@ class Metrics:
         )
         self.deliveries = Gauge(
             "receiver_deliveries",
-            "Deliveries in the database, by state.",
-            ["state"],
+            "Deliveries in the database, by destination and state (orphaned: pending, to a"
+            " destination no longer configured).",
+            ["destination", "state"],
             registry=self.registry,
         )
         self.pending_deliveries = Gauge(
             "receiver_pending_deliveries",
-            "Deliveries not yet delivered or dead: the forwarding backlog.",
+            "Deliveries not yet delivered or dead, by configured destination: the backlog.",
+            ["destination"],
             registry=self.registry,
         )
         self.oldest_pending_age = Gauge(
             "receiver_oldest_pending_delivery_age_seconds",
-            "Age of the oldest pending delivery; 0 when there is none.",
+            "Age of a configured destination's oldest pending delivery; 0 when there is none.",
+            ["destination"],
             registry=self.registry,
         )
         self.records = Gauge(
@@ -104,14 +108,16 @@ class Metrics:
         self.webhook_requests.labels(outcome, reason).inc()
         self.ingest_seconds.observe(seconds)
 
-    def observe_attempt(self, status_code: int | None, error_class: str | None) -> None:
+    def observe_attempt(
+        self, destination: str, status_code: int | None, error_class: str | None
+    ) -> None:
         if status_code is not None:
             result = f"{status_code // 100}xx"
         elif error_class and "Timeout" in error_class:
             result = "timeout"
         else:
             result = "connection_error"
-        self.delivery_attempts.labels(result).inc()
+        self.delivery_attempts.labels(destination, result).inc()
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.write_batch_size.observe(size)
@@ -120,8 +126,9 @@ class Metrics:
     async def render(self, request: Request) -> Response:
         """GET /metrics."""
         try:
-            async with services_of(request).engine.connect() as connection:
-                stats = await collect_totals(connection)
+            services = services_of(request)
+            async with services.engine.connect() as connection:
+                stats = await collect_totals(connection, services.settings.forwarding)
         except (SQLAlchemyError, OSError):
             self.database_up.set(0)
         else:
@@ -130,13 +137,17 @@ class Metrics:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     def _set_gauges(self, stats: dict[str, Any]) -> None:
-        by_state = stats["deliveries"]
-        for state in DeliveryState:
-            self.deliveries.labels(state.value).set(by_state.get(state.value, 0))
-        self.pending_deliveries.set(by_state.get(DeliveryState.PENDING.value, 0))
-        oldest = stats["oldest_pending_delivery"]
-        self.oldest_pending_age.set(oldest["age_seconds"] if oldest else 0)
-        # Cleared first: a status or model with no rows left must not linger.
+        # Cleared first: a destination, status or model with no rows left must not linger.
+        for gauge in (self.deliveries, self.pending_deliveries, self.oldest_pending_age):
+            gauge.clear()
+        for entry in stats["destinations"]:
+            name = entry["destination"]
+            for state in COUNTED:
+                self.deliveries.labels(name, state).set(entry[state])
+            if entry["configured"]:
+                self.pending_deliveries.labels(name).set(entry[DeliveryState.PENDING.value])
+                oldest = entry["oldest_pending"]
+                self.oldest_pending_age.labels(name).set(oldest["age_seconds"] if oldest else 0)
         self.records.clear()
         for status, count in stats["records"].items():
             self.records.labels(status).set(count)

@@ -6,6 +6,7 @@ run one way, ingest to store, and neither reaches into the other for its types.
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 GENERATION_STATUSES = frozenset({"queued", "processing", "succeeded", "failed"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
@@ -34,3 +35,12 @@ class Event:
     created_at: datetime | None = None
     generation: Generation | None = None
     quarantine_reason: str | None = None
+
+
+class Outcome(StrEnum):
+    """What storing an event did, as kept in `events.outcome` (and as destinations filter)."""
+
+    APPLIED = "applied"  # the record now reflects it
+    STALE = "stale"  # the record was already newer or terminal
+    IGNORED = "ignored"  # a type we do not apply to records
+    QUARANTINED = "quarantined"  # authentic, but a shape we do not understand

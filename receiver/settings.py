@@ -5,12 +5,11 @@ Tests build `Settings(...)` directly. Secrets are held in objects whose repr hid
 and an unusable value stops start-up with one line naming its variable (never its value).
 """
 
-import re
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yarl
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
@@ -22,6 +21,13 @@ from pydantic import (
     model_validator,
 )
 
+from receiver.destinations import (
+    DEFAULT_NAME,
+    Destination,
+    check_http_url,
+    load_destinations,
+    parse_secrets,
+)
 from receiver.exceptions import SettingsError
 from receiver.signatures import WebhookSecret
 
@@ -51,18 +57,17 @@ class Settings(BaseModel):
     forward_signing_secrets: tuple[WebhookSecret, ...] = ()
     forward_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The `default` destination's cap on attempts in flight.
     forward_concurrency: int = Field(default=32, gt=0, le=1024)
     forward_lease_seconds: float = Field(default=60.0, gt=0)
     forward_poll_seconds: float = Field(default=0.5, gt=0)
+    # Those of RECEIVER_DESTINATIONS_FILE, which `from_environment` reads.
+    destinations: tuple[Destination, ...] = ()
 
     @field_validator("signing_secrets", "forward_signing_secrets", mode="before")
     @classmethod
     def _parse_signing_secrets(cls, value: Any) -> tuple[WebhookSecret, ...]:
-        if isinstance(value, str):
-            value = [part for part in re.split(r"[,\s]+", value) if part]
-        return tuple(
-            item if isinstance(item, WebhookSecret) else WebhookSecret.parse(item) for item in value
-        )
+        return parse_secrets(value)
 
     @field_validator("forward_url")
     @classmethod
@@ -73,7 +78,7 @@ class Settings(BaseModel):
     @classmethod
     def _parse_retry_schedule(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [part for part in re.split(r"[,\s]+", value) if part]
+            value = value.replace(",", " ").split()
         return value
 
     @field_validator("forward_retry_schedule")
@@ -93,7 +98,26 @@ class Settings(BaseModel):
             raise ValueError(
                 "RECEIVER_FORWARD_LEASE_SECONDS must exceed RECEIVER_FORWARD_TIMEOUT_SECONDS"
             )
+        if self.forward_url and DEFAULT_NAME in {d.name for d in self.destinations}:
+            raise ValueError(
+                f"RECEIVER_DESTINATIONS_FILE: destination {DEFAULT_NAME!r}: name: taken by the"
+                " destination RECEIVER_FORWARD_URL defines"
+            )
         return self
+
+    @cached_property
+    def forwarding(self) -> tuple[Destination, ...]:
+        """Every destination events are forwarded to: `default` (RECEIVER_FORWARD_URL), if
+        set, then the file's."""
+        if self.forward_url is None:
+            return self.destinations
+        default = Destination(
+            name=DEFAULT_NAME,
+            url=self.forward_url,
+            signing_secrets=self.forward_signing_secrets,
+            max_in_flight=self.forward_concurrency,
+        )
+        return (default, *self.destinations)
 
     @field_validator("admin_token")
     @classmethod
@@ -119,22 +143,18 @@ class Settings(BaseModel):
             for name, value in values.items()
             if name.startswith(ENV_PREFIX) and value not in (None, "")
         }
+        file = fields.pop("destinations_file", None)
+        if "destinations" in fields:  # a field, but only ever the file's
+            raise SettingsError(
+                "RECEIVER_DESTINATIONS: is not recognised (RECEIVER_DESTINATIONS_FILE names a file)"
+            )
         try:
+            if file is not None:
+                return cls(**fields, destinations=load_destinations(Path(file), values))
             return cls(**fields)
         except ValidationError as exc:
             # Not chained: the ValidationError carries the raw input, which may be a secret.
             raise SettingsError(describe_errors(exc)) from None
-
-
-def check_http_url(value: str) -> str:
-    """`value` if it is an absolute http(s) URL; ValueError otherwise."""
-    try:
-        url = yarl.URL(value)
-    except (ValueError, TypeError):
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("use an absolute http:// or https:// URL")
-    return value
 
 
 def env_variable(field: str) -> str:

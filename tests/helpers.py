@@ -22,11 +22,31 @@ import httpx
 import orjson
 from standardwebhooks import Webhook
 
+from receiver.destinations import DEFAULT_NAME, Destination
 from receiver.signatures import WebhookSecret
 
 
 def new_secret() -> str:
     return WebhookSecret.generate().reveal()
+
+
+def destination(
+    name: str = DEFAULT_NAME,
+    url: str = "http://127.0.0.1:9/hooks",
+    secret: str | None = None,
+    event_types: set[str] | None = None,
+    outcomes: set[str] | None = None,
+    max_in_flight: int = 32,
+) -> Destination:
+    """A destination as the configuration would make it; by default, one wanting everything."""
+    return Destination(
+        name=name,
+        url=url,
+        signing_secrets=(WebhookSecret.parse(secret) if secret else WebhookSecret.generate(),),
+        event_types=frozenset(event_types) if event_types is not None else None,
+        outcomes=frozenset(outcomes) if outcomes is not None else None,
+        max_in_flight=max_in_flight,
+    )
 
 
 def iso(moment: datetime) -> str:

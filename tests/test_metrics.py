@@ -39,7 +39,7 @@ def test_requests_deliveries_records_and_credits_are_counted(rivya: Rivya) -> No
     unsigned = rivya.post(b"{}", {"content-type": "application/json"})
     wrong_type = rivya.post(b"{}", {"content-type": "text/plain"})
     assert (unsigned.status_code, wrong_type.status_code) == (401, 415)
-    delivered = ("receiver_deliveries", (("state", "delivered"),))
+    delivered = ("receiver_deliveries", (("destination", "default"), ("state", "delivered")))
     # Outcomes are written in batches, just after the downstream answers.
     wait_until(lambda: scrape(rivya.server.url)[delivered] == 3, timeout=10)
 
@@ -55,10 +55,12 @@ def test_requests_deliveries_records_and_credits_are_counted(rivya: Rivya) -> No
         metrics[("receiver_write_batch_size_sum", ())] == 4
     )  # four submissions, the duplicate among them
     assert metrics[("receiver_write_commit_seconds_count", ())] >= 1
-    assert metrics[("receiver_delivery_attempts_total", (("result", "2xx"),))] >= 3
+    attempts = (("destination", "default"), ("result", "2xx"))
+    assert metrics[("receiver_delivery_attempts_total", attempts)] >= 3
     assert metrics[delivered] == 3
-    assert metrics[("receiver_pending_deliveries", ())] == 0
-    assert metrics[("receiver_oldest_pending_delivery_age_seconds", ())] == 0
+    assert metrics[("receiver_pending_deliveries", (("destination", "default"),))] == 0
+    oldest = ("receiver_oldest_pending_delivery_age_seconds", (("destination", "default"),))
+    assert metrics[oldest] == 0
     assert metrics[("receiver_records", (("status", "succeeded"),))] == 1
     assert metrics[("receiver_records", (("status", "failed"),))] == 1
     assert metrics[("receiver_final_credits", (("model", "z-image"),))] == 4
@@ -75,7 +77,8 @@ def test_oldest_pending_delivery_ages_while_the_downstream_is_down(
     Rivya(process, rivya.secret, rivya.sensitive).send(make_event())
 
     def age() -> float:
-        return scrape(process.url)[("receiver_oldest_pending_delivery_age_seconds", ())]
+        oldest = ("receiver_oldest_pending_delivery_age_seconds", (("destination", "default"),))
+        return scrape(process.url)[oldest]
 
     wait_until(lambda: age() >= 1.0, timeout=10)
     metrics = scrape(process.url)

@@ -1,13 +1,19 @@
-"""Delivering stored events downstream: claim what is due, send it, record what happened.
+"""Delivering stored events to their destinations: claim what is due, send it, record what
+happened.
 
-Up to `concurrency` attempts are in flight, each a task. One loop owns the database: in one
-transaction it writes the outcomes of the attempts that finished since its last (releasing
-each lease) and claims more due deliveries under a lease (so no other forwarder sends them),
-enough that up to `concurrency` more wait in memory: a freed slot starts its next attempt at
-once, not after a transaction. The loop wakes when an attempt finishes, when this process
-stores an event, on PostgreSQL when any process queues deliveries (LISTEN/NOTIFY), and
-otherwise every `RECEIVER_FORWARD_POLL_SECONDS`, which is how work queued by another process
-is found on SQLite, and retries that come due.
+Each destination has a lane of its own: up to its `max_in_flight` attempts in flight, each
+a task, and as many claimed deliveries waiting in memory, so that a freed slot starts its
+next attempt at once, not after a transaction. A destination that hangs or refuses
+everything fills only its own lane; the others' claims and attempts go on beside it. One
+loop owns the database: in one transaction it writes the outcomes of the attempts that
+finished since its last (releasing each lease) and claims more due deliveries for every
+lane with room, under a lease (so no other forwarder sends them). Deliveries of a
+destination no longer configured are never claimed: they wait, orphaned, until it is back.
+
+The loop wakes when an attempt finishes, when this process stores an event, on PostgreSQL
+when any process queues deliveries (LISTEN/NOTIFY), and otherwise every
+`RECEIVER_FORWARD_POLL_SECONDS`, which is how work queued by another process is found on
+SQLite, and retries that come due.
 
 At-least-once: an attempt whose outcome was not written (a crash, a lost database) is sent
 again once its lease expires. The downstream deduplicates by `webhook-id`, the event ID.
@@ -21,6 +27,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -29,6 +36,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from receiver.destinations import Destination
 from receiver.forward.retries import RetryPolicy
 from receiver.logs import log
 from receiver.outbound import open_session
@@ -56,23 +64,42 @@ DELIVERIES_CHANNEL = "receiver_deliveries"
 T = TypeVar("T")
 
 
+@dataclass(slots=True)
+class _Lane:
+    """One destination's share of the forwarder."""
+
+    destination: Destination
+    # Claimed deliveries not yet started, each with the time after which it must not be.
+    claimed: collections.deque[tuple[float, ClaimedDelivery]] = field(
+        default_factory=collections.deque
+    )
+    in_flight: int = 0
+
+    def wanted(self) -> int:
+        """How many more to claim: a refill in batches, as one claim per freed slot would
+        be a transaction each."""
+        cap = self.destination.max_in_flight
+        room = 2 * cap - self.in_flight - len(self.claimed)
+        return room if room >= max(1, cap // 2) else 0
+
+
 class Forwarder:
     def __init__(
         self,
         engine: AsyncEngine,
         settings: Settings,
-        on_attempt: Callable[[int | None, str | None], None] | None = None,
+        on_attempt: Callable[[str, int | None, str | None], None] | None = None,
     ) -> None:
-        """`on_attempt(status_code, error_class)` is told of every attempt (the metrics)."""
-        if settings.forward_url is None or not settings.forward_signing_secrets:
-            raise ValueError("forwarding needs a URL and a signing secret")
+        """`on_attempt(destination, status_code, error_class)` is told of every attempt
+        (the metrics)."""
+        if not settings.forwarding:
+            raise ValueError("forwarding needs a destination")
         self._engine = engine
         self._on_attempt = on_attempt
-        self._url = settings.forward_url
-        self._secrets = settings.forward_signing_secrets
+        self._lanes = {d.name: _Lane(d) for d in settings.forwarding}
         self._policy = RetryPolicy(settings.forward_retry_schedule)
         self._timeout = settings.forward_timeout_seconds
-        self._concurrency = settings.forward_concurrency
+        self._connections = sum(d.max_in_flight for d in settings.forwarding)
         self._lease_seconds = settings.forward_lease_seconds
         self._poll_seconds = settings.forward_poll_seconds
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -81,7 +108,6 @@ class Forwarder:
         # Claims and outcomes are written the way ingest writes (see store.connections).
         self._database: WriteConnection | None = None
         self._wakeup = asyncio.Event()
-        self._claimed: collections.deque[tuple[float, ClaimedDelivery]] = collections.deque()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._abandoned: list[int] = []
         self._finished: list[AttemptRecord] = []
@@ -94,7 +120,9 @@ class Forwarder:
         self._wakeup.set()
 
     async def __aenter__(self) -> "Forwarder":
-        self._session = open_session(self._timeout, self._concurrency)
+        # Enough connections for every lane at its cap: a lane must never wait for a
+        # connection another lane's hanging attempts hold.
+        self._session = open_session(self._timeout, self._connections)
         self._database = open_write_connection(self._engine, self._busy_timeout_seconds)
         if self._engine.dialect.name == "postgresql":
             self._listener = await self._listen()
@@ -102,7 +130,7 @@ class Forwarder:
         # logger on every call, which costs as much as the line itself.
         self._log = log.bind()
         self._loop = asyncio.create_task(self._database_loop(), name="forwarder")
-        log.info("forwarder_started", concurrency=self._concurrency)
+        log.info("forwarder_started", concurrency=self._connections, destinations=len(self._lanes))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -118,7 +146,9 @@ class Forwarder:
         self._wakeup.set()
         if self._loop is not None:
             await self._loop
-        self._abandoned.extend(delivery.id for _, delivery in self._claimed)
+        for lane in self._lanes.values():
+            self._abandoned.extend(delivery.id for _, delivery in lane.claimed)
+            lane.claimed.clear()
         if self._abandoned:
             await self._transact(
                 lambda run, dialect: release_claims(run, dialect, self._owner, self._abandoned)
@@ -155,10 +185,8 @@ class Forwarder:
             self._wakeup.clear()
             finished, self._finished = self._finished, []
             released, self._abandoned = self._abandoned, []
-            wanted = 2 * self._concurrency - len(self._in_flight) - len(self._claimed)
-            # Refill in batches: one claim per freed slot would be a transaction each.
-            if self._stopping or wanted < self._concurrency // 2:
-                wanted = 0
+            lanes = {} if self._stopping else self._lanes
+            wanted = {name: n for name, lane in lanes.items() if (n := lane.wanted())}
             claimed: list[ClaimedDelivery] = []
             # Taken before the transaction, as the lease's own start is.
             claimed_at = time.monotonic()
@@ -177,56 +205,65 @@ class Forwarder:
             # end, and its outcome be written, while the lease is still ours. Waiting may use
             # half of what the lease allows beyond the timeout; the rest is the writing's.
             start_by = claimed_at + (self._lease_seconds - self._timeout) / 2
-            self._claimed.extend((start_by, delivery) for delivery in claimed)
-            self._start_attempts()
+            for delivery in claimed:
+                self._lanes[delivery.destination].claimed.append((start_by, delivery))
+            for lane in self._lanes.values():
+                self._start_attempts(lane)
             if not claimed and not self._finished:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
 
     async def _exchange(
-        self, finished: list[AttemptRecord], released: list[int], wanted: int
+        self, finished: list[AttemptRecord], released: list[int], wanted: dict[str, int]
     ) -> list[ClaimedDelivery]:
-        """Write `finished`, hand back `released` and claim up to `wanted` more, in one
-        transaction."""
+        """Write `finished`, hand back `released` and claim up to `wanted` more of each
+        destination, in one transaction."""
         now = datetime.now(UTC)
 
         def work(run: Run, dialect: Dialect) -> list[ClaimedDelivery]:
             record_attempts(run, dialect, self._owner, finished)
             release_claims(run, dialect, self._owner, released)
-            if not wanted:
-                return []
-            return claim_due_deliveries(run, dialect, self._owner, wanted, self._lease_seconds, now)
+            return [
+                delivery
+                for name, limit in wanted.items()
+                for delivery in claim_due_deliveries(
+                    run, dialect, self._owner, name, limit, self._lease_seconds, now
+                )
+            ]
 
         return await self._transact(work)
 
-    def _start_attempts(self) -> None:
-        while self._claimed and len(self._in_flight) < self._concurrency and not self._stopping:
-            start_by, delivery = self._claimed.popleft()
+    def _start_attempts(self, lane: _Lane) -> None:
+        cap = lane.destination.max_in_flight
+        while lane.claimed and lane.in_flight < cap and not self._stopping:
+            start_by, delivery = lane.claimed.popleft()
             if time.monotonic() > start_by:
                 self._abandoned.append(delivery.id)
                 continue
-            task = asyncio.create_task(self._attempt(delivery))
+            lane.in_flight += 1
+            task = asyncio.create_task(self._attempt(lane.destination, delivery))
             self._in_flight.add(task)
-            task.add_done_callback(self._on_attempt_done)
+            task.add_done_callback(lambda done: self._on_attempt_done(done, lane))
 
-    def _on_attempt_done(self, task: asyncio.Task[None]) -> None:
+    def _on_attempt_done(self, task: asyncio.Task[None], lane: _Lane) -> None:
         self._in_flight.discard(task)
-        self._start_attempts()
+        lane.in_flight -= 1
+        self._start_attempts(lane)
         self._wakeup.set()
 
-    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+    async def _attempt(self, destination: Destination, delivery: ClaimedDelivery) -> None:
         attempted_at = datetime.now(UTC)
         started = time.perf_counter()
         status_code: int | None = None
         error_class: str | None = None
         retry_after: str | None = None
-        headers = sign_headers(self._secrets, delivery.event_id, delivery.body)
+        headers = sign_headers(destination.signing_secrets, delivery.event_id, delivery.body)
         headers["content-type"] = "application/json"
         if self._session is None:
             raise RuntimeError("the forwarder is used outside its context")
         try:
             async with self._session.post(
-                delivery.target_url or self._url,
+                delivery.target_url or destination.url,
                 data=delivery.body,
                 headers=headers,
                 allow_redirects=False,
@@ -240,12 +277,13 @@ class Forwarder:
             error_class = type(exc).__name__
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         if self._on_attempt is not None:
-            self._on_attempt(status_code, error_class)
+            self._on_attempt(destination.name, status_code, error_class)
         attempt = delivery.attempts_made + 1
         verdict = self._policy.judge(attempt, status_code, retry_after, datetime.now(UTC))
         self._log.info(
             "delivery_attempt",
             delivery_id=delivery.id,
+            destination=destination.name,
             event_id=delivery.event_id,
             attempt=attempt,
             http_status=status_code,
@@ -256,6 +294,7 @@ class Forwarder:
         self._finished.append(
             AttemptRecord(
                 delivery_id=delivery.id,
+                destination=destination.name,
                 attempt=attempt,
                 attempted_at=attempted_at,
                 duration_ms=duration_ms,

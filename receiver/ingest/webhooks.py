@@ -28,9 +28,10 @@ from receiver.exceptions import (
     UnsupportedMediaTypeError,
 )
 from receiver.ingest.envelope import parse_event
+from receiver.model import Outcome
 from receiver.responses import answer_disconnect, answer_error
 from receiver.services import Services, services_in
-from receiver.store.events import Outcome, Submission
+from receiver.store.events import Submission
 
 USED_HEADERS = frozenset(
     {

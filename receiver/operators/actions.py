@@ -5,13 +5,17 @@ Each action that changes data writes one `audit` log line: who asked ("cli" or
 """
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from receiver.destinations import Destination
+from receiver.exceptions import ForwardingDisabledError, InvalidRequestError
 from receiver.ingest.envelope import parse_event
 from receiver.logs import log
+from receiver.settings import Settings
 from receiver.store.database import transaction
 from receiver.store.deliveries import replay_events
 from receiver.store.events import reprocess_event
@@ -34,19 +38,47 @@ async def matching_ids(engine: AsyncEngine, which: EventFilter) -> list[str]:
         return list(await connection.scalars(matching_event_ids(which)))
 
 
+def replay_destinations(
+    settings: Settings, name: str | None, target_url: str | None
+) -> Sequence[Destination]:
+    """Where a replay goes: the destination named, whatever its filters; else every
+    destination, each by its filters. A replay to another URL is signed as one destination,
+    so it must be named when there are several."""
+    if not settings.forwarding:
+        raise ForwardingDisabledError(
+            "forwarding is off: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE"
+        )
+    if name is None and target_url is None:
+        return settings.forwarding
+    if name is None:
+        if len(settings.forwarding) > 1:
+            raise InvalidRequestError(
+                "destination: name the one whose secrets sign a replay to another URL"
+            )
+        name = settings.forwarding[0].name
+    for destination in settings.forwarding:
+        if destination.name == name:
+            return [replace(destination, event_types=None, outcomes=None)]
+    raise InvalidRequestError(f"destination: {name!r} is not configured")
+
+
 async def replay(
     engine: AsyncEngine,
     event_ids: list[str],
     who: str,
+    destinations: Sequence[Destination],
     target_url: str | None = None,
     progress: Progress = _no_progress,
 ) -> int:
-    """Queue a new delivery of each event (same webhook-id); how many were queued."""
+    """Queue a new delivery of each event (same webhook-id) to each of `destinations` whose
+    filters it passes; how many were queued."""
     replayed = 0
     for start in range(0, len(event_ids), CHUNK):
         chunk = EventFilter(event_ids=tuple(event_ids[start : start + CHUNK]))
         async with transaction(engine) as connection:
-            replayed += await replay_events(connection, chunk, datetime.now(UTC), target_url)
+            replayed += await replay_events(
+                connection, chunk, datetime.now(UTC), destinations, target_url
+            )
         progress(len(chunk.event_ids or ()))
     log.info("audit", who=who, what="replay", count=replayed)
     return replayed

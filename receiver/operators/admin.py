@@ -1,7 +1,7 @@
 """The admin API under /admin, behind a bearer token: look up, list, count, replay."""
 
 import hmac
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.datastructures import Headers
@@ -11,21 +11,23 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from receiver.exceptions import (
-    ForwardingDisabledError,
-    InvalidRequestError,
-    NotFoundError,
-    UnauthorizedError,
-)
+from receiver.exceptions import InvalidRequestError, NotFoundError, UnauthorizedError
+from receiver.model import Outcome
 from receiver.operators import actions
 from receiver.responses import ORJSONResponse
 from receiver.services import Services, services_of
 from receiver.settings import describe_errors
 from receiver.store.database import transaction
 from receiver.store.deliveries import DeliveryState
-from receiver.store.events import Outcome
 from receiver.store.filters import EventFilter
-from receiver.store.queries import get_event, get_record, list_deliveries, list_events
+from receiver.store.health import collect_health
+from receiver.store.queries import (
+    DeliveryFilter,
+    get_event,
+    get_record,
+    list_deliveries,
+    list_events,
+)
 from receiver.store.stats import collect_stats
 
 M = TypeVar("M", bound=BaseModel)
@@ -55,7 +57,12 @@ class Window(_Strict):
     until: AwareDatetime | None = None
 
 
-class ReplayRequest(Window):
+class ReplayOne(_Strict):
+    # Only this destination, whatever its filters; default: each that wants the event.
+    destination: str | None = None
+
+
+class ReplayRequest(Window, ReplayOne):
     type: str | None = None
     delivery_state: DeliveryState | None = None
 
@@ -68,7 +75,8 @@ class EventsQuery(Window):
 
 
 class DeliveriesQuery(_Strict):
-    state: DeliveryState | None = None
+    state: DeliveryState | Literal["orphaned"] | None = None
+    destination: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = None
 
@@ -99,47 +107,67 @@ async def show_record(request: Request) -> Response:
 
 async def show_deliveries(request: Request) -> Response:
     query = _parse(DeliveriesQuery, request)
-    async with transaction(services_of(request).engine) as connection:
-        page = await list_deliveries(connection, query.state, query.limit, query.cursor)
+    which = DeliveryFilter(state=query.state, destination=query.destination)
+    services = services_of(request)
+    configured = [d.name for d in services.settings.forwarding]
+    async with transaction(services.engine) as connection:
+        page = await list_deliveries(connection, which, configured, query.limit, query.cursor)
     return ORJSONResponse({"deliveries": page.items, "next_cursor": page.next_cursor})
 
 
 async def show_stats(request: Request) -> Response:
     query = _parse(StatsQuery, request)
-    async with transaction(services_of(request).engine) as connection:
-        return ORJSONResponse(await collect_stats(connection, query.since))
+    services = services_of(request)
+    async with transaction(services.engine) as connection:
+        return ORJSONResponse(
+            await collect_stats(connection, services.settings.forwarding, query.since)
+        )
+
+
+async def show_destinations(request: Request) -> Response:
+    services = services_of(request)
+    async with transaction(services.engine) as connection:
+        found = await collect_health(connection, services.settings.forwarding)
+    return ORJSONResponse({"destinations": found})
 
 
 async def replay_event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
-    replayed = await _replay(services_of(request), EventFilter(event_ids=(event_id,)))
-    if not replayed:
-        raise NotFoundError(f"no event {event_id!r}")
+    wanted = await _body(ReplayOne, request)
+    which = EventFilter(event_ids=(event_id,))
+    replayed = await _replay(services_of(request), which, wanted.destination)
     return ORJSONResponse({"replayed": replayed}, status_code=202)
 
 
 async def replay_matching(request: Request) -> Response:
-    try:
-        wanted = ReplayRequest.model_validate_json(await request.body() or b"{}")
-    except ValidationError as exc:
-        raise InvalidRequestError(describe_errors(exc, name_of=str)) from exc
+    wanted = await _body(ReplayRequest, request)
     which = EventFilter(
         type=wanted.type,
         since=wanted.since,
         until=wanted.until,
         delivery_state=wanted.delivery_state,
+        destination=wanted.destination,
     )
-    return ORJSONResponse({"replayed": await _replay(services_of(request), which)}, 202)
+    replayed = await _replay(services_of(request), which, wanted.destination)
+    return ORJSONResponse({"replayed": replayed}, 202)
 
 
-async def _replay(services: Services, which: EventFilter) -> int:
-    if services.settings.forward_url is None:
-        raise ForwardingDisabledError("forwarding is off: set RECEIVER_FORWARD_URL")
+async def _replay(services: Services, which: EventFilter, destination: str | None) -> int:
+    destinations = actions.replay_destinations(services.settings, destination, None)
     event_ids = await actions.matching_ids(services.engine, which)
-    replayed = await actions.replay(services.engine, event_ids, WHO)
+    if which.event_ids and not event_ids:
+        raise NotFoundError(f"no event {which.event_ids[0]!r}")
+    replayed = await actions.replay(services.engine, event_ids, WHO, destinations)
     if services.forwarder is not None:
         services.forwarder.wake()
     return replayed
+
+
+async def _body(model: type[M], request: Request) -> M:
+    try:
+        return model.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        raise InvalidRequestError(describe_errors(exc, name_of=str)) from exc
 
 
 def _parse(model: type[M], request: Request) -> M:
@@ -158,6 +186,7 @@ def admin_mount(token: SecretStr | None) -> Mount:
             Route("/events/{event_id}/replay", replay_event, methods=["POST"]),
             Route("/replay", replay_matching, methods=["POST"]),
             Route("/deliveries", show_deliveries),
+            Route("/destinations", show_destinations),
             Route("/records/{task_id}", show_record),
             Route("/stats", show_stats),
         ],

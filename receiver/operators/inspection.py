@@ -1,4 +1,5 @@
-"""Read-only operator commands: list and show events, records and deliveries; count."""
+"""Read-only operator commands: list and show events, records, deliveries and destinations;
+count."""
 
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -6,18 +7,32 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from receiver.model import Outcome
 from receiver.operators import views
-from receiver.operators.console import emit, json_option, parse_moment, run_with_store
+from receiver.operators.console import (
+    emit,
+    json_option,
+    load_settings,
+    parse_moment,
+    run_with_store,
+)
 from receiver.store.database import transaction
-from receiver.store.deliveries import DeliveryState
-from receiver.store.events import Outcome
+from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
-from receiver.store.queries import get_event, get_record, list_deliveries, list_events
+from receiver.store.health import collect_health
+from receiver.store.queries import (
+    DeliveryFilter,
+    get_event,
+    get_record,
+    list_deliveries,
+    list_events,
+)
 from receiver.store.stats import collect_stats
 
 T = TypeVar("T")
 OUTCOMES = click.Choice([outcome.value for outcome in Outcome])
 STATES = click.Choice([state.value for state in DeliveryState])
+LISTED_STATES = click.Choice([*(state.value for state in DeliveryState), ORPHANED])
 since_option = click.option("--since", help="ISO 8601 time, or a span back from now: 24h, 7d.")
 until_option = click.option("--until", help="ISO 8601 time, or a span back from now.")
 type_option = click.option("--type", "event_type", help="Event type, e.g. generation.failed.")
@@ -93,13 +108,20 @@ def deliveries() -> None:
 
 
 @deliveries.command("list")
-@click.option("--state", type=STATES)
+@click.option(
+    "--state", type=LISTED_STATES, help="orphaned: pending, to a destination no longer configured."
+)
+@click.option("--destination", help="Only deliveries to this destination.")
 @limit_option
 @cursor_option
 @json_option
-def deliveries_list(state: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+def deliveries_list(
+    state: str | None, destination: str | None, limit: int, cursor: str | None, as_json: bool
+) -> None:
     """List deliveries, newest first."""
-    page = read(lambda connection: list_deliveries(connection, state, limit, cursor))
+    which = DeliveryFilter(state=state, destination=destination)
+    configured = [d.name for d in load_settings().forwarding]
+    page = read(lambda connection: list_deliveries(connection, which, configured, limit, cursor))
     data: dict[str, Any] = {"deliveries": page.items, "next_cursor": page.next_cursor}
     emit(data, as_json, views.delivery_page)
 
@@ -108,6 +130,27 @@ def deliveries_list(state: str | None, limit: int, cursor: str | None, as_json: 
 @since_option
 @json_option
 def stats(since: str | None, as_json: bool) -> None:
-    """Events, deliveries, records, credits and failure codes, since a time or ever."""
+    """Events, deliveries (by destination), records, credits and failure codes, since a
+    time or ever."""
     moment = parse_moment(since, "--since")
-    emit(read(lambda connection: collect_stats(connection, moment)), as_json, views.stats)
+    configured = load_settings().forwarding
+    emit(
+        read(lambda connection: collect_stats(connection, configured, moment)),
+        as_json,
+        views.stats,
+    )
+
+
+@click.group()
+def destinations() -> None:
+    """Where events are forwarded."""
+
+
+@destinations.command("list")
+@json_option
+def destinations_list(as_json: bool) -> None:
+    """Each destination: URL, filters and health, with any the database still names that
+    are no longer configured (their pending deliveries orphaned)."""
+    configured = load_settings().forwarding
+    found = read(lambda connection: collect_health(connection, configured))
+    emit({"destinations": found}, as_json, views.destinations)

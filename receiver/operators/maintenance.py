@@ -7,6 +7,9 @@ from typing import Any
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from receiver.destinations import check_http_url
+from receiver.exceptions import RejectedRequestError
+from receiver.model import Outcome
 from receiver.operators import actions
 from receiver.operators.console import (
     emit,
@@ -18,8 +21,6 @@ from receiver.operators.console import (
     run_with_store,
 )
 from receiver.operators.inspection import STATES, since_option, type_option, until_option
-from receiver.settings import check_http_url
-from receiver.store.events import Outcome
 from receiver.store.filters import EventFilter
 from receiver.store.retention import count_prunable
 
@@ -41,7 +42,15 @@ async def _existing(engine: AsyncEngine, which: EventFilter) -> list[str]:
 @since_option
 @until_option
 @click.option("--delivery-state", type=STATES, help="State of the event's latest delivery.")
-@click.option("--to", "target_url", help="Deliver to this endpoint instead, this once.")
+@click.option(
+    "--destination",
+    help="Only to this destination (whatever its filters); default: each that wants the event.",
+)
+@click.option(
+    "--to",
+    "target_url",
+    help="Deliver to this endpoint instead, this once, signed as --destination.",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
 @json_option
 def replay(
@@ -50,13 +59,15 @@ def replay(
     since: str | None,
     until: str | None,
     delivery_state: str | None,
+    destination: str | None,
     target_url: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
     """Queue stored events for delivery again (same webhook-id), by ID or by filter.
 
-    A running `receiver serve` or `receiver worker` delivers them, signed as usual."""
+    A running `receiver serve` or `receiver worker` delivers them, signed as usual. With
+    --delivery-state and --destination, the state is that of the latest delivery there."""
     if bool(event_ids) == any(f is not None for f in (event_type, since, until, delivery_state)):
         raise click.UsageError(
             "give event IDs, or filters: --type, --since, --until, --delivery-state"
@@ -66,16 +77,17 @@ def replay(
             check_http_url(target_url)
         except ValueError as exc:
             raise click.UsageError(f"--to: {exc}") from exc
-    if load_settings().forward_url is None:
-        raise click.ClickException(
-            "forwarding is off: set RECEIVER_FORWARD_URL and run a forwarder"
-        )
+    try:
+        destinations = actions.replay_destinations(load_settings(), destination, target_url)
+    except RejectedRequestError as exc:
+        raise click.ClickException(str(exc)) from exc
     which = EventFilter(
         event_ids=event_ids or None,
         type=event_type,
         since=parse_moment(since, "--since"),
         until=parse_moment(until, "--until"),
         delivery_state=delivery_state,
+        destination=destination,
     )
 
     async def run(engine: AsyncEngine) -> dict[str, int]:
@@ -83,7 +95,8 @@ def replay(
         if dry_run:
             return {"would_replay": len(found)}
         with progress(len(found), "Replaying", quiet=as_json) as advance:
-            return {"replayed": await actions.replay(engine, found, WHO, target_url, advance)}
+            replayed = await actions.replay(engine, found, WHO, destinations, target_url, advance)
+            return {"replayed": replayed}
 
     result = run_with_store(run)
     if dry_run:

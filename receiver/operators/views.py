@@ -33,6 +33,7 @@ EVENT_COLUMNS = ("received_at", "id", "type", "outcome", "task_id", "quarantine_
 DELIVERY_COLUMNS = (
     "id",
     "event_id",
+    "destination",
     "state",
     "attempts",
     "last_status_code",
@@ -40,6 +41,21 @@ DELIVERY_COLUMNS = (
     "next_attempt_at",
 )
 ATTEMPT_COLUMNS = ("attempted_at", "status_code", "error_class", "duration_ms")
+DESTINATION_COUNTS = ("destination", "pending", "delivered", "dead", "orphaned")
+DESTINATION_KEYS = (
+    "url",
+    "event_types",
+    "outcomes",
+    "max_in_flight",
+    "pending",
+    "delivered",
+    "dead",
+    "orphaned",
+    "oldest_pending",
+    "last_success_at",
+    "last_failure_at",
+    "consecutive_failures",
+)
 
 
 def event_page(page: dict[str, Any]) -> str:
@@ -56,7 +72,8 @@ def event(shown: dict[str, Any]) -> str:
     parts = [details(shown, EVENT_KEYS), "", "Payload:", payload, ""]
     for delivery in shown["deliveries"]:
         parts.append(
-            f"Delivery {delivery['id']}: {delivery['state']}, {delivery['attempts']} attempts"
+            f"Delivery {delivery['id']} to {delivery['destination']}: {delivery['state']},"
+            f" {delivery['attempts']} attempts"
         )
         parts.append(table(delivery["attempt_log"], ATTEMPT_COLUMNS, "(no attempt yet)"))
     if not shown["deliveries"]:
@@ -82,6 +99,8 @@ def stats(numbers: dict[str, Any]) -> str:
                 + table([{key: k, "count": n} for k, n in by.items()], (key, "count"), "none")
                 for title, key, by in counts
             ),
+            "Deliveries by destination\n"
+            + table(numbers["destinations"], DESTINATION_COUNTS, "none"),
             "Credits\n"
             + table(numbers["credits"], ("model", "records", "reserved", "final"), "none"),
             "Failure codes\n" + table(numbers["failure_codes"], ("code", "count"), "none"),
@@ -89,6 +108,18 @@ def stats(numbers: dict[str, Any]) -> str:
             + (f"{oldest['created_at']} ({oldest['age_seconds']} s ago)" if oldest else "none"),
         ]
     )
+
+
+def destinations(listing: dict[str, Any]) -> str:
+    if not listing["destinations"]:
+        return "No destinations: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE."
+    parts = []
+    for entry in listing["destinations"]:
+        title = entry["destination"] + ("" if entry["configured"] else " (not configured)")
+        oldest = entry["oldest_pending"]
+        shown = {**entry, "oldest_pending": f"{oldest['age_seconds']} s ago" if oldest else None}
+        parts.append(f"{title}\n" + details(shown, DESTINATION_KEYS))
+    return "\n\n".join(parts)
 
 
 def _with_cursor(listing: str, cursor: str | None) -> str:

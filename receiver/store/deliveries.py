@@ -6,6 +6,7 @@ cannot both take a row: SQLite serialises writers, and on PostgreSQL the inner S
 FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from receiver.destinations import Destination
 from receiver.store import statements
 from receiver.store.filters import EventFilter, event_conditions
 from receiver.store.statements import Run
@@ -27,9 +29,14 @@ class DeliveryState(StrEnum):
     DEAD = "dead"
 
 
+# Not stored: how listings show a pending delivery whose destination is no longer configured.
+ORPHANED = "orphaned"
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedDelivery:
     id: int
+    destination: str
     event_id: str
     attempts_made: int
     target_url: str | None
@@ -39,6 +46,7 @@ class ClaimedDelivery:
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
     delivery_id: int
+    destination: str
     attempt: int
     attempted_at: datetime
     duration_ms: float
@@ -53,11 +61,22 @@ T = TypeVar("T")
 
 
 def claim_due_deliveries(
-    run: Run, dialect: Dialect, owner: str, limit: int, lease_seconds: float, now: datetime
+    run: Run,
+    dialect: Dialect,
+    owner: str,
+    destination: str,
+    limit: int,
+    lease_seconds: float,
+    now: datetime,
 ) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due deliveries to `owner`, oldest due first."""
+    """Lease up to `limit` due deliveries of `destination` to `owner`, oldest due first."""
     statement = statements.claim_deliveries(dialect, limit)
-    lease = {"owner": owner, "now": now, "lease_expires_at": now + timedelta(seconds=lease_seconds)}
+    lease = {
+        "destination": destination,
+        "owner": owner,
+        "now": now,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+    }
     rows = sorted(run(statement, statement.parameters([lease])), key=lambda row: (row[4], row[0]))
     bodies: dict[str, bytes] = {}
     for chunk in _chunks(sorted({row[1] for row in rows})):
@@ -66,14 +85,19 @@ def claim_due_deliveries(
         found = run(statement, statement.parameters(wanted))
         bodies.update((event_id, bytes(body)) for event_id, body in found)
     return [
-        ClaimedDelivery(delivery_id, event_id, attempts, target_url, bodies[event_id])
+        ClaimedDelivery(delivery_id, destination, event_id, attempts, target_url, bodies[event_id])
         for delivery_id, event_id, attempts, target_url, _ in rows
     ]
 
 
 def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[AttemptRecord]) -> None:
-    """Write each attempt, and move its delivery on if this owner still holds the lease."""
+    """Write each attempt, move its delivery on if this owner still holds the lease, and
+    fold the attempts into their destinations' health."""
     finished = {DeliveryState.DELIVERED, DeliveryState.DEAD}
+    if records:
+        health = _health_rows(records)
+        statement = statements.update_health(dialect, len(health))
+        run(statement, statement.parameters(health))
     for chunk in _chunks(records):
         statement = statements.insert_attempts(dialect, len(chunk))
         attempt_rows = [
@@ -105,6 +129,30 @@ def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[Attemp
         run(statement, statement.parameters(outcomes))
 
 
+def _health_rows(records: list[AttemptRecord]) -> list[dict[str, Any]]:
+    """One row per destination, in name order (so that concurrent forwarders lock the rows
+    in the same order): its last success and failure in `records`, and the failures after
+    that success (or all of them)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: r.attempted_at):
+        row = rows.setdefault(
+            record.destination,
+            {
+                "destination": record.destination,
+                "last_success_at": None,
+                "last_failure_at": None,
+                "consecutive_failures": 0,
+            },
+        )
+        if record.state is DeliveryState.DELIVERED:
+            row["last_success_at"] = record.attempted_at
+            row["consecutive_failures"] = 0
+        else:
+            row["last_failure_at"] = record.attempted_at
+            row["consecutive_failures"] += 1
+    return [rows[name] for name in sorted(rows)]
+
+
 def release_claims(run: Run, dialect: Dialect, owner: str, ids: list[int]) -> None:
     """Hand unsent claims back at once, so a graceful stop leaves nothing waiting on a lease."""
     for chunk in _chunks(ids):
@@ -128,19 +176,35 @@ def _chunks(items: list[T]) -> list[list[T]]:
 
 
 async def replay_events(
-    connection: AsyncConnection, which: EventFilter, now: datetime, target_url: str | None = None
+    connection: AsyncConnection,
+    which: EventFilter,
+    now: datetime,
+    destinations: Sequence[Destination],
+    target_url: str | None = None,
 ) -> int:
-    """Queue a new delivery of every matching event, to `target_url` if given; how many."""
-    selected = sa.select(
-        events.c.id,
-        sa.literal(DeliveryState.PENDING.value),
-        sa.literal(target_url, sa.Text),
-        sa.literal(now, deliveries.c.next_attempt_at.type),
-        sa.literal(now, deliveries.c.created_at.type),
-    ).where(*event_conditions(which))
-    result = await connection.execute(
-        sa.insert(deliveries).from_select(
-            ["event_id", "state", "target_url", "next_attempt_at", "created_at"], selected
+    """Queue a new delivery of every matching event to each of `destinations` whose filters
+    it passes (by its type and outcome as stored), to `target_url` instead of the
+    destination's URL if given; how many."""
+    queued = 0
+    for destination in destinations:
+        wanted = [*event_conditions(which)]
+        if destination.event_types is not None:
+            wanted.append(events.c.type.in_(sorted(destination.event_types)))
+        if destination.outcomes is not None:
+            wanted.append(events.c.outcome.in_(sorted(destination.outcomes)))
+        selected = sa.select(
+            events.c.id,
+            sa.literal(destination.name, sa.Text),
+            sa.literal(DeliveryState.PENDING.value),
+            sa.literal(target_url, sa.Text),
+            sa.literal(now, deliveries.c.next_attempt_at.type),
+            sa.literal(now, deliveries.c.created_at.type),
+        ).where(*wanted)
+        result = await connection.execute(
+            sa.insert(deliveries).from_select(
+                ["event_id", "destination", "state", "target_url", "next_attempt_at", "created_at"],
+                selected,
+            )
         )
-    )
-    return result.rowcount
+        queued += result.rowcount
+    return queued

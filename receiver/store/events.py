@@ -1,4 +1,5 @@
-"""Storing verified events: each one's row, its record update and its outbox row, together.
+"""Storing verified events: each one's row, its record update and its outbox rows (one per
+destination that wants it), together.
 
 The caller owns the transaction, so everything in a batch commits or nothing does, and
 hands in `run`, which sends prepared SQL to the database (see `receiver.store.statements`).
@@ -10,14 +11,14 @@ whole batch can run on the SQLite writer's thread in one hand-over; on an async 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
+from receiver.destinations import Destination
 from receiver.exceptions import NotFoundError
-from receiver.model import Event
+from receiver.model import Event, Outcome
 from receiver.store.deliveries import DeliveryState
 from receiver.store.statements import (
     Prepared,
@@ -30,15 +31,6 @@ from receiver.store.statements import (
 from receiver.store.tables import events
 
 
-class Outcome(StrEnum):
-    """What storing an event did, as kept in `events.outcome`."""
-
-    APPLIED = "applied"  # the record now reflects it
-    STALE = "stale"  # the record was already newer or terminal
-    IGNORED = "ignored"  # a type we do not apply to records
-    QUARANTINED = "quarantined"  # authentic, but a shape we do not understand
-
-
 @dataclass(frozen=True, slots=True)
 class Submission:
     event: Event
@@ -48,10 +40,11 @@ class Submission:
 
 
 def store_events(
-    run: Run, dialect: Dialect, batch: Sequence[Submission], forward: bool
+    run: Run, dialect: Dialect, batch: Sequence[Submission], destinations: Sequence[Destination]
 ) -> list[Outcome | None]:
-    """Store each submission, with an outbox row if `forward`; None marks a duplicate
-    (of a stored event, or of one earlier in the batch)."""
+    """Store each submission, with an outbox row for each of `destinations` that wants it
+    (by its type and final outcome); None marks a duplicate (of a stored event, or of one
+    earlier in the batch)."""
     firsts: dict[str, Submission] = {}
     for submission in batch:
         firsts.setdefault(submission.event.event_id, submission)
@@ -63,21 +56,29 @@ def store_events(
     if stale:
         statement = mark_stale(dialect, len(stale))
         run(statement, statement.parameters([{"id": event_id} for event_id in stale]))
-    if forward and inserted:
-        statement = insert_deliveries(dialect, len(inserted))
-        run(statement, statement.parameters([_delivery_row(s) for s in inserted]))
+    outbox = [
+        _delivery_row(s, destination.name)
+        for s in inserted
+        for destination in destinations
+        if destination.wants(s.event.type, _final_outcome(s.event, stale))
+    ]
+    if outbox:
+        statement = insert_deliveries(dialect, len(outbox))
+        run(statement, statement.parameters(outbox))
     outcomes: list[Outcome | None] = []
     counted: set[str] = set()
     for submission in batch:
         event_id = submission.event.event_id
         if event_id not in stored or event_id in counted:
             outcomes.append(None)
-        elif event_id in stale:
-            outcomes.append(Outcome.STALE)
         else:
-            outcomes.append(_outcome_before_applying(submission.event))
+            outcomes.append(_final_outcome(submission.event, stale))
         counted.add(event_id)
     return outcomes
+
+
+def _final_outcome(event: Event, stale: set[str]) -> Outcome:
+    return Outcome.STALE if event.event_id in stale else _outcome_before_applying(event)
 
 
 def reprocess_event(
@@ -172,9 +173,10 @@ def _record_row(submission: Submission) -> dict[str, Any]:
     }
 
 
-def _delivery_row(submission: Submission) -> dict[str, Any]:
+def _delivery_row(submission: Submission, destination: str) -> dict[str, Any]:
     return {
         "event_id": submission.event.event_id,
+        "destination": destination,
         "state": DeliveryState.PENDING.value,
         "next_attempt_at": submission.received_at,
         "created_at": submission.received_at,

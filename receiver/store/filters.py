@@ -16,7 +16,8 @@ class EventFilter:
     since: datetime | None = None  # on received_at, inclusive
     until: datetime | None = None  # on received_at, exclusive
     outcome: str | None = None
-    delivery_state: str | None = None  # of the event's latest delivery
+    delivery_state: str | None = None  # of the event's latest delivery (to `destination`)
+    destination: str | None = None
 
 
 def event_conditions(which: EventFilter) -> list[Any]:
@@ -32,9 +33,10 @@ def event_conditions(which: EventFilter) -> list[Any]:
     if which.outcome is not None:
         conditions.append(events.c.outcome == which.outcome)
     if which.delivery_state is not None:
+        to = [deliveries.c.destination == which.destination] if which.destination else []
         latest = (
             sa.select(deliveries.c.state)
-            .where(deliveries.c.event_id == events.c.id)
+            .where(deliveries.c.event_id == events.c.id, *to)
             .order_by(deliveries.c.id.desc())
             .limit(1)
             .scalar_subquery()

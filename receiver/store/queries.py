@@ -1,6 +1,7 @@
 """Reading what was stored, for operators. Rows come back as JSON-ready dicts."""
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.exceptions import InvalidRequestError, NotFoundError
+from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter, event_conditions
 from receiver.store.tables import attempts, deliveries, events, records
 
@@ -58,6 +60,7 @@ EVENT_COLUMNS = (
 DELIVERY_COLUMNS = (
     deliveries.c.id,
     deliveries.c.event_id,
+    deliveries.c.destination,
     deliveries.c.state,
     # Whether a replay sent it elsewhere; the URL itself may hold credentials.
     deliveries.c.target_url.is_not(None).label("redirected"),
@@ -99,17 +102,43 @@ async def list_events(
     return Page([_jsonable(row) for row in rows], next_cursor)
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    state: str | None = None  # a DeliveryState, or ORPHANED
+    destination: str | None = None
+
+
 async def list_deliveries(
-    connection: AsyncConnection, state: str | None, limit: int, cursor: str | None = None
+    connection: AsyncConnection,
+    which: DeliveryFilter,
+    configured: Sequence[str],
+    limit: int,
+    cursor: str | None = None,
 ) -> Page:
-    """Newest first; `cursor` continues from the previous page's end."""
+    """Newest first; `cursor` continues from the previous page's end. A pending delivery
+    of a destination not in `configured` is listed, and selected, as orphaned."""
     query = sa.select(*DELIVERY_COLUMNS).order_by(deliveries.c.id.desc()).limit(limit)
-    if state is not None:
-        query = query.where(deliveries.c.state == state)
+    configured = sorted(configured)
+    if which.state == ORPHANED:
+        query = query.where(
+            deliveries.c.state == DeliveryState.PENDING.value,
+            deliveries.c.destination.not_in(configured),
+        )
+    elif which.state == DeliveryState.PENDING:
+        query = query.where(
+            deliveries.c.state == which.state, deliveries.c.destination.in_(configured)
+        )
+    elif which.state is not None:
+        query = query.where(deliveries.c.state == which.state)
+    if which.destination is not None:
+        query = query.where(deliveries.c.destination == which.destination)
     if cursor is not None:
         (before_id,) = _decode_cursor(cursor, 1)
         query = query.where(deliveries.c.id < int(before_id))
     rows = [_jsonable(row._asdict()) for row in await connection.execute(query)]
+    for row in rows:
+        if row["state"] == DeliveryState.PENDING and row["destination"] not in configured:
+            row["state"] = ORPHANED
     next_cursor = _encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
     return Page(rows, next_cursor)
 

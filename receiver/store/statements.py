@@ -17,12 +17,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from receiver.model import TERMINAL_STATUSES
-from receiver.store.tables import attempts, deliveries, events, records
+from receiver.store.tables import attempts, deliveries, destination_health, events, records
 
 EVENT_COLUMNS = tuple(column.name for column in events.c)
 RECORD_COLUMNS = tuple(column.name for column in records.c)
-DELIVERY_COLUMNS = ("event_id", "state", "next_attempt_at", "created_at")
+DELIVERY_COLUMNS = ("event_id", "destination", "state", "next_attempt_at", "created_at")
 ATTEMPT_COLUMNS = ("delivery_id", "attempted_at", "duration_ms", "status_code", "error_class")
+HEALTH_COLUMNS = tuple(column.name for column in destination_health.c)
 # What a finished attempt sets on its delivery; next_attempt_at is kept when given none.
 OUTCOME_COLUMNS = ("state", "attempts", "finished_at", "last_status_code", "last_error")
 
@@ -66,8 +67,9 @@ def insert_deliveries(dialect: Dialect, rows: int) -> Prepared:
 
 
 def claim_deliveries(dialect: Dialect, limit: int) -> Prepared:
-    """Lease up to `limit` due deliveries to `owner`. Parameters (one row): owner, now,
-    lease_expires_at. Returns id, event_id, attempts, target_url, next_attempt_at."""
+    """Lease up to `limit` due deliveries of one destination to `owner`. Parameters (one
+    row): destination, owner, now, lease_expires_at. Returns id, event_id, attempts,
+    target_url, next_attempt_at."""
     return _prepared(dialect, "claim_deliveries", limit)
 
 
@@ -84,6 +86,12 @@ def record_outcomes(dialect: Dialect, rows: int) -> Prepared:
     """Move each delivery on by its attempt's outcome (id, the OUTCOME_COLUMNS and
     next_attempt_at a row), if `owner` still holds its lease; the lease ends."""
     return _prepared(dialect, "record_outcomes", rows)
+
+
+def update_health(dialect: Dialect, rows: int) -> Prepared:
+    """Fold each destination's latest attempts into its health (HEALTH_COLUMNS a row, with
+    the failures since the row's own success, or all of them if it has none)."""
+    return _prepared(dialect, "update_health", rows)
 
 
 def release_claims(dialect: Dialect, rows: int) -> Prepared:
@@ -157,6 +165,7 @@ def _claim_deliveries(_: Any, limit: int) -> Any:
     due = (
         sa.select(deliveries.c.id)
         .where(
+            deliveries.c.destination == sa.bindparam("destination__0", type_=sa.Text),
             deliveries.c.state == sa.literal_column("'pending'"),
             unleased,
             deliveries.c.next_attempt_at <= now,
@@ -227,6 +236,27 @@ def _record_outcomes(_: Any, rows: int) -> Any:
     )
 
 
+def _update_health(dialect: Any, rows: int) -> Any:
+    upsert = dialect.insert(destination_health).values(
+        _values(destination_health, HEALTH_COLUMNS, rows)
+    )
+    health, new = destination_health.c, upsert.excluded
+    return upsert.on_conflict_do_update(
+        index_elements=[health.destination],
+        set_={
+            "last_success_at": sa.func.coalesce(new.last_success_at, health.last_success_at),
+            "last_failure_at": sa.func.coalesce(new.last_failure_at, health.last_failure_at),
+            "consecutive_failures": sa.case(
+                (
+                    new.last_success_at.is_(None),
+                    health.consecutive_failures + new.consecutive_failures,
+                ),
+                else_=new.consecutive_failures,
+            ),
+        },
+    )
+
+
 def _release_claims(_: Any, rows: int) -> Any:
     ids = _ids(deliveries.c.id, rows)
     return (
@@ -256,5 +286,6 @@ _BUILDERS: dict[str, Callable[[Any, int], Any]] = {
     "select_bodies": _select_bodies,
     "insert_attempts": _insert_attempts,
     "record_outcomes": _record_outcomes,
+    "update_health": _update_health,
     "release_claims": _release_claims,
 }

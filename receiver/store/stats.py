@@ -1,19 +1,24 @@
 """The numbers operators ask for: what arrived, what was forwarded, what it cost."""
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.store.deliveries import DeliveryState
-from receiver.store.tables import deliveries, events, records
+from receiver.destinations import Destination
+from receiver.store.health import COUNTED, collect_health
+from receiver.store.tables import events, records
 
 
-async def collect_stats(connection: AsyncConnection, since: datetime | None) -> dict[str, Any]:
+async def collect_stats(
+    connection: AsyncConnection, configured: Sequence[Destination], since: datetime | None
+) -> dict[str, Any]:
     """Events and deliveries since `since` (by when they arrived or were queued), records
     by when they last changed; the oldest pending delivery regardless of `since`. Missing
-    values sort first on every backend (SQLite and PostgreSQL differ by default)."""
+    values sort first on every backend (SQLite and PostgreSQL differ by default).
+    `configured`: the destinations, for telling pending from orphaned."""
     event_rows = await connection.execute(
         sa.select(events.c.type, events.c.outcome, sa.func.count())
         .where(*_after(events.c.received_at, since))
@@ -26,11 +31,12 @@ async def collect_stats(connection: AsyncConnection, since: datetime | None) -> 
         .group_by(records.c.error_code)
         .order_by(sa.func.count().desc(), records.c.error_code.nulls_first())
     )
-    totals = await collect_totals(connection, since)
+    totals = await collect_totals(connection, configured, since)
     return {
         "since": since.isoformat() if since else None,
         "events": [{"type": t, "outcome": o, "count": n} for t, o, n in event_rows],
         "deliveries": totals["deliveries"],
+        "destinations": totals["destinations"],
         "records": totals["records"],
         "credits": totals["credits"],
         "failure_codes": [{"code": code, "count": n} for code, n in failure_rows],
@@ -39,15 +45,12 @@ async def collect_stats(connection: AsyncConnection, since: datetime | None) -> 
 
 
 async def collect_totals(
-    connection: AsyncConnection, since: datetime | None = None
+    connection: AsyncConnection, configured: Sequence[Destination], since: datetime | None = None
 ) -> dict[str, Any]:
-    """Deliveries by state, records by status, credits by model, and the oldest pending
-    delivery: what /metrics reports, without the scans of events it does not need."""
-    delivery_rows = await connection.execute(
-        sa.select(deliveries.c.state, sa.func.count())
-        .where(*_after(deliveries.c.created_at, since))
-        .group_by(deliveries.c.state)
-    )
+    """Deliveries by state (in all and by destination), records by status, credits by model,
+    and the oldest pending delivery: what /metrics reports, without the scans of events it
+    does not need."""
+    destinations = await collect_health(connection, configured, since)
     record_rows = await connection.execute(
         sa.select(records.c.status, sa.func.count())
         .where(*_after(records.c.changed_at, since))
@@ -64,32 +67,22 @@ async def collect_totals(
         .group_by(records.c.model)
         .order_by(records.c.model.nulls_first())
     )
-    oldest_pending = await connection.scalar(
-        sa.select(sa.func.min(deliveries.c.created_at)).where(
-            deliveries.c.state == DeliveryState.PENDING
-        )
-    )
+    oldest = [entry["oldest_pending"] for entry in destinations if entry["oldest_pending"]]
     return {
-        "deliveries": dict(delivery_rows.all()),
+        "deliveries": {
+            state: total
+            for state in COUNTED
+            if (total := sum(entry[state] for entry in destinations))
+        },
+        "destinations": destinations,
         "records": dict(record_rows.all()),
         "credits": [
             {"model": model, "records": n, "reserved": int(reserved), "final": int(final)}
             for model, n, reserved, final in credit_rows
         ],
-        "oldest_pending_delivery": _oldest(oldest_pending),
+        "oldest_pending_delivery": min(oldest, key=lambda o: o["created_at"], default=None),
     }
 
 
 def _after(column: Any, since: datetime | None) -> list[Any]:
     return [column >= since] if since is not None else []
-
-
-def _oldest(created_at: datetime | str | None) -> dict[str, Any] | None:
-    if created_at is None:
-        return None
-    # An aggregate skips the column's type: SQLite hands back its stored text.
-    if isinstance(created_at, str):
-        created_at = datetime.fromisoformat(created_at)
-    created_at = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at
-    age = (datetime.now(UTC) - created_at).total_seconds()
-    return {"created_at": created_at.isoformat(), "age_seconds": round(age, 1)}

@@ -2,8 +2,9 @@
 
 events      every authentic delivery, raw body byte for byte; `id` is the dedup key
 records     one row per Rivya generation (task ID): the product's view of it
-deliveries  the outbox: one row per forward of an event to the downstream
+deliveries  the outbox: one row per forward of an event to one destination
 attempts    one row per HTTP attempt of a delivery
+destination_health  per destination: when it last took or refused an attempt
 """
 
 from collections.abc import Callable
@@ -99,8 +100,10 @@ deliveries = sa.Table(
     metadata,
     sa.Column("id", BigID, primary_key=True, autoincrement=True),
     sa.Column("event_id", sa.Text, sa.ForeignKey("events.id"), nullable=False, index=True),
+    # A name from the configuration; one no longer configured leaves its rows orphaned.
+    sa.Column("destination", sa.Text, nullable=False),
     sa.Column("state", sa.Text, nullable=False),
-    # A replay to another endpoint names it here; NULL means the configured downstream.
+    # A replay to another endpoint names it here; NULL means the destination's URL.
     sa.Column("target_url", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
@@ -111,6 +114,10 @@ deliveries = sa.Table(
     sa.Column("last_status_code", sa.Integer),
     sa.Column("last_error", sa.Text),
     sa.Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    # Claims are taken per destination, in order of when they come due.
+    sa.Index(
+        "ix_deliveries_destination_state_next_attempt_at", "destination", "state", "next_attempt_at"
+    ),
 )
 
 attempts = sa.Table(
@@ -122,4 +129,14 @@ attempts = sa.Table(
     sa.Column("duration_ms", sa.Float, nullable=False),
     sa.Column("status_code", sa.Integer),
     sa.Column("error_class", sa.Text),
+)
+
+destination_health = sa.Table(
+    "destination_health",
+    metadata,
+    sa.Column("destination", sa.Text, primary_key=True),
+    sa.Column("last_success_at", UTCDateTime),
+    sa.Column("last_failure_at", UTCDateTime),
+    # Failed attempts since the last one that succeeded.
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
 )

@@ -13,15 +13,17 @@ retried one per transaction, so one event that cannot be stored does not sink th
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from receiver.destinations import Destination
 from receiver.exceptions import StoreUnavailableError
 from receiver.logs import log
+from receiver.model import Outcome
 from receiver.store.connections import WriteConnection, open_write_connection
-from receiver.store.events import Outcome, Submission, store_events
+from receiver.store.events import Submission, store_events
 
 # The database could not take the write: nothing about the events themselves.
 UNAVAILABLE = (OperationalError, sqlite3.OperationalError, OSError)
@@ -34,19 +36,20 @@ class EventWriter:
     def __init__(
         self,
         engine: AsyncEngine,
-        forward: bool,
+        destinations: Sequence[Destination],
         on_stored: Callable[[], None] | None = None,
         busy_timeout_seconds: float = 5.0,
         max_batch: int = 256,
         observe: Callable[[int, float], None] | None = None,
     ) -> None:
-        """`forward`: write an outbox row per new event; `on_stored`: called after a commit
+        """`destinations`: where new events are forwarded (an outbox row for each that
+        wants the event); `on_stored`: called after a commit
         that stored something new (the in-process forwarder's wake-up); `observe`: called
         with each committed batch's size and its transaction's duration in seconds."""
         self._engine = engine
         self._observe = observe
         self._busy_timeout_seconds = busy_timeout_seconds
-        self._forward = forward
+        self._destinations = destinations
         self._on_stored = on_stored
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -93,7 +96,7 @@ class EventWriter:
         started = time.perf_counter()
         try:
             outcomes = await connection.transact(
-                lambda run, dialect: store_events(run, dialect, submissions, self._forward)
+                lambda run, dialect: store_events(run, dialect, submissions, self._destinations)
             )
         except UNAVAILABLE as exc:
             _fail(batch, exc)

@@ -18,10 +18,11 @@ from receiver.ingest.envelope import parse_event
 from receiver.model import TERMINAL_STATUSES, Event
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
 from receiver.store.database import create_engine, sqlite_path, upgrade_schema
-from receiver.store.events import Outcome, Submission, store_events
+from receiver.model import Outcome
+from receiver.store.events import Submission, store_events
 from receiver.store.statements import Run
 from receiver.store.tables import records
-from tests.helpers import make_event
+from tests.helpers import destination, make_event
 
 T0 = datetime(2026, 5, 10, tzinfo=UTC)
 
@@ -103,7 +104,7 @@ async def store_all(
         for batch in batches:
 
             def work(run: Run, dialect: Dialect, batch: list[Submission] = batch) -> list[Any]:
-                return store_events(run, dialect, batch, forward=True)
+                return store_events(run, dialect, batch, destinations=[destination()])
 
             outcomes += await connection.transact(work)
         async with engine.connect() as reader:

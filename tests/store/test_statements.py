@@ -21,6 +21,7 @@ BUILDERS = [
     statements.upsert_records,
     statements.mark_stale,
     statements.insert_deliveries,
+    statements.update_health,
 ]
 
 
@@ -40,9 +41,16 @@ def test_every_statement_compiles_positionally_for_each_backend(
 def test_values_are_converted_by_the_column_types() -> None:
     prepared = statements.insert_deliveries(SQLITE, 1)
     moment = datetime(2026, 5, 10, 12, 0, 1, 5, tzinfo=UTC)
-    row = {"event_id": "evt", "state": "pending", "next_attempt_at": moment, "created_at": moment}
+    row = {
+        "event_id": "evt",
+        "destination": "billing",
+        "state": "pending",
+        "next_attempt_at": moment,
+        "created_at": moment,
+    }
     assert prepared.parameters([row]) == (
         "evt",
+        "billing",
         "pending",
         "2026-05-10 12:00:01.000005",
         "2026-05-10 12:00:01.000005",

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from receiver.exceptions import StoreUnavailableError
 from receiver.ingest.envelope import parse_event
 from receiver.store.database import create_engine, upgrade_schema
-from receiver.store.events import Outcome, Submission
+from receiver.model import Outcome
+from receiver.store.events import Submission
 from receiver.store.tables import events, records
 from receiver.store.writer import EventWriter
-from tests.helpers import make_event
+from tests.helpers import destination, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +38,7 @@ def submission(event: dict[str, object]) -> Submission:
 async def test_concurrent_events_share_commits(engine: AsyncEngine) -> None:
     batches: list[int] = []
     async with EventWriter(
-        engine, forward=True, observe=lambda size, _: batches.append(size)
+        engine, destinations=[destination()], observe=lambda size, _: batches.append(size)
     ) as writer:
         outcomes = await asyncio.gather(
             *(writer.submit(submission(make_event())) for _ in range(200))
@@ -55,7 +56,7 @@ async def test_one_unstorable_event_does_not_sink_its_batch(engine: AsyncEngine)
     # A naive timestamp cannot be bound: the failure is this event's own, not the database's.
     bad = Submission(bad.event, bad.msg_id, bad.body, datetime.now())  # noqa: DTZ005
 
-    async with EventWriter(engine, forward=True) as writer:
+    async with EventWriter(engine, destinations=[destination()]) as writer:
         results = await asyncio.gather(
             *(writer.submit(item) for item in [*good[:3], bad, *good[3:]]), return_exceptions=True
         )
@@ -66,14 +67,14 @@ async def test_one_unstorable_event_does_not_sink_its_batch(engine: AsyncEngine)
 
 
 async def test_submissions_after_close_are_refused(engine: AsyncEngine) -> None:
-    async with EventWriter(engine, forward=True) as writer:
+    async with EventWriter(engine, destinations=[destination()]) as writer:
         pass
     with pytest.raises(StoreUnavailableError):
         await writer.submit(submission(make_event()))
 
 
 async def test_queued_events_are_written_before_close_returns(engine: AsyncEngine) -> None:
-    async with EventWriter(engine, forward=True) as writer:
+    async with EventWriter(engine, destinations=[destination()]) as writer:
         pending = [
             asyncio.ensure_future(writer.submit(submission(make_event()))) for _ in range(50)
         ]
@@ -85,7 +86,7 @@ async def test_non_terminal_record_takes_newer_events_only(engine: AsyncEngine) 
     """The ordering rule by Rivya's updated_at, for records not yet terminal."""
     t0 = datetime(2026, 5, 10, tzinfo=UTC)
     seed = make_event(task_id="task_running", updated_at=t0)
-    async with EventWriter(engine, forward=True) as writer:
+    async with EventWriter(engine, destinations=[destination()]) as writer:
         await writer.submit(submission(seed))
         async with engine.begin() as connection:
             await connection.execute(

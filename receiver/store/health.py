@@ -1,0 +1,89 @@
+"""Each destination's health, for operators and /metrics: its deliveries by state, the age
+of its oldest pending one, and its last success, last failure and failures since.
+
+A pending delivery whose destination is not configured here is counted `orphaned`, not
+`pending`: nothing will send it until the destination is back, and it is not a backlog that
+a forwarder is falling behind on.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from receiver.destinations import Destination, shown_url
+from receiver.store.deliveries import ORPHANED, DeliveryState
+from receiver.store.tables import deliveries, destination_health
+
+COUNTED = (*(state.value for state in DeliveryState), ORPHANED)
+
+
+async def collect_health(
+    connection: AsyncConnection, destinations: Sequence[Destination], since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """One entry per destination, the configured ones first (in their order, with their URL
+    stripped of credentials, and their filters), then any that only the database still
+    names. Counts are of deliveries queued since `since`, if given; the oldest pending
+    delivery is regardless of it."""
+    configured = [destination.name for destination in destinations]
+    counts = await connection.execute(
+        sa.select(deliveries.c.destination, deliveries.c.state, sa.func.count())
+        .where(*([deliveries.c.created_at >= since] if since is not None else []))
+        .group_by(deliveries.c.destination, deliveries.c.state)
+    )
+    oldest = await connection.execute(
+        sa.select(deliveries.c.destination, sa.func.min(deliveries.c.created_at))
+        .where(deliveries.c.state == DeliveryState.PENDING.value)
+        .group_by(deliveries.c.destination)
+    )
+    health = await connection.execute(sa.select(destination_health))
+    entries = {d.name: _entry(d.name, d) for d in destinations}
+    for name, state, count in counts:
+        entry = entries.setdefault(name, _entry(name, None))
+        if state == DeliveryState.PENDING and not entry["configured"]:
+            state = ORPHANED
+        entry[state] = entry.get(state, 0) + count
+    for name, created_at in oldest:
+        if name in configured:
+            entries[name]["oldest_pending"] = oldest_pending(created_at)
+    for row in health:
+        entry = entries.setdefault(row.destination, _entry(row.destination, None))
+        entry["last_success_at"] = _iso(row.last_success_at)
+        entry["last_failure_at"] = _iso(row.last_failure_at)
+        entry["consecutive_failures"] = row.consecutive_failures
+    known = [entries.pop(name) for name in configured]
+    return known + [entries[name] for name in sorted(entries)]
+
+
+def oldest_pending(created_at: datetime | str | None) -> dict[str, Any] | None:
+    """When the oldest pending delivery was queued, and how long ago."""
+    if created_at is None:
+        return None
+    # An aggregate skips the column's type: SQLite hands back its stored text.
+    if isinstance(created_at, str):
+        created_at = datetime.fromisoformat(created_at)
+    created_at = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at
+    age = (datetime.now(UTC) - created_at).total_seconds()
+    return {"created_at": created_at.isoformat(), "age_seconds": round(age, 1)}
+
+
+def _entry(name: str, configured: Destination | None) -> dict[str, Any]:
+    return {
+        "destination": name,
+        "configured": configured is not None,
+        "url": shown_url(configured.url) if configured else None,
+        "event_types": sorted(configured.event_types or ()) or None if configured else None,
+        "outcomes": sorted(configured.outcomes or ()) or None if configured else None,
+        "max_in_flight": configured.max_in_flight if configured else None,
+        **dict.fromkeys(COUNTED, 0),
+        "oldest_pending": None,
+        "last_success_at": None,
+        "last_failure_at": None,
+        "consecutive_failures": 0,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
