@@ -49,6 +49,23 @@ def destination(
     )
 
 
+def write_destinations(path: Path, *tables: dict[str, Any], mode: int = 0o600) -> str:
+    """A RECEIVER_DESTINATIONS_FILE of these `[[destinations]]` tables; its path."""
+    lines = []
+    for table in tables:
+        lines.append("[[destinations]]")
+        lines += [f"{key} = {_toml(value)}" for key, value in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(mode)
+    return str(path)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return str(value) if isinstance(value, int) else orjson.dumps(value).decode()
+
+
 def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

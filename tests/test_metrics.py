@@ -82,8 +82,9 @@ def test_oldest_pending_delivery_ages_while_the_downstream_is_down(
 
     wait_until(lambda: age() >= 1.0, timeout=10)
     metrics = scrape(process.url)
-    assert metrics[("receiver_pending_deliveries", ())] == 1
-    assert metrics[("receiver_delivery_attempts_total", (("result", "connection_error"),))] >= 1
+    assert metrics[("receiver_pending_deliveries", (("destination", "default"),))] == 1
+    refused = (("destination", "default"), ("result", "connection_error"))
+    assert metrics[("receiver_delivery_attempts_total", refused)] >= 1
 
 
 def test_private_metrics_need_the_admin_token(

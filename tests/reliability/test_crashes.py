@@ -1,12 +1,20 @@
 """Crashes and stops under load: every event that got a 2xx is on disk afterwards and
-reaches the downstream at least once."""
+reaches each destination at least once."""
 
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.conftest import Rivya
 from tests.databases import stored_event_ids
-from tests.helpers import Downstream, Load, ReceiverProcess, wait_until
+from tests.helpers import (
+    Downstream,
+    Load,
+    ReceiverProcess,
+    new_secret,
+    wait_until,
+    write_destinations,
+)
 from tests.reliability.conftest import Figures
 
 KILL_ROUNDS = 5
@@ -17,9 +25,14 @@ def test_kill_9_under_load_loses_no_acknowledged_event(
     own_downstream: Callable[..., Downstream],
     rivya: Rivya,
     figures: Figures,
+    tmp_path: Path,
 ) -> None:
-    downstream = own_downstream()
-    process = start_server(forward_url=downstream.url)
+    downstream, mirror = own_downstream(), own_downstream()
+    secret = new_secret()
+    rivya.sensitive.add(secret)
+    table = {"name": "mirror", "url": mirror.url, "signing_secrets": secret}
+    destinations = write_destinations(tmp_path / "destinations.toml", table)
+    process = start_server(forward_url=downstream.url, destinations_file=destinations)
     acknowledged: list[str] = []
     for round_ in range(KILL_ROUNDS):
         # A different moment in each round: after 40, 80, ... acknowledgements.
@@ -41,12 +54,14 @@ def test_kill_9_under_load_loses_no_acknowledged_event(
         figures.add("kill -9 under load", lost=len(missing))
         assert missing == set(), f"round {round_ + 1}: acknowledged but not stored"
 
-    wait_until(
-        lambda: set(acknowledged) <= set(downstream.ids()),
-        timeout=60,
-        what=lambda: f"{len(set(acknowledged) - set(downstream.ids()))} still undelivered",
-    )
-    figures.add("kill -9 under load", not_forwarded=len(set(acknowledged) - set(downstream.ids())))
+    for sink in (downstream, mirror):
+        wait_until(
+            lambda: set(acknowledged) <= set(sink.ids()),  # noqa: B023 - used in this round only
+            timeout=60,
+            what=lambda: f"{len(set(acknowledged) - set(sink.ids()))} still undelivered",  # noqa: B023
+        )
+        unsent = len(set(acknowledged) - set(sink.ids()))
+        figures.add("kill -9 under load", not_forwarded=unsent)
 
 
 def test_sigterm_under_load_answers_2xx_only_for_what_it_stored(

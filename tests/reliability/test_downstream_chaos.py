@@ -1,15 +1,26 @@
 """A downstream that misbehaves in every way we know of, on each attempt by a seeded draw:
 no event is lost, none is sent more than the retry schedule allows, and none is delivered
-twice unless the downstream took longer than our timeout to say yes."""
+twice unless the downstream took longer than our timeout to say yes. Two destinations, each
+with chaos of its own, are held to this each."""
 
 import random
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.conftest import Rivya
-from tests.helpers import RESET, Downstream, Received, ReceiverProcess, make_event, wait_until
+from tests.helpers import (
+    RESET,
+    Downstream,
+    Received,
+    ReceiverProcess,
+    make_event,
+    new_secret,
+    wait_until,
+    write_destinations,
+)
 from tests.reliability.conftest import Figures
 
 EVENTS = 200
@@ -66,11 +77,21 @@ def test_downstream_chaos_loses_nothing_and_retries_within_bounds(
     own_downstream: Callable[..., Downstream],
     rivya: Rivya,
     figures: Figures,
+    tmp_path: Path,
 ) -> None:
-    chaos = Chaos(seed=20261122)
-    downstream = own_downstream(chaos.respond)
+    chaos = {"default": Chaos(seed=20261122), "mirror": Chaos(seed=20261123)}
+    sinks = {name: own_downstream(each.respond) for name, each in chaos.items()}
+    secret = new_secret()
+    rivya.sensitive.add(secret)
+    mirror = {
+        "name": "mirror",
+        "url": sinks["mirror"].url,
+        "signing_secrets": secret,
+        "max_in_flight": 16,
+    }
     process = start_server(
-        forward_url=downstream.url,
+        forward_url=sinks["default"].url,
+        destinations_file=write_destinations(tmp_path / "destinations.toml", mirror),
         forward_timeout_seconds=str(TIMEOUT_SECONDS),
         forward_retry_schedule=RETRY_SCHEDULE,
         forward_lease_seconds="5",
@@ -85,10 +106,25 @@ def test_downstream_chaos_loses_nothing_and_retries_within_bounds(
         what="every delivery to end",
     )
 
+    for name in chaos:
+        _check(name, chaos[name], sinks[name], sender, [event["id"] for event in events], figures)
+
+
+def _check(
+    name: str,
+    chaos: Chaos,
+    downstream: Downstream,
+    sender: Rivya,
+    event_ids: list[str],
+    figures: Figures,
+) -> None:
     states: Counter[str] = Counter()
-    for event in events:
-        event_id = event["id"]
-        (delivery,) = sender.admin(f"/events/{event_id}").json()["deliveries"]
+    for event_id in event_ids:
+        (delivery,) = [
+            delivery
+            for delivery in sender.admin(f"/events/{event_id}").json()["deliveries"]
+            if delivery["destination"] == name
+        ]
         answers = chaos.answers[event_id]
         received = downstream.of(event_id)
         states[delivery["state"]] += 1
@@ -119,6 +155,7 @@ def test_downstream_chaos_loses_nothing_and_retries_within_bounds(
     figures.add(
         "downstream chaos",
         runs=1,
+        destinations=1,
         events=EVENTS,
         requests=chaos.requests,
         delivered=states["delivered"],

@@ -1,6 +1,7 @@
 """Migrations build exactly the schema the code declares, and can be walked back."""
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -43,4 +44,47 @@ def test_schema_is_current_at_our_head_or_past_it_never_behind(tmp_path: Path) -
         # A later release's migration, unknown to this code, has run: still usable.
         connection.execute(sa.text("UPDATE alembic_version SET version_num = 'from_the_future'"))
         assert _is_current(connection)
+    engine.dispose()
+
+
+def test_deliveries_of_the_previous_version_become_the_default_destinations(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """0005 on a database the previous version filled, and back: a downgrade keeps the
+    default destination's deliveries and drops the others' (it knows one downstream)."""
+    engine = sa.create_engine(sync_url(new_database(tmp_path)))
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+        connection.execute(
+            sa.text(
+                "INSERT INTO events (id, webhook_id, received_at, outcome, body)"
+                " VALUES ('evt_1', 'evt_1', :now, 'applied', :body)"
+            ),
+            {"now": now, "body": b"{}"},
+        )
+        insert = sa.text(
+            "INSERT INTO deliveries (event_id, state, attempts, next_attempt_at, created_at)"
+            " VALUES ('evt_1', :state, 1, :now, :now)"
+        )
+        connection.execute(insert, {"state": "pending", "now": now})
+        connection.execute(insert, {"state": "delivered", "now": now})
+        command.upgrade(config, "head")
+        rows = connection.execute(sa.text("SELECT destination, state FROM deliveries ORDER BY id"))
+        assert rows.all() == [("default", "pending"), ("default", "delivered")]
+        connection.execute(
+            sa.text(
+                "INSERT INTO deliveries (event_id, destination, state, attempts,"
+                " next_attempt_at, created_at)"
+                " VALUES ('evt_1', 'billing', 'pending', 0, :now, :now)"
+            ),
+            {"now": now},
+        )
+        command.downgrade(config, "0004")
+        assert connection.execute(sa.text("SELECT count(*) FROM deliveries")).scalar() == 2
+        assert "destination_health" not in sa.inspect(connection).get_table_names()
+        command.upgrade(config, "head")
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     engine.dispose()

@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Dialect
 
 from receiver.ingest.envelope import parse_event
-from receiver.model import TERMINAL_STATUSES, Event
+from receiver.model import TERMINAL_STATUSES, Event, Outcome
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
 from receiver.store.database import create_engine, sqlite_path, upgrade_schema
-from receiver.model import Outcome
 from receiver.store.events import Submission, store_events
 from receiver.store.statements import Run
 from receiver.store.tables import records

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.exceptions import StoreUnavailableError
 from receiver.ingest.envelope import parse_event
-from receiver.store.database import create_engine, upgrade_schema
 from receiver.model import Outcome
+from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.events import Submission
 from receiver.store.tables import events, records
 from receiver.store.writer import EventWriter

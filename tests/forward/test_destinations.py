@@ -1,0 +1,233 @@
+"""Several destinations, through real `receiver` processes and real sinks on loopback, on
+each backend: each gets what it subscribed to, signed with its own secret; a hanging or
+failing one does not slow the others; one removed from the file waits, orphaned, and
+resumes when it is back."""
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import Rivya, Sensitive
+from tests.helpers import (
+    Downstream,
+    ReceiverProcess,
+    always,
+    make_event,
+    new_secret,
+    wait_until,
+    write_destinations,
+)
+
+ISOLATION_EVENTS = 500
+
+
+@pytest.fixture
+def new_secrets(sensitive: Sensitive) -> Callable[[], str]:
+    def new() -> str:
+        secret = new_secret()
+        sensitive.add(secret, secret.removeprefix("whsec_"))
+        return secret
+
+    return new
+
+
+@pytest.fixture
+def start(
+    tmp_path: Path,
+    server_env: dict[str, str],
+    sensitive: Sensitive,
+    new_database: Callable[[Path], str],
+) -> Iterator[Callable[..., ReceiverProcess]]:
+    """`receiver ARGS` on the test's database, with only the file's destinations."""
+    started: list[ReceiverProcess] = []
+    env = {**server_env, "RECEIVER_DATABASE_URL": new_database(tmp_path)}
+    del env["RECEIVER_FORWARD_URL"], env["RECEIVER_FORWARD_SIGNING_SECRETS"]
+
+    def run(file: str, *args: str, **overrides: str) -> ReceiverProcess:
+        own = env | {"RECEIVER_DESTINATIONS_FILE": file}
+        own |= {f"RECEIVER_{name.upper()}": value for name, value in overrides.items()}
+        started.append(ReceiverProcess(tmp_path, own, args or ("serve",)).start())
+        return started[-1]
+
+    yield run
+    for process in started:
+        if process.running:
+            process.stop()
+        assert sensitive.found_in(process.output()) == [], "a sensitive value reached the logs"
+
+
+def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
+    start: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    tmp_path: Path,
+) -> None:
+    sinks = {name: own_downstream() for name in ("everything", "failures", "applied")}
+    keys = {name: new_secrets() for name in sinks}
+    filters: dict[str, dict[str, Any]] = {
+        "everything": {},
+        "failures": {"event_types": ["generation.failed"]},
+        "applied": {"outcomes": ["applied"]},
+    }
+    tables = [
+        {"name": name, "url": sinks[name].url, "signing_secrets": keys[name], **filters[name]}
+        for name in sinks
+    ]
+    process = start(write_destinations(tmp_path / "destinations.toml", *tables))
+    rivya = Rivya(process, secrets_in_use[0], sensitive)
+    now = datetime.now(UTC)
+    failed = make_event("generation.failed", updated_at=now)
+    # Older than the failure, for the same (now terminal) task: stored as stale.
+    stale = make_event(task_id=failed["data"]["id"], updated_at=now - timedelta(minutes=1))
+    succeeded = make_event()
+    for event in (failed, stale, succeeded):
+        assert rivya.send(event).json()["status"] == "accepted"
+    quarantined = b'{"id": "evt_q", "type": "generation.succeeded"}'
+    assert rivya.post(quarantined, _signed(secrets_in_use[0], quarantined)).status_code == 200
+
+    expected = {
+        "everything": {failed["id"], stale["id"], succeeded["id"], "evt_q"},
+        "failures": {failed["id"]},
+        "applied": {failed["id"], succeeded["id"]},
+    }
+    for name, sink in sinks.items():
+        wait_until(lambda: set(sink.ids()) == expected[name], timeout=15, what=name)  # noqa: B023
+    wait_until(
+        lambda: rivya.admin("/deliveries?state=pending").json()["deliveries"] == [], timeout=10
+    )
+    for name, sink in sinks.items():
+        assert sorted(sink.ids()) == sorted(expected[name]), "each sent once"
+        for received in sink.received:
+            Webhook(keys[name]).verify(received.body, received.headers)
+            other = keys["failures" if name != "failures" else "applied"]
+            with pytest.raises(WebhookVerificationError):
+                Webhook(other).verify(received.body, received.headers)
+    listed = rivya.admin("/destinations").json()["destinations"]
+    assert [(d["destination"], d["delivered"], d["pending"]) for d in listed] == [
+        ("everything", 4, 0),
+        ("failures", 1, 0),
+        ("applied", 2, 0),
+    ]
+    assert all(d["last_success_at"] and d["consecutive_failures"] == 0 for d in listed)
+
+
+def _signed(secret: str, body: bytes) -> dict[str, str]:
+    moment = datetime.now(UTC)
+    return {
+        "webhook-id": "msg_q",
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": Webhook(secret).sign("msg_q", moment, body.decode()),
+        "content-type": "application/json",
+    }
+
+
+def test_a_hanging_and_a_failing_destination_do_not_slow_a_healthy_one(
+    start: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    tmp_path: Path,
+    new_database: Callable[[Path], str],
+) -> None:
+    """The healthy destination's 500 deliveries take about as long beside a sink that
+    never answers and one that answers 503 to everything as they do alone (within 1.5x)."""
+
+    def drain(folder: str, bad: bool) -> float:
+        healthy = own_downstream()
+        tables: list[dict[str, Any]] = [
+            {"name": "healthy", "url": healthy.url, "signing_secrets": new_secrets()}
+        ]
+        if bad:
+            hanging = own_downstream(delay=600)  # takes the request, never answers
+            failing = own_downstream(always(503))
+            tables += [
+                {"name": "hanging", "url": hanging.url, "signing_secrets": new_secrets()},
+                {"name": "failing", "url": failing.url, "signing_secrets": new_secrets()},
+            ]
+        (tmp_path / folder).mkdir()
+        file = write_destinations(tmp_path / folder / "destinations.toml", *tables)
+        database_url = new_database(tmp_path / folder)
+        # Stored first, with no forwarder running, so that every lane starts with a backlog.
+        server = start(file, "serve", "--no-forwarder", database_url=database_url)
+        rivya = Rivya(server, secrets_in_use[0], sensitive)
+        for _ in range(ISOLATION_EVENTS):
+            assert rivya.send(make_event()).status_code == 200
+        server.stop()
+        worker = start(file, "worker", database_url=database_url, forward_retry_schedule="30")
+        wait_until(lambda: len(healthy.received) >= ISOLATION_EVENTS, timeout=120)
+        worker.stop()
+        assert len(set(healthy.ids())) == ISOLATION_EVENTS
+        if bad:
+            assert hanging.received, "the hanging destination was tried"
+            assert failing.received, "the failing destination was tried"
+        return healthy.received[-1].at - healthy.received[0].at
+
+    alone = drain("alone", bad=False)
+    beside_bad_ones = drain("beside", bad=True)
+    assert beside_bad_ones <= 1.5 * alone, (alone, beside_bad_ones)
+
+
+def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
+    start: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    tmp_path: Path,
+) -> None:
+    keep, later = own_downstream(), own_downstream()
+    both = [
+        {"name": "keep", "url": keep.url, "signing_secrets": new_secrets()},
+        {"name": "later", "url": later.url, "signing_secrets": new_secrets()},
+    ]
+    with_both = write_destinations(tmp_path / "both.toml", *both)
+    only_keep = write_destinations(tmp_path / "keep.toml", both[0])
+
+    server = start(with_both, "serve", "--no-forwarder")
+    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    first = [make_event() for _ in range(5)]
+    assert all(rivya.send(event).status_code == 200 for event in first)
+    server.stop()
+
+    server = start(only_keep)
+    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    second = [make_event() for _ in range(3)]
+    assert all(rivya.send(event).status_code == 200 for event in second)
+    everything = {event["id"] for event in first + second}
+    wait_until(lambda: set(keep.ids()) == everything, timeout=15)
+    wait_until(
+        lambda: rivya.admin("/deliveries?state=pending").json()["deliveries"] == [], timeout=10
+    )
+    orphaned = rivya.admin("/deliveries?state=orphaned&destination=later").json()["deliveries"]
+    assert sorted(d["event_id"] for d in orphaned) == sorted(e["id"] for e in first)
+    assert {d["state"] for d in orphaned} == {"orphaned"}
+    listed = {d["destination"]: d for d in rivya.admin("/destinations").json()["destinations"]}
+    assert (listed["later"]["configured"], listed["later"]["orphaned"]) == (False, 5)
+    assert (listed["later"]["pending"], listed["later"]["oldest_pending"]) == (0, None)
+    metrics = _metric_lines(server)
+    assert 'receiver_deliveries{destination="later",state="orphaned"} 5.0' in metrics
+    assert 'receiver_pending_deliveries{destination="later"}' not in "\n".join(metrics)
+    assert later.received == []
+    server.stop()
+
+    server = start(with_both)
+    wait_until(lambda: len(later.received) == len(first), timeout=15)
+    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    wait_until(
+        lambda: rivya.admin("/deliveries?state=pending").json()["deliveries"] == [], timeout=10
+    )
+    # Only what was stored while it was configured; nothing again to the other.
+    assert sorted(later.ids()) == sorted(event["id"] for event in first)
+    assert sorted(keep.ids()) == sorted(everything)
+
+
+def _metric_lines(server: ReceiverProcess) -> list[str]:
+    return httpx.get(f"{server.url}/metrics").text.splitlines()

@@ -1,0 +1,151 @@
+"""The destinations file: what it may say, and the one line that stops start-up when it is
+wrong (naming the file, the destination and the key, never a secret)."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.exceptions import SettingsError
+from receiver.settings import Settings
+from tests.helpers import new_secret, run_cli, write_destinations
+
+SECRET = new_secret()
+URL = "https://billing.internal/hooks/rivya"
+
+
+def settings_with(path: Path, **environ: str) -> Settings:
+    return Settings.from_environment(
+        {
+            "RECEIVER_SIGNING_SECRETS": new_secret(),
+            "RECEIVER_DESTINATIONS_FILE": str(path),
+            **environ,
+        },
+        None,
+    )
+
+
+def test_the_issue_example_and_the_default_destination_together(tmp_path: Path) -> None:
+    file = write_destinations(
+        tmp_path / "d.toml",
+        {
+            "name": "billing",
+            "url": URL,
+            "signing_secrets_env": "BILLING_SIGNING_SECRETS",
+            "event_types": ["generation.failed"],
+            "outcomes": ["applied"],
+            "max_in_flight": 16,
+        },
+        {"name": "analytics", "url": "http://analytics:8080/in", "signing_secrets": SECRET},
+        mode=0o644,  # readable by others, with an inline secret in the second table
+    )
+    with pytest.raises(SettingsError, match="group or others may read it"):
+        settings_with(Path(file), BILLING_SIGNING_SECRETS=SECRET)
+    Path(file).chmod(0o600)
+    settings = settings_with(
+        Path(file),
+        BILLING_SIGNING_SECRETS=f"{SECRET} {new_secret()}",
+        RECEIVER_FORWARD_URL="http://product:9000/hooks",
+        RECEIVER_FORWARD_SIGNING_SECRETS=new_secret(),
+        RECEIVER_FORWARD_CONCURRENCY="8",
+    )
+    default, billing, analytics = settings.forwarding
+    assert (default.name, default.event_types, default.outcomes) == ("default", None, None)
+    assert default.max_in_flight == 8
+    assert (billing.name, billing.url, billing.max_in_flight) == ("billing", URL, 16)
+    assert len(billing.signing_secrets) == 2
+    assert billing.wants("generation.failed", "applied")
+    assert not billing.wants("generation.failed", "stale")
+    assert not billing.wants("generation.succeeded", "applied")
+    assert analytics.wants(None, "quarantined")
+    assert analytics.max_in_flight == 32
+    assert SECRET not in repr(settings)
+
+
+def test_a_file_without_inline_secrets_may_be_readable(tmp_path: Path) -> None:
+    table = {"name": "b", "url": URL, "signing_secrets_env": "B_SECRETS"}
+    file = write_destinations(tmp_path / "d.toml", table, mode=0o644)
+    assert settings_with(Path(file), B_SECRETS=SECRET).forwarding[0].name == "b"
+
+
+GOOD: dict[str, Any] = {"name": "billing", "url": URL, "signing_secrets": SECRET}
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ([GOOD | {"colour": "red"}], "destination 'billing': colour: is not recognised"),
+        ([GOOD, GOOD], "destination 'billing': name: used by an earlier destination"),
+        ([GOOD | {"name": "Billing!"}], "destination 'Billing!': name: use 1 to 64 of a-z"),
+        ([GOOD | {"name": "b" * 65}], "name: use 1 to 64 of a-z, 0-9 and -"),
+        ([GOOD | {"url": "ftp://x/y"}], "destination 'billing': url: use an absolute http"),
+        ([{"name": "billing", "url": URL}], "signing_secrets_env: give it or signing_secrets"),
+        ([GOOD | {"signing_secrets": "whsec_not base64!"}], "signing_secrets: a signing secret"),
+        ([GOOD | {"signing_secrets": "nope"}], "signing_secrets: a signing secret starts with"),
+        (
+            [{"name": "billing", "url": URL, "signing_secrets_env": "UNSET_VARIABLE"}],
+            "signing_secrets_env: UNSET_VARIABLE is not set",
+        ),
+        ([GOOD | {"outcomes": ["applied", "late"]}], "destination 'billing': outcomes: use some"),
+        ([GOOD | {"event_types": []}], "destination 'billing': event_types:"),
+        ([GOOD | {"max_in_flight": 0}], "destination 'billing': max_in_flight:"),
+        ([GOOD | {"max_in_flight": "16"}], "destination 'billing': max_in_flight:"),
+        ([{"url": URL, "signing_secrets": SECRET}], "table 1: name: is required"),
+    ],
+)
+def test_each_mistake_is_one_line_naming_file_destination_and_key(
+    tmp_path: Path, tables: list[dict[str, Any]], message: str
+) -> None:
+    file = write_destinations(tmp_path / "d.toml", *tables)
+    with pytest.raises(SettingsError) as raised:
+        settings_with(Path(file))
+    text = str(raised.value)
+    assert text.startswith(f"RECEIVER_DESTINATIONS_FILE {file}: ")
+    assert message in text
+    assert "\n" not in text
+    assert SECRET not in text
+    assert SECRET.removeprefix("whsec_") not in text
+
+
+def test_a_file_that_is_missing_or_not_toml_or_of_the_wrong_shape(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot be read"):
+        settings_with(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[[destinations]\nname = ")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        settings_with(tmp_path / "bad.toml")
+    (tmp_path / "shape.toml").write_text('destinations = "billing"\n')
+    with pytest.raises(SettingsError, match=r"destinations: give one or more \[\[destinations"):
+        settings_with(tmp_path / "shape.toml")
+    (tmp_path / "extra.toml").write_text("retries = 3\n")
+    with pytest.raises(SettingsError, match="retries: is not recognised"):
+        settings_with(tmp_path / "extra.toml")
+
+
+def test_default_in_the_file_clashes_with_the_forward_url(tmp_path: Path) -> None:
+    file = write_destinations(tmp_path / "d.toml", GOOD | {"name": "default"})
+    assert settings_with(Path(file)).forwarding[0].name == "default"  # alone, it is a name
+    with pytest.raises(SettingsError, match="destination 'default': name: taken by"):
+        settings_with(
+            Path(file),
+            RECEIVER_FORWARD_URL="http://product:9000/hooks",
+            RECEIVER_FORWARD_SIGNING_SECRETS=new_secret(),
+        )
+
+
+def test_serve_refuses_a_bad_file_and_a_world_readable_secret_with_one_line(
+    tmp_path: Path,
+) -> None:
+    env = {"RECEIVER_SIGNING_SECRETS": new_secret()}
+    bad = write_destinations(tmp_path / "bad.toml", GOOD | {"url": "not a url"})
+    result = run_cli("serve", env=env | {"RECEIVER_DESTINATIONS_FILE": bad}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: RECEIVER_DESTINATIONS_FILE {bad}: destination 'billing': url: use an"
+        " absolute http:// or https:// URL"
+    ]
+    shared = write_destinations(tmp_path / "shared.toml", GOOD, mode=0o644)
+    result = run_cli("worker", env=env | {"RECEIVER_DESTINATIONS_FILE": shared}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "group or others may read it" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert SECRET not in result.stderr
