@@ -234,12 +234,15 @@ class Forwarder:
         return await self._transact(work)
 
     def _start_attempts(self, lane: _Lane) -> None:
-        cap = lane.destination.max_in_flight
-        while lane.claimed and lane.in_flight < cap and not self._stopping:
-            start_by, delivery = lane.claimed.popleft()
-            if time.monotonic() > start_by:
-                self._abandoned.append(delivery.id)
-                continue
+        # Claims too old to start are handed back even while the lane is full (its
+        # destination hanging), before their lease runs out in memory.
+        now = time.monotonic()
+        while lane.claimed and lane.claimed[0][0] < now:
+            self._abandoned.append(lane.claimed.popleft()[1].id)
+        while lane.claimed and lane.in_flight < lane.destination.max_in_flight:
+            if self._stopping:
+                return
+            _, delivery = lane.claimed.popleft()
             lane.in_flight += 1
             task = asyncio.create_task(self._attempt(lane.destination, delivery))
             self._in_flight.add(task)

@@ -102,7 +102,7 @@ def replay(
     if dry_run:
         emit(result, as_json, lambda r: f"Would replay {r['would_replay']} events.")
     else:
-        emit(result, as_json, lambda r: f"Replayed {r['replayed']} events.")
+        emit(result, as_json, lambda r: f"Queued {r['replayed']} deliveries.")
 
 
 @click.command()

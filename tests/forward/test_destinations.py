@@ -3,7 +3,7 @@ each backend: each gets what it subscribed to, signed with its own secret; a han
 failing one does not slow the others; one removed from the file waits, orphaned, and
 resumes when it is back."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,33 +36,13 @@ def new_secrets(sensitive: Sensitive) -> Callable[[], str]:
     return new
 
 
-@pytest.fixture
-def start(
-    tmp_path: Path,
-    server_env: dict[str, str],
-    sensitive: Sensitive,
-    new_database: Callable[[Path], str],
-) -> Iterator[Callable[..., ReceiverProcess]]:
-    """`receiver ARGS` on the test's database, with only the file's destinations."""
-    started: list[ReceiverProcess] = []
-    env = {**server_env, "RECEIVER_DATABASE_URL": new_database(tmp_path)}
-    del env["RECEIVER_FORWARD_URL"], env["RECEIVER_FORWARD_SIGNING_SECRETS"]
-
-    def run(file: str, *args: str, **overrides: str) -> ReceiverProcess:
-        own = env | {"RECEIVER_DESTINATIONS_FILE": file}
-        own |= {f"RECEIVER_{name.upper()}": value for name, value in overrides.items()}
-        started.append(ReceiverProcess(tmp_path, own, args or ("serve",)).start())
-        return started[-1]
-
-    yield run
-    for process in started:
-        if process.running:
-            process.stop()
-        assert sensitive.found_in(process.output()) == [], "a sensitive value reached the logs"
+def only(file: str) -> dict[str, str]:
+    """Settings for a server with the file's destinations and no `default`."""
+    return {"forward_url": "", "forward_signing_secrets": "", "destinations_file": file}
 
 
 def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
-    start: Callable[..., ReceiverProcess],
+    start_server: Callable[..., ReceiverProcess],
     own_downstream: Callable[..., Downstream],
     new_secrets: Callable[[], str],
     secrets_in_use: tuple[str, str],
@@ -80,7 +60,7 @@ def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
         {"name": name, "url": sinks[name].url, "signing_secrets": keys[name], **filters[name]}
         for name in sinks
     ]
-    process = start(write_destinations(tmp_path / "destinations.toml", *tables))
+    process = start_server(**only(write_destinations(tmp_path / "destinations.toml", *tables)))
     rivya = Rivya(process, secrets_in_use[0], sensitive)
     now = datetime.now(UTC)
     failed = make_event("generation.failed", updated_at=now)
@@ -129,7 +109,7 @@ def _signed(secret: str, body: bytes) -> dict[str, str]:
 
 
 def test_a_hanging_and_a_failing_destination_do_not_slow_a_healthy_one(
-    start: Callable[..., ReceiverProcess],
+    start_server: Callable[..., ReceiverProcess],
     own_downstream: Callable[..., Downstream],
     new_secrets: Callable[[], str],
     secrets_in_use: tuple[str, str],
@@ -156,12 +136,14 @@ def test_a_hanging_and_a_failing_destination_do_not_slow_a_healthy_one(
         file = write_destinations(tmp_path / folder / "destinations.toml", *tables)
         database_url = new_database(tmp_path / folder)
         # Stored first, with no forwarder running, so that every lane starts with a backlog.
-        server = start(file, "serve", "--no-forwarder", database_url=database_url)
+        server = start_server("serve", "--no-forwarder", database_url=database_url, **only(file))
         rivya = Rivya(server, secrets_in_use[0], sensitive)
         for _ in range(ISOLATION_EVENTS):
             assert rivya.send(make_event()).status_code == 200
         server.stop()
-        worker = start(file, "worker", database_url=database_url, forward_retry_schedule="30")
+        worker = start_server(
+            "worker", database_url=database_url, forward_retry_schedule="30", **only(file)
+        )
         wait_until(lambda: len(healthy.received) >= ISOLATION_EVENTS, timeout=120)
         worker.stop()
         assert len(set(healthy.ids())) == ISOLATION_EVENTS
@@ -176,7 +158,7 @@ def test_a_hanging_and_a_failing_destination_do_not_slow_a_healthy_one(
 
 
 def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
-    start: Callable[..., ReceiverProcess],
+    start_server: Callable[..., ReceiverProcess],
     own_downstream: Callable[..., Downstream],
     new_secrets: Callable[[], str],
     secrets_in_use: tuple[str, str],
@@ -191,13 +173,13 @@ def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
     with_both = write_destinations(tmp_path / "both.toml", *both)
     only_keep = write_destinations(tmp_path / "keep.toml", both[0])
 
-    server = start(with_both, "serve", "--no-forwarder")
+    server = start_server("serve", "--no-forwarder", **only(with_both))
     rivya = Rivya(server, secrets_in_use[0], sensitive)
     first = [make_event() for _ in range(5)]
     assert all(rivya.send(event).status_code == 200 for event in first)
     server.stop()
 
-    server = start(only_keep)
+    server = start_server(**only(only_keep))
     rivya = Rivya(server, secrets_in_use[0], sensitive)
     second = [make_event() for _ in range(3)]
     assert all(rivya.send(event).status_code == 200 for event in second)
@@ -218,7 +200,7 @@ def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
     assert later.received == []
     server.stop()
 
-    server = start(with_both)
+    server = start_server(**only(with_both))
     wait_until(lambda: len(later.received) == len(first), timeout=15)
     rivya = Rivya(server, secrets_in_use[0], sensitive)
     wait_until(

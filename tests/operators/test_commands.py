@@ -14,7 +14,16 @@ import sqlalchemy as sa
 from receiver.store import tables
 from tests.conftest import Rivya
 from tests.databases import reading
-from tests.helpers import Downstream, ReceiverProcess, make_event, run_cli, sign, wait_until
+from tests.helpers import (
+    Downstream,
+    ReceiverProcess,
+    make_event,
+    new_secret,
+    run_cli,
+    sign,
+    wait_until,
+    write_destinations,
+)
 
 StartServer = Callable[..., ReceiverProcess]
 
@@ -166,7 +175,7 @@ def test_replay_is_picked_up_by_the_running_forwarder(
     event = make_event()
     sender.send(event)
     wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=5)
-    assert operator.run("replay", event["id"]).strip() == "Replayed 1 events."
+    assert operator.run("replay", event["id"]).strip() == "Queued 1 deliveries."
     wait_until(lambda: len(downstream.of(event["id"])) == 2, timeout=5)
     assert operator.run("replay", "evt_missing", event["id"], code=1).strip() == (
         "Error: no event evt_missing"
@@ -311,3 +320,57 @@ def test_database_problems_are_one_line_and_exit_1(
     result = run_cli("migrate", env=broken, cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
+
+
+def test_destinations_listing_and_replay_to_one_destination(
+    start_server: StartServer,
+    rivya: Rivya,
+    downstream: Downstream,
+    own_downstream: Callable[..., Downstream],
+    tmp_path: Path,
+) -> None:
+    billing = own_downstream()
+    secret = new_secret()
+    rivya.sensitive.add(secret)
+    table = {
+        "name": "billing",
+        "url": billing.url.replace("http://", "http://user:pass@"),
+        "signing_secrets": secret,
+        "event_types": ["generation.failed"],
+    }
+    server = start_server(destinations_file=write_destinations(tmp_path / "d.toml", table))
+    sender, operator = Rivya(server, rivya.secret, rivya.sensitive), Operator(server)
+    mix = send_mix(sender)
+    wait_until(lambda: all_delivered(sender), timeout=10)
+
+    listed = operator.json("destinations", "list")["destinations"]
+    assert [(d["destination"], d["delivered"], d["event_types"]) for d in listed] == [
+        ("default", 7, None),
+        ("billing", 2, ["generation.failed"]),
+    ]
+    assert listed[1]["url"] == billing.url  # credentials stripped
+    assert "user:pass" not in operator.run("destinations", "list")
+    to_billing = operator.json("deliveries", "list", "--destination", "billing")["deliveries"]
+    assert sorted(d["event_id"] for d in to_billing) == sorted(e["id"] for e in mix["failed"])
+    numbers = operator.json("stats")["destinations"]
+    assert [(d["destination"], d["delivered"]) for d in numbers] == [("default", 7), ("billing", 2)]
+
+    succeeded = mix["succeeded"][0]["id"]
+    # By default, to every destination that wants the event now: not billing.
+    assert operator.json("replay", succeeded) == {"replayed": 1}
+    # Named, whatever its filters.
+    assert operator.json("replay", succeeded, "--destination", "billing") == {"replayed": 1}
+    wait_until(lambda: len(billing.of(succeeded)) == 1, timeout=5)
+    wait_until(lambda: len(downstream.of(succeeded)) >= 1, timeout=5)
+    replayed = sender.admin(
+        "/replay", "POST", json={"type": "generation.failed", "destination": "billing"}
+    )
+    assert replayed.json() == {"replayed": 2}
+    assert operator.run("replay", succeeded, "--destination", "nope", code=1).strip() == (
+        "Error: destination: 'nope' is not configured"
+    )
+    assert operator.run("replay", succeeded, "--to", billing.url, code=1).strip() == (
+        "Error: destination: name the one whose secrets sign a replay to another URL"
+    )
+    unknown = sender.admin(f"/events/{succeeded}/replay", "POST", json={"destination": "nope"})
+    assert unknown.status_code == 400
