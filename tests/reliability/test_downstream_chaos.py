@@ -153,9 +153,8 @@ def _check(
         if sum(a in {"ok", "ok_slowly", "ok_too_late"} for a in answers) > 1
     )
     figures.add(
-        "downstream chaos",
+        f"downstream chaos, destination {name}",
         runs=1,
-        destinations=1,
         events=EVENTS,
         requests=chaos.requests,
         delivered=states["delivered"],
