@@ -104,6 +104,19 @@ def forward_secret(sensitive: Sensitive) -> str:
     return secret
 
 
+@pytest.fixture
+def new_secrets(sensitive: Sensitive) -> Callable[[], str]:
+    """Fresh signing secrets, each registered as never to be logged."""
+
+    def new() -> str:
+        secret = new_secret()
+        for registry in (sensitive, SECRETS_OF_THE_RUN):
+            registry.add(secret, secret.removeprefix("whsec_"))
+        return secret
+
+    return new
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that touches a database runs on each backend, unless it is marked as
     being about SQLite itself."""

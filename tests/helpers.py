@@ -60,6 +60,11 @@ def write_destinations(path: Path, *tables: dict[str, Any], mode: int = 0o600) -
     return str(path)
 
 
+def only(file: str) -> dict[str, str]:
+    """Settings for a server with the file's destinations and no `default`."""
+    return {"forward_url": "", "forward_signing_secrets": "", "destinations_file": file}
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"

@@ -1,7 +1,7 @@
 """Several destinations, through real `receiver` processes and real sinks on loopback, on
 each backend: each gets what it subscribed to, signed with its own secret; a hanging or
-failing one does not slow the others; one removed from the file waits, orphaned, and
-resumes when it is back."""
+failing one does not slow the others (tests/reliability/test_destination_isolation.py);
+one removed from the file waits, orphaned, and resumes when it is back."""
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,29 +16,11 @@ from tests.conftest import Rivya, Sensitive
 from tests.helpers import (
     Downstream,
     ReceiverProcess,
-    always,
     make_event,
-    new_secret,
+    only,
     wait_until,
     write_destinations,
 )
-
-ISOLATION_EVENTS = 500
-
-
-@pytest.fixture
-def new_secrets(sensitive: Sensitive) -> Callable[[], str]:
-    def new() -> str:
-        secret = new_secret()
-        sensitive.add(secret, secret.removeprefix("whsec_"))
-        return secret
-
-    return new
-
-
-def only(file: str) -> dict[str, str]:
-    """Settings for a server with the file's destinations and no `default`."""
-    return {"forward_url": "", "forward_signing_secrets": "", "destinations_file": file}
 
 
 def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
@@ -106,55 +88,6 @@ def _signed(secret: str, body: bytes) -> dict[str, str]:
         "webhook-signature": Webhook(secret).sign("msg_q", moment, body.decode()),
         "content-type": "application/json",
     }
-
-
-def test_a_hanging_and_a_failing_destination_do_not_slow_a_healthy_one(
-    start_server: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
-    tmp_path: Path,
-    new_database: Callable[[Path], str],
-) -> None:
-    """The healthy destination's 500 deliveries take about as long beside a sink that
-    never answers and one that answers 503 to everything as they do alone (within 1.5x)."""
-
-    def drain(folder: str, bad: bool) -> float:
-        healthy = own_downstream()
-        tables: list[dict[str, Any]] = [
-            {"name": "healthy", "url": healthy.url, "signing_secrets": new_secrets()}
-        ]
-        if bad:
-            hanging = own_downstream(delay=600)  # takes the request, never answers
-            failing = own_downstream(always(503))
-            tables += [
-                {"name": "hanging", "url": hanging.url, "signing_secrets": new_secrets()},
-                {"name": "failing", "url": failing.url, "signing_secrets": new_secrets()},
-            ]
-        (tmp_path / folder).mkdir()
-        file = write_destinations(tmp_path / folder / "destinations.toml", *tables)
-        database_url = new_database(tmp_path / folder)
-        # Stored first, with no forwarder running, so that every lane starts with a backlog.
-        server = start_server("serve", "--no-forwarder", database_url=database_url, **only(file))
-        rivya = Rivya(server, secrets_in_use[0], sensitive)
-        for _ in range(ISOLATION_EVENTS):
-            assert rivya.send(make_event()).status_code == 200
-        server.stop()
-        worker = start_server(
-            "worker", database_url=database_url, forward_retry_schedule="30", **only(file)
-        )
-        wait_until(lambda: len(healthy.received) >= ISOLATION_EVENTS, timeout=120)
-        worker.stop()
-        assert len(set(healthy.ids())) == ISOLATION_EVENTS
-        if bad:
-            assert hanging.received, "the hanging destination was tried"
-            assert failing.received, "the failing destination was tried"
-        return healthy.received[-1].at - healthy.received[0].at
-
-    alone = drain("alone", bad=False)
-    beside_bad_ones = drain("beside", bad=True)
-    assert beside_bad_ones <= 1.5 * alone, (alone, beside_bad_ones)
 
 
 def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
