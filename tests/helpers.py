@@ -282,7 +282,7 @@ class Downstream:
             def log_message(self, *_: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Sink(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -299,6 +299,13 @@ class Downstream:
     def of(self, event_id: str) -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.headers.get("webhook-id") == event_id]
+
+
+class _Sink(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: with a forwarder's 16 or 32 connections opening at
+    # once, the kernel dropped SYNs, and a connection made 1 s later (the SYN retry) outlived
+    # a short attempt timeout: an attempt on record that the sink never saw.
+    request_queue_size = 128
 
 
 # Every value scanned for costs a pass over every log; a sample of a load's events suffices.
