@@ -17,7 +17,7 @@ from tests.helpers import (
 )
 from tests.reliability.conftest import Figures
 
-KILL_ROUNDS = 5
+KILL_ROUNDS = 4
 
 
 def test_kill_9_under_load_loses_no_acknowledged_event(
