@@ -1,7 +1,6 @@
 """Several destinations, through real `receiver` processes and real sinks on loopback, on
-each backend: each gets what it subscribed to, signed with its own secret; a hanging or
-failing one does not slow the others;
-one removed from the file waits, orphaned, and resumes when it is back."""
+each backend: each gets what it subscribed to, signed with its own secret; one removed from
+the file waits, orphaned, and resumes when it is back."""
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
