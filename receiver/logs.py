@@ -47,6 +47,8 @@ ALLOWED_FIELDS = frozenset(
         "delivery_state",
         "destination",
         "destinations",
+        "failures",
+        "pause_seconds",
         "who",
         "what",
     }

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from hypothesis import settings as hypothesis_settings
 
 from tests.databases import BACKENDS, PostgresServer, reading
-from tests.helpers import ANSWER_200, Downstream, ReceiverProcess, Respond, new_secret, signed
+from tests.helpers import ANSWER_200, HTTP, Downstream, ReceiverProcess, Respond, new_secret, signed
 
 # Shared machines are slow and noisy; a property's worth is in its examples, not its speed.
 hypothesis_settings.register_profile("default", deadline=None)
@@ -232,11 +232,11 @@ class Rivya:
     def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         self.sensitive.add(headers.get("webhook-signature", ""), body.decode(errors="ignore"))
         self.sensitive.add(*_sensitive_fields(body))
-        return httpx.post(f"{self.server.url}/webhooks/rivya", content=body, headers=headers)
+        return HTTP.post(f"{self.server.url}/webhooks/rivya", content=body, headers=headers)
 
     def admin(self, path: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
         headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-        return httpx.request(method, f"{self.server.url}/admin{path}", headers=headers, **kwargs)
+        return HTTP.request(method, f"{self.server.url}/admin{path}", headers=headers, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-import httpx
-
-from tests.helpers import free_port, new_secret, wait_until
+from tests.helpers import HTTP, free_port, new_secret, wait_until
 
 REPOSITORY = Path(__file__).parents[1]
 IMAGE_PORT = "8000"
@@ -73,7 +71,7 @@ def test_the_image_command_serves_and_passes_its_health_check(tmp_path: Path) ->
     )
     try:
         wait_until(lambda: health_check() == 0, timeout=30, what="the image's health check")
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        assert HTTP.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

@@ -6,10 +6,8 @@ never carries a secret, token, signature, raw body, result URL or payload error 
 import json
 from collections.abc import Callable
 
-import httpx
-
 from tests.conftest import Rivya
-from tests.helpers import ReceiverProcess, make_event, sign, signed
+from tests.helpers import HTTP, ReceiverProcess, make_event, sign, signed
 
 
 def test_debug_logs_of_all_traffic_hold_no_sensitive_value(
@@ -28,9 +26,7 @@ def test_debug_logs_of_all_traffic_hold_no_sensitive_value(
     sender.post(b"[1, 2]", sign(rivya.secret, b"[1, 2]", "msg_quarantined"))
     sender.admin(f"/events/{succeeded['id']}")
     sender.admin(f"/records/{failed['data']['id']}")
-    httpx.get(
-        f"{process.url}/admin/events/x", headers={"authorization": "Bearer wrong-token-value"}
-    )
+    HTTP.get(f"{process.url}/admin/events/x", headers={"authorization": "Bearer wrong-token-value"})
     sender.sensitive.add("wrong-token-value")
     process.stop()
 

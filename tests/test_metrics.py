@@ -4,11 +4,11 @@ database's state at each scrape."""
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADMIN_TOKEN, Rivya
 from tests.helpers import (
+    HTTP,
     ReceiverProcess,
     free_port,
     make_event,
@@ -20,7 +20,7 @@ from tests.helpers import (
 
 
 def scrape(url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(f"{url}/metrics", headers=headers)
+    response = HTTP.get(f"{url}/metrics", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -91,7 +91,7 @@ def test_private_metrics_need_the_admin_token(
     start_server: Callable[..., ReceiverProcess],
 ) -> None:
     process = start_server(metrics_public="false")
-    assert httpx.get(f"{process.url}/metrics").status_code == 401
+    assert HTTP.get(f"{process.url}/metrics").status_code == 401
     assert scrape(process.url, authorization=f"Bearer {ADMIN_TOKEN}")
 
 

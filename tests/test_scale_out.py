@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from tests.conftest import Sensitive
 from tests.databases import PostgresServer, reading
-from tests.helpers import Downstream, ReceiverProcess, make_event, run_cli, signed, wait_until
+from tests.helpers import HTTP, Downstream, ReceiverProcess, make_event, run_cli, signed, wait_until
 
 DISTINCT_EVENTS = 1000
 STORM_COPIES_PER_REPLICA = 25
@@ -130,7 +130,7 @@ def test_a_worker_hears_of_queued_deliveries_without_polling(
         event = make_event()
         body, headers = signed(secrets_in_use[0], event)
         sensitive.add(headers["webhook-signature"], event["data"]["result"]["primary_url"])
-        assert httpx.post(f"{replica.url}/webhooks/rivya", content=body, headers=headers).is_success
+        assert HTTP.post(f"{replica.url}/webhooks/rivya", content=body, headers=headers).is_success
         wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=10)
 
         replayed = run_cli("replay", event["id"], env=env, cwd=tmp_path)

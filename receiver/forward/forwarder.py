@@ -4,7 +4,9 @@ happened.
 Each destination has a lane of its own: up to its `max_in_flight` attempts in flight, each
 a task, and as many claimed deliveries waiting in memory, so that a freed slot starts its
 next attempt at once, not after a transaction. A destination that hangs or refuses
-everything fills only its own lane; the others' claims and attempts go on beside it. One
+everything fills only its own lane; the others' claims and attempts go on beside it. After
+enough failures in a row its lane is paused, then probed one attempt at a time (see
+`breaker`), so it does not take the others' CPU and writes either. One
 loop owns the database: in one transaction it writes the outcomes of the attempts that
 finished since its last (releasing each lease) and claims more due deliveries for every
 lane with room, under a lease (so no other forwarder sends them). Deliveries of a
@@ -37,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.destinations import Destination
+from receiver.forward.breaker import Breaker
 from receiver.forward.retries import RetryPolicy
 from receiver.logs import log
 from receiver.outbound import open_session
@@ -51,6 +54,7 @@ from receiver.store.connections import (
 from receiver.store.deliveries import (
     AttemptRecord,
     ClaimedDelivery,
+    DeliveryState,
     claim_due_deliveries,
     record_attempts,
     release_claims,
@@ -74,13 +78,19 @@ class _Lane:
         default_factory=collections.deque
     )
     in_flight: int = 0
+    breaker: Breaker = field(default_factory=Breaker)
 
-    def wanted(self) -> int:
+    def slots(self, now: float) -> int:
+        return self.breaker.slots(self.destination.max_in_flight, now)
+
+    def wanted(self, now: float) -> int:
         """How many more to claim: a refill in batches, as one claim per freed slot would
-        be a transaction each."""
-        cap = self.destination.max_in_flight
-        room = 2 * cap - self.in_flight - len(self.claimed)
-        return room if room >= max(1, cap // 2) else 0
+        be a transaction each; none ahead while the lane is paused or probing."""
+        slots = self.slots(now)
+        if slots < self.destination.max_in_flight:
+            return max(0, slots - self.in_flight - len(self.claimed))
+        room = 2 * slots - self.in_flight - len(self.claimed)
+        return room if room >= max(1, slots // 2) else 0
 
 
 class Forwarder:
@@ -186,10 +196,10 @@ class Forwarder:
             finished, self._finished = self._finished, []
             released, self._abandoned = self._abandoned, []
             lanes = {} if self._stopping else self._lanes
-            wanted = {name: n for name, lane in lanes.items() if (n := lane.wanted())}
-            claimed: list[ClaimedDelivery] = []
             # Taken before the transaction, as the lease's own start is.
             claimed_at = time.monotonic()
+            wanted = {name: n for name, lane in lanes.items() if (n := lane.wanted(claimed_at))}
+            claimed: list[ClaimedDelivery] = []
             if finished or released or wanted:
                 try:
                     claimed = await self._exchange(finished, released, wanted)
@@ -235,16 +245,18 @@ class Forwarder:
 
     def _start_attempts(self, lane: _Lane) -> None:
         # Claims too old to start are handed back even while the lane is full (its
-        # destination hanging), before their lease runs out in memory.
+        # destination hanging), before their lease runs out in memory; and all of them
+        # once the lane is paused.
         now = time.monotonic()
-        while lane.claimed and lane.claimed[0][0] < now:
+        slots = lane.slots(now)
+        while lane.claimed and (slots == 0 or lane.claimed[0][0] < now):
             self._abandoned.append(lane.claimed.popleft()[1].id)
-        while lane.claimed and lane.in_flight < lane.destination.max_in_flight:
+        while lane.claimed and lane.in_flight < slots:
             if self._stopping:
                 return
             _, delivery = lane.claimed.popleft()
             lane.in_flight += 1
-            task = asyncio.create_task(self._attempt(lane.destination, delivery))
+            task = asyncio.create_task(self._attempt(lane, delivery))
             self._in_flight.add(task)
             task.add_done_callback(lambda done: self._on_attempt_done(done, lane))
 
@@ -254,7 +266,8 @@ class Forwarder:
         self._start_attempts(lane)
         self._wakeup.set()
 
-    async def _attempt(self, destination: Destination, delivery: ClaimedDelivery) -> None:
+    async def _attempt(self, lane: _Lane, delivery: ClaimedDelivery) -> None:
+        destination = lane.destination
         attempted_at = datetime.now(UTC)
         started = time.perf_counter()
         status_code: int | None = None
@@ -294,6 +307,14 @@ class Forwarder:
             duration_ms=duration_ms,
             delivery_state=verdict.state,
         )
+        delivered = verdict.state is DeliveryState.DELIVERED
+        if change := lane.breaker.record(delivered, time.monotonic()):
+            self._log.warning(
+                change,
+                destination=destination.name,
+                failures=lane.breaker.failures_in_a_row,
+                pause_seconds=lane.breaker.pause_seconds,
+            )
         self._finished.append(
             AttemptRecord(
                 delivery_id=delivery.id,

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import Rivya, Sensitive
 from tests.helpers import (
+    HTTP,
     Downstream,
     ReceiverProcess,
     make_event,
@@ -144,4 +144,4 @@ def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
 
 
 def _metric_lines(server: ReceiverProcess) -> list[str]:
-    return httpx.get(f"{server.url}/metrics").text.splitlines()
+    return HTTP.get(f"{server.url}/metrics").text.splitlines()

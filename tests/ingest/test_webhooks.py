@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from receiver.signatures import WebhookSecret, sign_headers
 from tests.conftest import Rivya
-from tests.helpers import ReceiverProcess, make_event, new_secret, sign, signed
+from tests.helpers import HTTP, ReceiverProcess, make_event, new_secret, sign, signed
 
 
 def count(db: sa.Connection, table: str, **where: str) -> int:
@@ -157,7 +157,7 @@ def test_repeated_signature_header_is_rejected(rivya: Rivya, db: sa.Connection) 
     event = make_event()
     body, headers = signed(rivya.secret, event)
     repeated = [*headers.items(), ("webhook-signature", headers["webhook-signature"])]
-    response = httpx.post(f"{rivya.server.url}/webhooks/rivya", content=body, headers=repeated)
+    response = HTTP.post(f"{rivya.server.url}/webhooks/rivya", content=body, headers=repeated)
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_header"
     assert count(db, "events", id=event["id"]) == 0

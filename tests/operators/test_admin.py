@@ -3,11 +3,10 @@
 import json
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, Rivya
-from tests.helpers import ReceiverProcess, make_event, wait_until
+from tests.helpers import HTTP, ReceiverProcess, make_event, wait_until
 
 
 @pytest.mark.parametrize(
@@ -18,7 +17,7 @@ def test_admin_without_the_exact_bearer_token_is_401(
     rivya: Rivya, authorization: str | None
 ) -> None:
     headers = {"authorization": authorization} if authorization is not None else {}
-    response = httpx.get(f"{rivya.server.url}/admin/events/evt_x", headers=headers)
+    response = HTTP.get(f"{rivya.server.url}/admin/events/evt_x", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json()["error"] == "unauthorized"
@@ -29,7 +28,7 @@ def test_admin_is_closed_to_everyone_when_no_token_is_set(
 ) -> None:
     process = start_server(admin_token="")
     for token in (ADMIN_TOKEN, "None", "null"):
-        response = httpx.get(
+        response = HTTP.get(
             f"{process.url}/admin/records/task_x", headers={"authorization": f"Bearer {token}"}
         )
         assert response.status_code == 401
@@ -53,9 +52,9 @@ def test_admin_event_shows_what_was_stored(rivya: Rivya) -> None:
 
 
 def test_unknown_route_and_wrong_method_answer_json(rivya: Rivya) -> None:
-    missing = httpx.get(f"{rivya.server.url}/nowhere")
+    missing = HTTP.get(f"{rivya.server.url}/nowhere")
     assert (missing.status_code, missing.json()["error"]) == (404, "http_error")
-    wrong = httpx.get(f"{rivya.server.url}/webhooks/rivya")
+    wrong = HTTP.get(f"{rivya.server.url}/webhooks/rivya")
     assert wrong.status_code == 405
 
 

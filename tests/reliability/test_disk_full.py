@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import Rivya
 from tests.databases import stored_event_ids
-from tests.helpers import ReceiverProcess, make_event, wait_until
+from tests.helpers import HTTP, ReceiverProcess, make_event, wait_until
 from tests.reliability.conftest import Figures
 
 MOUNT, UMOUNT = shutil.which("mount"), shutil.which("umount")
@@ -64,7 +63,7 @@ def test_full_disk_refuses_with_503_and_recovers_when_space_returns(
         else:
             acknowledged.append(event["id"])
         assert len(acknowledged) < 5000, "the disk never filled"
-    assert httpx.get(f"{process.url}/healthz").status_code == 200
+    assert HTTP.get(f"{process.url}/healthz").status_code == 200
 
     grow(tiny_disk, "64m")
     wait_until(lambda: sender.send(make_event()).status_code == 200, timeout=10)

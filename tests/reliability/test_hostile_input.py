@@ -9,13 +9,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
-import httpx
 import orjson
 import sqlalchemy as sa
 
 from receiver.signatures import WebhookSecret
 from tests.conftest import Rivya
-from tests.helpers import ReceiverProcess, make_event, wait_until
+from tests.helpers import HTTP, ReceiverProcess, make_event, wait_until
 from tests.reliability.conftest import Figures
 
 Headers = list[tuple[bytes, bytes]]
@@ -182,10 +181,10 @@ def test_captured_request_is_a_duplicate_within_the_window_and_refused_after(
     assert response.json()["status"] == "accepted"
     captured = response.request
 
-    again = httpx.post(captured.url, content=captured.content, headers=captured.headers)
+    again = HTTP.post(captured.url, content=captured.content, headers=captured.headers)
     assert again.json()["status"] == "duplicate"
     time.sleep(3.5)
-    late = httpx.post(captured.url, content=captured.content, headers=captured.headers)
+    late = HTTP.post(captured.url, content=captured.content, headers=captured.headers)
     assert (late.status_code, late.json()["error"]) == (401, "timestamp_out_of_tolerance")
     figures.add("replayed captures", within_window_duplicate=1, after_window_refused=1)
 
