@@ -13,6 +13,7 @@
     │   ├── UnauthorizedError        admin call without the right token (401)
     │   ├── NotFoundError            an unknown event or record (404)
     │   ├── InvalidRequestError      an admin request we cannot read (400)
+    │   ├── ConflictError            a request that contradicts what is stored (409)
     │   └── ForwardingDisabledError  a replay while no downstream is configured (409)
     ├── StoreUnavailableError        the database cannot take the write now (503)
     └── SettingsError                the configuration is unusable; stops the process
@@ -73,6 +74,10 @@ class NotFoundError(RejectedRequestError):
 
 class InvalidRequestError(RejectedRequestError):
     code = "invalid_request"
+
+
+class ConflictError(RejectedRequestError):
+    code = "conflict"
 
 
 class ForwardingDisabledError(RejectedRequestError):

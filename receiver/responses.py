@@ -10,6 +10,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from receiver.exceptions import (
+    ConflictError,
     ForwardingDisabledError,
     InvalidRequestError,
     NotFoundError,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
     RequestTimeoutError: 408,
     InvalidRequestError: 400,
     ForwardingDisabledError: 409,
+    ConflictError: 409,
     UnsupportedMediaTypeError: 415,
     PayloadTooLargeError: 413,
     StoreUnavailableError: 503,

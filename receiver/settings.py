@@ -37,6 +37,8 @@ MIN_ADMIN_TOKEN_CHARS = 16
 # Seconds before retry 1, 2, ...: quick first retry, then spread over about 36 hours.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MAX_RETRIES = 30
+DEFAULT_RIVYA_API_URL = "https://rivya.ai/api/v1"
+RIVYA_API_KEY_PREFIX = "rvya_sk_"
 
 
 class Settings(BaseModel):
@@ -63,6 +65,14 @@ class Settings(BaseModel):
     forward_poll_seconds: float = Field(default=0.5, gt=0)
     # Those of RECEIVER_DESTINATIONS_FILE, which `from_environment` reads.
     destinations: tuple[Destination, ...] = ()
+    # Reconciliation with Rivya's API runs only with a key.
+    rivya_api_key: SecretStr | None = None
+    rivya_api_url: str = DEFAULT_RIVYA_API_URL
+    rivya_api_rate: float = Field(default=2.0, gt=0, le=100)
+    rivya_api_timeout_seconds: float = Field(default=10.0, gt=0)
+    reconcile_after_seconds: float = Field(default=900.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    low_credits_threshold: int | None = Field(default=None, ge=0)
 
     @field_validator("signing_secrets", "forward_signing_secrets", mode="before")
     @classmethod
@@ -73,6 +83,21 @@ class Settings(BaseModel):
     @classmethod
     def _check_forward_url(cls, value: str | None) -> str | None:
         return None if value is None else check_http_url(value)
+
+    @field_validator("rivya_api_url")
+    @classmethod
+    def _check_rivya_api_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @field_validator("rivya_api_key")
+    @classmethod
+    def _check_rivya_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not (
+            value.get_secret_value().startswith(RIVYA_API_KEY_PREFIX)
+            and len(value.get_secret_value()) > len(RIVYA_API_KEY_PREFIX)
+        ):
+            raise ValueError(f"expected a Rivya secret key ({RIVYA_API_KEY_PREFIX}...)")
+        return value
 
     @field_validator("forward_retry_schedule", mode="before")
     @classmethod

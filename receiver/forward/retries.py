@@ -9,13 +9,11 @@ to the downstream's `Retry-After` when it asks for longer.
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 
+from receiver.outbound import parse_retry_after
 from receiver.store.deliveries import DeliveryState
 
 JITTER = 0.2
-# A Retry-After further out than this is the downstream's mistake, not a plan.
-MAX_RETRY_AFTER_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +47,3 @@ class RetryPolicy:
         delay = self.schedule[attempts_made - 1] * spread
         delay = max(delay, parse_retry_after(retry_after, now) or 0.0)
         return Verdict(DeliveryState.PENDING, now + timedelta(seconds=delay))
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait, from either form of Retry-After (RFC 9110, 10.2.3); None if unusable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            seconds = (parsedate_to_datetime(value) - now).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

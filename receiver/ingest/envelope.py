@@ -51,7 +51,16 @@ def parse_event(body: bytes, msg_id: str) -> Event:
         return Event(event_id=event_id, type=event_type, quarantine_reason=exc.reason)
 
 
-def _generation(data: Any, expected_status: str) -> Generation:
+def parse_generation(data: Any) -> Generation:
+    """A generation object alone, as Rivya's API returns it; ValueError, whose message is
+    one of the quarantine reasons, if it is not one."""
+    try:
+        return _generation(data, None)
+    except _Unparseable as exc:
+        raise ValueError(exc.reason) from None
+
+
+def _generation(data: Any, expected_status: str | None) -> Generation:
     if not isinstance(data, dict):
         raise _Unparseable("missing_generation")
     task_id = data.get("id")
@@ -60,7 +69,7 @@ def _generation(data: Any, expected_status: str) -> Generation:
     status = data.get("status")
     if not isinstance(status, str) or status not in GENERATION_STATUSES:
         raise _Unparseable("invalid_status")
-    if status != expected_status:
+    if expected_status is not None and status != expected_status:
         raise _Unparseable("status_mismatch")
     updated_at = _timestamp(data, "updated_at")
     if updated_at is None:

@@ -8,18 +8,20 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import Destination
 from receiver.exceptions import ForwardingDisabledError, InvalidRequestError
-from receiver.ingest.envelope import parse_event
+from receiver.ingest.envelope import MAX_ID_CHARS, parse_event
 from receiver.logs import log
 from receiver.settings import Settings
 from receiver.store.database import transaction
 from receiver.store.deliveries import replay_events
 from receiver.store.events import reprocess_event
 from receiver.store.filters import EventFilter, matching_event_ids
+from receiver.store.records import MAX_REFERENCE_CHARS, register_task
 from receiver.store.retention import Pruned, prune
 
 # Large replays and reprocessing go in chunks: one transaction each, and progress to show.
@@ -106,3 +108,17 @@ async def prune_older_than(engine: AsyncEngine, older_than: datetime, who: str) 
     pruned = await prune(engine, older_than)
     log.info("audit", who=who, what="prune", count=pruned.events)
     return pruned
+
+
+async def register(
+    engine: AsyncEngine, task_id: str, reference: str | None, who: str
+) -> tuple[dict[str, Any], bool]:
+    """The task's record, and whether it was created now (see `store.records`)."""
+    if not 0 < len(task_id) <= MAX_ID_CHARS:
+        raise InvalidRequestError(f"task_id: give 1 to {MAX_ID_CHARS} characters")
+    if reference is not None and not 0 < len(reference) <= MAX_REFERENCE_CHARS:
+        raise InvalidRequestError(f"reference: give 1 to {MAX_REFERENCE_CHARS} characters")
+    async with transaction(engine) as connection:
+        record, created = await register_task(connection, task_id, reference, datetime.now(UTC))
+    log.info("audit", who=who, what="register", task_id=task_id, count=int(created))
+    return record, created

@@ -93,9 +93,11 @@ def parse_duration(text: str, option: str) -> timedelta:
 
 
 @contextmanager
-def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr for large sets; `advance(n)` moves it on by n."""
-    if quiet or total < PROGRESS_FROM:
+def progress(
+    total: int, label: str, quiet: bool, at_least: int = PROGRESS_FROM
+) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for sets of `at_least` items; `advance(n)` moves it on by n."""
+    if quiet or total < at_least:
         yield lambda _: None
         return
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:

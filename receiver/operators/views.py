@@ -28,7 +28,12 @@ RECORD_KEYS = (
     "updated_at",
     "last_event_id",
     "changed_at",
+    "reference",
+    "registered_at",
+    "reconciled_at",
+    "reconcile_state",
 )
+RECORD_COLUMNS = ("changed_at", "task_id", "status", "model", "reference", "reconcile_state")
 EVENT_COLUMNS = ("received_at", "id", "type", "outcome", "task_id", "quarantine_reason")
 DELIVERY_COLUMNS = (
     "id",
@@ -83,6 +88,27 @@ def event(shown: dict[str, Any]) -> str:
 
 def record(shown: dict[str, Any]) -> str:
     return details(shown, RECORD_KEYS)
+
+
+def record_page(page: dict[str, Any]) -> str:
+    listing = table(page["records"], RECORD_COLUMNS, "No records.")
+    return _with_cursor(listing, page["next_cursor"])
+
+
+def registration(result: dict[str, Any]) -> str:
+    verb = "Registered" if result["created"] else "Already known:"
+    return f"{verb} {result['record']['task_id']}\n" + record(result["record"])
+
+
+def reconciliation(result: dict[str, Any]) -> str:
+    if result["dry_run"]:
+        return f"{result['due']} records are due; none was asked about (dry run)."
+    balance = result["credits"]
+    return (
+        f"Asked Rivya about {result['asked']} records: {result['changed']} changed,"
+        f" {result['not_found']} not found, {result['failed']} failed."
+        + (f" Credits: {balance}." if balance is not None else "")
+    )
 
 
 def stats(numbers: dict[str, Any]) -> str:

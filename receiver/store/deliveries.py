@@ -6,7 +6,7 @@ cannot both take a row: SQLite serialises writers, and on PostgreSQL the inner S
 FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -31,6 +31,14 @@ class DeliveryState(StrEnum):
 
 # Not stored: how listings show a pending delivery whose destination is no longer configured.
 ORPHANED = "orphaned"
+
+
+def shown_state(state: str, destination: str, configured: Collection[str]) -> str:
+    """A delivery's state as operators see it: pending, but orphaned when nothing will send
+    it until its destination is configured again."""
+    if state == DeliveryState.PENDING and destination not in configured:
+        return ORPHANED
+    return state
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from receiver.destinations import Destination
 from receiver.exceptions import NotFoundError
-from receiver.model import Event, Outcome
+from receiver.model import Event, Generation, Outcome
 from receiver.store.deliveries import DeliveryState
 from receiver.store.statements import (
     Prepared,
@@ -56,29 +56,23 @@ def store_events(
     if stale:
         statement = mark_stale(dialect, len(stale))
         run(statement, statement.parameters([{"id": event_id} for event_id in stale]))
+    final = {
+        s.event.event_id: Outcome.STALE
+        if s.event.event_id in stale
+        else _outcome_before_applying(s.event)
+        for s in inserted
+    }
     outbox = [
         _delivery_row(s, destination.name)
         for s in inserted
         for destination in destinations
-        if destination.wants(s.event.type, _final_outcome(s.event, stale))
+        if destination.wants(s.event.type, final[s.event.event_id])
     ]
     if outbox:
         statement = insert_deliveries(dialect, len(outbox))
         run(statement, statement.parameters(outbox))
-    outcomes: list[Outcome | None] = []
-    counted: set[str] = set()
-    for submission in batch:
-        event_id = submission.event.event_id
-        if event_id not in stored or event_id in counted:
-            outcomes.append(None)
-        else:
-            outcomes.append(_final_outcome(submission.event, stale))
-        counted.add(event_id)
-    return outcomes
-
-
-def _final_outcome(event: Event, stale: set[str]) -> Outcome:
-    return Outcome.STALE if event.event_id in stale else _outcome_before_applying(event)
+    # The first submission of each stored event gets its outcome; repeats get None.
+    return [final.pop(s.event.event_id) if s.event.event_id in final else None for s in batch]
 
 
 def reprocess_event(
@@ -128,7 +122,11 @@ def _apply_all(run: Run, dialect: Dialect, applicable: list[Submission]) -> set[
         later: list[Submission] = []
         tasks: set[str] = set()
         for submission in applicable:
-            row = _record_row(submission)
+            if submission.event.generation is None:
+                raise ValueError("only events with a generation apply to records")
+            row = record_row(
+                submission.event.generation, submission.event.event_id, submission.received_at
+            )
             if row["task_id"] in tasks:
                 later.append(submission)
             else:
@@ -154,10 +152,10 @@ def _event_row(submission: Submission) -> dict[str, Any]:
     }
 
 
-def _record_row(submission: Submission) -> dict[str, Any]:
-    generation = submission.event.generation
-    if generation is None:
-        raise ValueError("only events with a generation apply to records")
+def record_row(
+    generation: Generation, event_id: str | None, changed_at: datetime
+) -> dict[str, Any]:
+    """The record columns a generation sets (`upsert_records`), by event `event_id`."""
     return {
         "task_id": generation.task_id,
         "status": generation.status,
@@ -168,8 +166,8 @@ def _record_row(submission: Submission) -> dict[str, Any]:
         "error_code": generation.error_code,
         "error_message": generation.error_message,
         "updated_at": generation.updated_at,
-        "last_event_id": submission.event.event_id,
-        "changed_at": submission.received_at,
+        "last_event_id": event_id,
+        "changed_at": changed_at,
     }
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.destinations import Destination, shown_url
-from receiver.store.deliveries import ORPHANED, DeliveryState
+from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
 from receiver.store.tables import deliveries, destination_health
 
 COUNTED = (*(state.value for state in DeliveryState), ORPHANED)
@@ -39,17 +39,15 @@ async def collect_health(
         .group_by(deliveries.c.destination)
     )
     health = await connection.execute(sa.select(destination_health))
-    entries = {d.name: _entry(d.name, d) for d in destinations}
+    entries = {d.name: _configured_entry(d) for d in destinations}
     for name, state, count in counts:
-        entry = entries.setdefault(name, _entry(name, None))
-        if state == DeliveryState.PENDING and not entry["configured"]:
-            state = ORPHANED
-        entry[state] = entry.get(state, 0) + count
+        entry = entries.setdefault(name, _entry(name))
+        entry[shown_state(state, name, configured)] += count
     for name, created_at in oldest:
         if name in configured:
             entries[name]["oldest_pending"] = oldest_pending(created_at)
     for row in health:
-        entry = entries.setdefault(row.destination, _entry(row.destination, None))
+        entry = entries.setdefault(row.destination, _entry(row.destination))
         entry["last_success_at"] = _iso(row.last_success_at)
         entry["last_failure_at"] = _iso(row.last_failure_at)
         entry["consecutive_failures"] = row.consecutive_failures
@@ -69,19 +67,31 @@ def oldest_pending(created_at: datetime | str | None) -> dict[str, Any] | None:
     return {"created_at": created_at.isoformat(), "age_seconds": round(age, 1)}
 
 
-def _entry(name: str, configured: Destination | None) -> dict[str, Any]:
+def _entry(name: str) -> dict[str, Any]:
+    """A destination only the database still names: no URL or filters to show."""
     return {
         "destination": name,
-        "configured": configured is not None,
-        "url": shown_url(configured.url) if configured else None,
-        "event_types": sorted(configured.event_types or ()) or None if configured else None,
-        "outcomes": sorted(configured.outcomes or ()) or None if configured else None,
-        "max_in_flight": configured.max_in_flight if configured else None,
+        "configured": False,
+        "url": None,
+        "event_types": None,
+        "outcomes": None,
+        "max_in_flight": None,
         **dict.fromkeys(COUNTED, 0),
         "oldest_pending": None,
         "last_success_at": None,
         "last_failure_at": None,
         "consecutive_failures": 0,
+    }
+
+
+def _configured_entry(destination: Destination) -> dict[str, Any]:
+    return {
+        **_entry(destination.name),
+        "configured": True,
+        "url": shown_url(destination.url),
+        "event_types": sorted(destination.event_types or ()) or None,
+        "outcomes": sorted(destination.outcomes or ()) or None,
+        "max_in_flight": destination.max_in_flight,
     }
 
 

@@ -1,18 +1,17 @@
 """Reading what was stored, for operators. Rows come back as JSON-ready dicts."""
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.exceptions import InvalidRequestError, NotFoundError
-from receiver.store.deliveries import ORPHANED, DeliveryState
+from receiver.exceptions import NotFoundError
+from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
 from receiver.store.filters import EventFilter, event_conditions
+from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
 from receiver.store.tables import attempts, deliveries, events, records
 
 
@@ -20,7 +19,7 @@ async def get_event(connection: AsyncConnection, event_id: str) -> dict[str, Any
     row = (await connection.execute(sa.select(events).where(events.c.id == event_id))).first()
     if row is None:
         raise NotFoundError(f"no event {event_id!r}")
-    event = _jsonable(row._asdict())
+    event = jsonable(row._asdict())
     body = event.pop("body")
     event["payload"] = _payload(body)
     event["deliveries"] = await _deliveries_of(connection, event_id)
@@ -33,7 +32,7 @@ async def _deliveries_of(connection: AsyncConnection, event_id: str) -> list[dic
         .where(deliveries.c.event_id == event_id)
         .order_by(deliveries.c.id)
     )
-    shown = [_jsonable(row._asdict()) for row in rows]
+    shown = [jsonable(row._asdict()) for row in rows]
     attempt_rows = await connection.execute(
         sa.select(attempts)
         .where(attempts.c.delivery_id.in_([delivery["id"] for delivery in shown]))
@@ -42,7 +41,7 @@ async def _deliveries_of(connection: AsyncConnection, event_id: str) -> list[dic
     by_delivery: dict[int, list[dict[str, Any]]] = {delivery["id"]: [] for delivery in shown}
     for attempt in attempt_rows:
         by_delivery[attempt.delivery_id].append(
-            _jsonable({k: v for k, v in attempt._asdict().items() if k != "delivery_id"})
+            jsonable({k: v for k, v in attempt._asdict().items() if k != "delivery_id"})
         )
     for delivery in shown:
         delivery["attempt_log"] = by_delivery[delivery["id"]]
@@ -73,12 +72,6 @@ DELIVERY_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 async def list_events(
     connection: AsyncConnection, which: EventFilter, limit: int, cursor: str | None = None
 ) -> Page:
@@ -90,16 +83,16 @@ async def list_events(
         .limit(limit)
     )
     if cursor is not None:
-        received_at, event_id = _decode_cursor(cursor, 2)
-        moment = _moment(received_at)
+        received_at, event_id = decode_cursor(cursor, 2)
+        moment = parse_moment(received_at)
         query = query.where(
             sa.tuple_(events.c.received_at, events.c.id)
             < sa.tuple_(sa.literal(moment, events.c.received_at.type), sa.literal(event_id))
         )
     rows = [row._asdict() for row in await connection.execute(query)]
     last = rows[-1] if len(rows) == limit else None
-    next_cursor = _encode_cursor(last["received_at"].isoformat(), last["id"]) if last else None
-    return Page([_jsonable(row) for row in rows], next_cursor)
+    next_cursor = encode_cursor(last["received_at"].isoformat(), last["id"]) if last else None
+    return Page([jsonable(row) for row in rows], next_cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +126,12 @@ async def list_deliveries(
     if which.destination is not None:
         query = query.where(deliveries.c.destination == which.destination)
     if cursor is not None:
-        (before_id,) = _decode_cursor(cursor, 1)
+        (before_id,) = decode_cursor(cursor, 1)
         query = query.where(deliveries.c.id < int(before_id))
-    rows = [_jsonable(row._asdict()) for row in await connection.execute(query)]
+    rows = [jsonable(row._asdict()) for row in await connection.execute(query)]
     for row in rows:
-        if row["state"] == DeliveryState.PENDING and row["destination"] not in configured:
-            row["state"] = ORPHANED
-    next_cursor = _encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
+        row["state"] = shown_state(row["state"], row["destination"], configured)
+    next_cursor = encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
     return Page(rows, next_cursor)
 
 
@@ -147,28 +139,7 @@ async def get_record(connection: AsyncConnection, task_id: str) -> dict[str, Any
     row = (await connection.execute(sa.select(records).where(records.c.task_id == task_id))).first()
     if row is None:
         raise NotFoundError(f"no record {task_id!r}")
-    return _jsonable(row._asdict())
-
-
-def _encode_cursor(*values: Any) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(values)).decode()
-
-
-def _decode_cursor(cursor: str, length: int) -> list[Any]:
-    try:
-        values = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, orjson.JSONDecodeError):
-        values = None
-    if not isinstance(values, list) or len(values) != length:
-        raise InvalidRequestError("cursor: not one this service gave out")
-    return values
-
-
-def _moment(text: Any) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        raise InvalidRequestError("cursor: not one this service gave out") from None
+    return jsonable(row._asdict())
 
 
 def _payload(body: bytes) -> Any:
@@ -177,11 +148,3 @@ def _payload(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    # Column names arrive as SQLAlchemy's str subclass, which orjson refuses as keys.
-    return {
-        str(key): value.isoformat() if isinstance(value, datetime) else value
-        for key, value in row.items()
-    }

@@ -20,7 +20,20 @@ from receiver.model import TERMINAL_STATUSES
 from receiver.store.tables import attempts, deliveries, destination_health, events, records
 
 EVENT_COLUMNS = tuple(column.name for column in events.c)
-RECORD_COLUMNS = tuple(column.name for column in records.c)
+# What a generation sets on its record; registration and reconciliation keep their own.
+RECORD_COLUMNS = (
+    "task_id",
+    "status",
+    "model",
+    "reserved_credits",
+    "final_credits",
+    "result_urls",
+    "error_code",
+    "error_message",
+    "updated_at",
+    "last_event_id",
+    "changed_at",
+)
 DELIVERY_COLUMNS = ("event_id", "destination", "state", "next_attempt_at", "created_at")
 ATTEMPT_COLUMNS = ("delivery_id", "attempted_at", "duration_ms", "status_code", "error_class")
 HEALTH_COLUMNS = tuple(column.name for column in destination_health.c)
@@ -143,7 +156,11 @@ def _upsert_records(dialect: Any, rows: int) -> Any:
     return upsert.on_conflict_do_update(
         index_elements=[records.c.task_id],
         set_={c: upsert.excluded[c] for c in RECORD_COLUMNS if c != "task_id"},
-        where=sa.and_(*not_terminal, records.c.updated_at <= upsert.excluded.updated_at)
+        # A registered record has no generation time yet: any report is newer.
+        where=sa.and_(
+            *not_terminal,
+            records.c.updated_at.is_(None) | (records.c.updated_at <= upsert.excluded.updated_at),
+        )
         | (records.c.last_event_id == upsert.excluded.last_event_id),
     ).returning(records.c.last_event_id)
 

@@ -5,6 +5,7 @@ records     one row per Rivya generation (task ID): the product's view of it
 deliveries  the outbox: one row per forward of an event to one destination
 attempts    one row per HTTP attempt of a delivery
 destination_health  per destination: when it last took or refused an attempt
+rivya_credits  the last credit balance read from Rivya's API
 """
 
 from collections.abc import Callable
@@ -89,10 +90,21 @@ records = sa.Table(
     sa.Column("result_urls", sa.JSON, nullable=False),
     sa.Column("error_code", sa.Text),
     sa.Column("error_message", sa.Text),
-    sa.Column("updated_at", UTCDateTime, nullable=False),
-    # No foreign key: the record outlives its events when retention prunes them.
-    sa.Column("last_event_id", sa.Text, nullable=False),
+    # Rivya's time for the generation; none yet for a task only registered.
+    sa.Column("updated_at", UTCDateTime),
+    # No foreign key: the record outlives its events when retention prunes them. None
+    # while no event has touched it (registered, or changed only by reconciliation).
+    sa.Column("last_event_id", sa.Text),
     sa.Column("changed_at", UTCDateTime, nullable=False),
+    # The product's own key for the task, given when it registers it.
+    sa.Column("reference", sa.Text, index=True),
+    sa.Column("registered_at", UTCDateTime),
+    # When reconciliation last asked Rivya about it, and what came of that.
+    sa.Column("reconciled_at", UTCDateTime),
+    sa.Column("reconcile_state", sa.Text),
+    # Listings page by when records changed, in all and by status (reconciliation's scan).
+    sa.Index("ix_records_changed_at", "changed_at"),
+    sa.Index("ix_records_status_changed_at", "status", "changed_at"),
 )
 
 deliveries = sa.Table(
@@ -139,4 +151,13 @@ destination_health = sa.Table(
     sa.Column("last_failure_at", UTCDateTime),
     # Failed attempts since the last one that succeeded.
     sa.Column("consecutive_failures", sa.Integer, nullable=False),
+)
+
+# The last balance reconciliation read from Rivya: one row, id 1.
+rivya_credits = sa.Table(
+    "rivya_credits",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("current_credits", sa.BigInteger, nullable=False),
+    sa.Column("read_at", UTCDateTime, nullable=False),
 )

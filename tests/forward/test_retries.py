@@ -6,12 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver.forward.retries import (
-    JITTER,
-    MAX_RETRY_AFTER_SECONDS,
-    RetryPolicy,
-    parse_retry_after,
-)
+from receiver.forward.retries import JITTER, RetryPolicy
 from receiver.store.deliveries import DeliveryState
 
 NOW = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
@@ -54,22 +49,3 @@ def test_retry_after_stretches_a_shorter_delay_but_never_shortens_one() -> None:
     shorter = POLICY.judge(3, 503, "1", NOW).next_attempt_at
     assert shorter is not None
     assert shorter - NOW >= timedelta(seconds=1800 * (1 - JITTER))
-
-
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [
-        ("2", 2.0),
-        (" 30 ", 30.0),
-        ("Sun, 10 May 2026 12:01:00 GMT", 60.0),
-        ("Sun, 10 May 2026 11:00:00 GMT", 0.0),
-        ("99999999999", MAX_RETRY_AFTER_SECONDS),
-        ("-5", None),
-        ("1.5", None),
-        ("soon", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_retry_after_in_both_forms(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header, NOW) == seconds

@@ -1,0 +1,107 @@
+"""Records the product registers, and the listing of records by status, reference and age.
+
+A task is registered when the product submits it to Rivya, before any event: its record
+starts `queued`, with no generation time, so that whatever Rivya reports later (by webhook
+or through reconciliation) is newer and applies under the usual never-regress rule.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from receiver.exceptions import ConflictError
+from receiver.model import TERMINAL_STATUSES
+from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
+from receiver.store.queries import get_record
+from receiver.store.tables import records
+
+MAX_REFERENCE_CHARS = 128
+
+
+async def register_task(
+    connection: AsyncConnection, task_id: str, reference: str | None, now: datetime
+) -> tuple[dict[str, Any], bool]:
+    """The task's record, and whether this call created it. A record that exists (from an
+    earlier registration, or from Rivya) is left as it is, but takes `reference` if it has
+    none; a different reference than its own is a conflict."""
+    insert = dialect_insert(connection, records).values(
+        task_id=task_id,
+        status="queued",
+        result_urls=[],
+        changed_at=now,
+        reference=reference,
+        registered_at=now,
+    )
+    created = (
+        await connection.execute(
+            insert.on_conflict_do_nothing(index_elements=[records.c.task_id]).returning(
+                records.c.task_id
+            )
+        )
+    ).first() is not None
+    record = await get_record(connection, task_id)
+    if created or reference is None or record["reference"] == reference:
+        return record, created
+    if record["reference"] is not None:
+        raise ConflictError(f"task {task_id!r} is registered with another reference")
+    await connection.execute(
+        sa.update(records)
+        .where(records.c.task_id == task_id, records.c.reference.is_(None))
+        .values(reference=reference, registered_at=now)
+    )
+    return await get_record(connection, task_id), False
+
+
+def dialect_insert(connection: AsyncConnection, table: sa.Table) -> Any:
+    """The backend's own INSERT, which has ON CONFLICT."""
+    module = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    status: str | None = None
+    reference: str | None = None
+    # Only records not terminal and unchanged for this long: what reconciliation looks at.
+    stale_after: timedelta | None = None
+
+
+def stale_conditions(stale_after: timedelta, now: datetime) -> list[Any]:
+    """Not terminal, and unchanged since `stale_after` before `now`."""
+    return [
+        records.c.status.not_in(sorted(TERMINAL_STATUSES)),
+        records.c.changed_at <= now - stale_after,
+    ]
+
+
+async def list_records(
+    connection: AsyncConnection,
+    which: RecordFilter,
+    now: datetime,
+    limit: int,
+    cursor: str | None = None,
+) -> Page:
+    """Most recently changed first; `cursor` continues from the previous page's end."""
+    query = sa.select(records).order_by(records.c.changed_at.desc(), records.c.task_id.desc())
+    if which.status is not None:
+        query = query.where(records.c.status == which.status)
+    if which.reference is not None:
+        query = query.where(records.c.reference == which.reference)
+    if which.stale_after is not None:
+        query = query.where(*stale_conditions(which.stale_after, now))
+    if cursor is not None:
+        changed_at, task_id = decode_cursor(cursor, 2)
+        query = query.where(
+            sa.tuple_(records.c.changed_at, records.c.task_id)
+            < sa.tuple_(
+                sa.literal(parse_moment(changed_at), records.c.changed_at.type), sa.literal(task_id)
+            )
+        )
+    rows = [row._asdict() for row in await connection.execute(query.limit(limit))]
+    last = rows[-1] if len(rows) == limit else None
+    next_cursor = encode_cursor(last["changed_at"].isoformat(), last["task_id"]) if last else None
+    return Page([jsonable(row) for row in rows], next_cursor)
