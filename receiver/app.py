@@ -14,6 +14,7 @@ from receiver.ingest.webhooks import RivyaWebhookEndpoint
 from receiver.logs import RequestLogMiddleware
 from receiver.metrics import Metrics
 from receiver.operators.admin import RequireAdminToken, admin_mount
+from receiver.reconcile.reconciler import Reconciler
 from receiver.responses import EXCEPTION_HANDLERS
 from receiver.services import Services
 from receiver.settings import Settings
@@ -48,6 +49,17 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
                     observe=metrics.observe_batch,
                 )
             )
+            if settings.rivya_api_key is not None:
+                reconciler = await stack.enter_async_context(
+                    Reconciler(
+                        engine,
+                        settings,
+                        on_request=metrics.observe_rivya_request,
+                        on_pass=metrics.observe_reconcile_pass,
+                        on_stored=forwarder.wake if forwarder else None,
+                    )
+                )
+                reconciler.run_periodically()
             verifier = StandardWebhooks(
                 settings.signing_secrets, settings.timestamp_tolerance_seconds
             )

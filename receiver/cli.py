@@ -22,6 +22,7 @@ from receiver.operators.console import emit, json_option, load_settings
 from receiver.operators.inspection import deliveries, destinations, events, records, stats
 from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
+from receiver.operators.tasks import reconcile, tasks
 from receiver.outbound import open_session
 from receiver.process import tune_process
 from receiver.server import serve_options
@@ -38,7 +39,18 @@ def cli() -> None:
     """Receive Rivya webhooks: verified, deduplicated, stored, forwarded."""
 
 
-for command in (events, records, deliveries, destinations, stats, replay, reprocess, prune):
+for command in (
+    events,
+    records,
+    deliveries,
+    destinations,
+    stats,
+    replay,
+    reprocess,
+    prune,
+    tasks,
+    reconcile,
+):
     cli.add_command(command)
 
 
@@ -77,11 +89,13 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
 
 @cli.command()
 def worker() -> None:
-    """Forward stored events to their destinations, without serving HTTP."""
+    """Forward stored events to their destinations, and reconcile records with Rivya's API
+    when a key is set, without serving HTTP."""
     settings = load_settings()
-    if not settings.forwarding:
+    if not settings.forwarding and settings.rivya_api_key is None:
         raise click.ClickException(
-            "no destination: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE"
+            "nothing to do: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE, or"
+            " RECEIVER_RIVYA_API_KEY"
         )
     configure_logging(settings.log_level, settings.log_format)
     tune_process()

@@ -94,6 +94,34 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.reconcile_passes = Counter(
+            "receiver_reconcile_passes",
+            "Reconciliation passes run by this process, by result (ok, auth_failed, unavailable).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.rivya_api_requests = Counter(
+            "receiver_rivya_api_requests",
+            "Calls to Rivya's API by this process, by HTTP status, timeout or connection_error.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.records_stale = Gauge(
+            "receiver_records_stale",
+            "Records not terminal and unchanged for RECEIVER_RECONCILE_AFTER_SECONDS.",
+            registry=self.registry,
+        )
+        self.rivya_credits = Gauge(
+            "receiver_rivya_credits",
+            "The last credit balance read from Rivya's API (absent until one is read).",
+            registry=self.registry,
+        )
+        self.rivya_credits_low = Gauge(
+            "receiver_rivya_credits_low",
+            "1 if that balance is at or under RECEIVER_LOW_CREDITS_THRESHOLD, else 0.",
+            registry=self.registry,
+        )
+
     def observe_request(self, scope: Scope, http_status: int, seconds: float) -> None:
         """RequestLogMiddleware's hook, called once per request with what the handler bound."""
         if scope["path"] != WEBHOOK_PATH:
@@ -119,6 +147,12 @@ class Metrics:
             result = "connection_error"
         self.delivery_attempts.labels(destination, result).inc()
 
+    def observe_reconcile_pass(self, result: str) -> None:
+        self.reconcile_passes.labels(result).inc()
+
+    def observe_rivya_request(self, status: str) -> None:
+        self.rivya_api_requests.labels(status).inc()
+
     def observe_batch(self, size: int, seconds: float) -> None:
         self.write_batch_size.observe(size)
         self.commit_seconds.observe(seconds)
@@ -128,15 +162,19 @@ class Metrics:
         try:
             services = services_of(request)
             async with services.engine.connect() as connection:
-                stats = await collect_totals(connection, services.settings.forwarding)
+                stats = await collect_totals(
+                    connection,
+                    services.settings.forwarding,
+                    services.settings.reconcile_after,
+                )
         except (SQLAlchemyError, OSError):
             self.database_up.set(0)
         else:
             self.database_up.set(1)
-            self._set_gauges(stats)
+            self._set_gauges(stats, services.settings.low_credits_threshold)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def _set_gauges(self, stats: dict[str, Any]) -> None:
+    def _set_gauges(self, stats: dict[str, Any], low_credits: int | None) -> None:
         # Cleared first: a destination, status or model with no rows left must not linger.
         for gauge in (self.deliveries, self.pending_deliveries, self.oldest_pending_age):
             gauge.clear()
@@ -154,6 +192,11 @@ class Metrics:
         self.final_credits.clear()
         for row in stats["credits"]:
             self.final_credits.labels(row["model"] or "").set(row["final"])
+        self.records_stale.set(stats["records_stale"])
+        if (balance := stats["rivya_credits"]) is not None:
+            current = balance["current_credits"]
+            self.rivya_credits.set(current)
+            self.rivya_credits_low.set(int(low_credits is not None and current <= low_credits))
 
 
 def _accepted_as(outcome: object) -> str:

@@ -6,6 +6,7 @@ and an unusable value stops start-up with one line naming its variable (never it
 """
 
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -143,6 +144,11 @@ class Settings(BaseModel):
             max_in_flight=self.forward_concurrency,
         )
         return (default, *self.destinations)
+
+    @property
+    def reconcile_after(self) -> timedelta:
+        """How long a record not terminal may go unchanged before it is stale (and due)."""
+        return timedelta(seconds=self.reconcile_after_seconds)
 
     @field_validator("admin_token")
     @classmethod

@@ -1,6 +1,7 @@
 """What the tests share: Rivya-shaped events, signed by the independent `standardwebhooks`
 package, and a real `receiver serve` process on a free loopback port."""
 
+import json
 import os
 import secrets
 import signal
@@ -366,3 +367,19 @@ class Load:
                         self.acknowledged.append(event["id"])
                     else:
                         self.refused[response.status_code] += 1
+
+
+class Operator:
+    """Runs `receiver ...` with the server's own settings, from another process."""
+
+    def __init__(self, server: ReceiverProcess) -> None:
+        self.server = server
+
+    def run(self, *args: str, code: int = 0) -> str:
+        result = run_cli(*args, env=self.server.env, cwd=self.server.workdir)
+        assert result.returncode == code, result.stderr
+        assert "Traceback" not in result.stderr
+        return result.stdout if code == 0 else result.stderr
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json"))

@@ -1,10 +1,13 @@
-"""`receiver worker`: the forwarder alone, for deployments that separate it from `serve`."""
+"""`receiver worker`: the forwarder, and reconciliation when a Rivya API key is set, without
+serving HTTP, for deployments that separate them from `serve`."""
 
 import asyncio
 import signal
+from contextlib import AsyncExitStack
 
 from receiver.forward.forwarder import Forwarder
 from receiver.logs import log
+from receiver.reconcile.reconciler import Reconciler
 from receiver.settings import Settings
 from receiver.store.database import create_engine, upgrade_schema
 
@@ -18,7 +21,15 @@ async def run_worker(settings: Settings) -> None:
     engine = create_engine(settings.database_url, settings.database_busy_timeout_seconds)
     try:
         await upgrade_schema(engine)
-        async with Forwarder(engine, settings):
+        async with AsyncExitStack() as stack:
+            forwarder = None
+            if settings.forwarding:
+                forwarder = await stack.enter_async_context(Forwarder(engine, settings))
+            if settings.rivya_api_key is not None:
+                reconciler = await stack.enter_async_context(
+                    Reconciler(engine, settings, on_stored=forwarder.wake if forwarder else None)
+                )
+                reconciler.run_periodically()
             await stop.wait()
             log.info("worker_stopping")
     finally:

@@ -1,9 +1,19 @@
-"""The admin API under /admin, behind a bearer token: look up, list, count, replay."""
+"""The admin API under /admin, behind a bearer token: look up, list, count, replay, and
+register the product's tasks."""
 
 import hmac
+from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -14,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from receiver.exceptions import InvalidRequestError, NotFoundError, UnauthorizedError
 from receiver.model import Outcome
 from receiver.operators import actions
+from receiver.operators.spans import parse_span
 from receiver.responses import ORJSONResponse
 from receiver.services import Services, services_of
 from receiver.settings import describe_errors
@@ -28,6 +39,7 @@ from receiver.store.queries import (
     list_deliveries,
     list_events,
 )
+from receiver.store.records import RecordFilter, list_records
 from receiver.store.stats import collect_stats
 
 M = TypeVar("M", bound=BaseModel)
@@ -81,6 +93,26 @@ class DeliveriesQuery(_Strict):
     cursor: str | None = None
 
 
+class TaskRegistration(_Strict):
+    task_id: str
+    reference: str | None = None
+
+
+class RecordsQuery(_Strict):
+    status: Literal["queued", "processing", "succeeded", "failed"] | None = None
+    reference: str | None = None
+    stale_after: str | None = None  # a span: 15m, 24h
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = None
+
+    @field_validator("stale_after")
+    @classmethod
+    def _check_span(cls, value: str | None) -> str | None:
+        if value is not None and parse_span(value) is None:
+            raise ValueError("give a span like 15m, 24h or 7d")
+        return value
+
+
 class StatsQuery(_Strict):
     since: AwareDatetime | None = None
 
@@ -105,6 +137,26 @@ async def show_record(request: Request) -> Response:
         return ORJSONResponse(await get_record(connection, request.path_params["task_id"]))
 
 
+async def show_records(request: Request) -> Response:
+    query = _parse(RecordsQuery, request)
+    which = RecordFilter(
+        status=query.status,
+        reference=query.reference,
+        stale_after=parse_span(query.stale_after) if query.stale_after else None,
+    )
+    async with transaction(services_of(request).engine) as connection:
+        page = await list_records(connection, which, datetime.now(UTC), query.limit, query.cursor)
+    return ORJSONResponse({"records": page.items, "next_cursor": page.next_cursor})
+
+
+async def register_task(request: Request) -> Response:
+    wanted = await _body(TaskRegistration, request)
+    record, created = await actions.register(
+        services_of(request).engine, wanted.task_id, wanted.reference, WHO
+    )
+    return ORJSONResponse(record, status_code=201 if created else 200)
+
+
 async def show_deliveries(request: Request) -> Response:
     query = _parse(DeliveriesQuery, request)
     which = DeliveryFilter(state=query.state, destination=query.destination)
@@ -120,7 +172,12 @@ async def show_stats(request: Request) -> Response:
     services = services_of(request)
     async with transaction(services.engine) as connection:
         return ORJSONResponse(
-            await collect_stats(connection, services.settings.forwarding, query.since)
+            await collect_stats(
+                connection,
+                services.settings.forwarding,
+                query.since,
+                services.settings.reconcile_after,
+            )
         )
 
 
@@ -187,7 +244,9 @@ def admin_mount(token: SecretStr | None) -> Mount:
             Route("/replay", replay_matching, methods=["POST"]),
             Route("/deliveries", show_deliveries),
             Route("/destinations", show_destinations),
+            Route("/records", show_records),
             Route("/records/{task_id}", show_record),
+            Route("/tasks", register_task, methods=["POST"]),
             Route("/stats", show_stats),
         ],
         middleware=[Middleware(RequireAdminToken, token=token)],

@@ -6,7 +6,6 @@ traceback; `--json` prints one JSON document, also when there is nothing to show
 
 import asyncio
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,13 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.exceptions import RejectedRequestError, SettingsError, StoreUnavailableError
 from receiver.logs import configure_logging
+from receiver.operators.spans import is_span, parse_span
 from receiver.settings import Settings
 from receiver.store.database import create_engine, schema_is_current, sqlite_path
 
 T = TypeVar("T")
 PROGRESS_FROM = 1000
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -74,7 +72,7 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
     """ISO 8601 (UTC when no zone is given), or a span back from now: 90m, 24h, 7d, 2w."""
     if text is None:
         return None
-    if _DURATION.fullmatch(text):
+    if is_span(text):
         return datetime.now(UTC) - parse_duration(text, option)
     try:
         moment = datetime.fromisoformat(text)
@@ -86,10 +84,10 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
 
 
 def parse_duration(text: str, option: str) -> timedelta:
-    match = _DURATION.fullmatch(text)
-    if match is None or int(match[1]) == 0:
+    span = parse_span(text)
+    if span is None:
         raise click.ClickException(f"{option}: {text!r} is not a span like 90m, 24h, 30d or 2w")
-    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+    return span
 
 
 @contextmanager

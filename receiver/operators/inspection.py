@@ -2,17 +2,19 @@
 count."""
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from receiver.model import Outcome
+from receiver.model import GENERATION_STATUSES, Outcome
 from receiver.operators import views
 from receiver.operators.console import (
     emit,
     json_option,
     load_settings,
+    parse_duration,
     parse_moment,
     run_with_store,
 )
@@ -27,6 +29,7 @@ from receiver.store.queries import (
     list_deliveries,
     list_events,
 )
+from receiver.store.records import RecordFilter, list_records
 from receiver.store.stats import collect_stats
 
 T = TypeVar("T")
@@ -94,6 +97,35 @@ def records() -> None:
     """Generation records."""
 
 
+@records.command("list")
+@click.option("--status", type=click.Choice(sorted(GENERATION_STATUSES)))
+@click.option("--reference", help="Only the record the product registered with this reference.")
+@click.option(
+    "--stale-after",
+    help="Only records not terminal and unchanged for this long: 15m, 24h.",
+)
+@limit_option
+@cursor_option
+@json_option
+def records_list(
+    status: str | None,
+    reference: str | None,
+    stale_after: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List records, most recently changed first."""
+    which = RecordFilter(
+        status=status,
+        reference=reference,
+        stale_after=parse_duration(stale_after, "--stale-after") if stale_after else None,
+    )
+    now = datetime.now(UTC)
+    page = read(lambda connection: list_records(connection, which, now, limit, cursor))
+    emit({"records": page.items, "next_cursor": page.next_cursor}, as_json, views.record_page)
+
+
 @records.command("show")
 @click.argument("task_id")
 @json_option
@@ -133,9 +165,10 @@ def stats(since: str | None, as_json: bool) -> None:
     """Events, deliveries (by destination), records, credits and failure codes, since a
     time or ever."""
     moment = parse_moment(since, "--since")
-    configured = load_settings().forwarding
+    settings = load_settings()
+    after = settings.reconcile_after
     emit(
-        read(lambda connection: collect_stats(connection, configured, moment)),
+        read(lambda connection: collect_stats(connection, settings.forwarding, moment, after)),
         as_json,
         views.stats,
     )

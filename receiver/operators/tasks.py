@@ -2,7 +2,7 @@
 Rivya's API. Each is audited."""
 
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -62,9 +62,7 @@ def reconcile(
     it says, store and forward the result of each task that has ended."""
     settings = load_settings()
     after = (
-        parse_duration(stale_after, "--stale-after")
-        if stale_after
-        else timedelta(seconds=settings.reconcile_after_seconds)
+        parse_duration(stale_after, "--stale-after") if stale_after else settings.reconcile_after
     )
     if not dry_run and settings.rivya_api_key is None:
         raise click.ClickException(

@@ -132,6 +132,13 @@ def stats(numbers: dict[str, Any]) -> str:
             "Failure codes\n" + table(numbers["failure_codes"], ("code", "count"), "none"),
             "Oldest pending delivery: "
             + (f"{oldest['created_at']} ({oldest['age_seconds']} s ago)" if oldest else "none"),
+            f"Records stale (not terminal, unchanged too long): {numbers['records_stale']}",
+            "Rivya credits: "
+            + (
+                f"{balance['current_credits']} (read {balance['read_at']})"
+                if (balance := numbers["rivya_credits"])
+                else "never read (reconciliation reads them)"
+            ),
         ]
     )
 

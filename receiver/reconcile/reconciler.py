@@ -47,7 +47,7 @@ from receiver.store.reconciliation import (
     ReconcileState,
     apply_generation,
     claim_due_records,
-    mark_records,
+    mark_record,
     release_claims,
     save_credits,
 )
@@ -94,7 +94,7 @@ class Reconciler:
             raise ValueError("reconciliation needs RECEIVER_RIVYA_API_KEY")
         self._engine = engine
         self._settings = settings
-        self._after = timedelta(seconds=settings.reconcile_after_seconds)
+        self._after = settings.reconcile_after
         self._destinations: Sequence[Destination] = settings.forwarding
         self._api = RivyaAPI(
             settings.rivya_api_url,
@@ -140,9 +140,12 @@ class Reconciler:
         """Ask about every due record (unchanged for `after`, by default the setting's), or
         about the records of `task_ids` whatever their state."""
         report = PassReport(who)
+        # Due as of the pass's start: a record asked about during the pass is not due again
+        # before it ends, however long it takes.
+        started = datetime.now(UTC)
         try:
             report.credits = await self._read_credits()
-            while claims := await self._claim(after or self._after, task_ids):
+            while claims := await self._claim(after or self._after, started, task_ids):
                 await self._ask_each(claims, report, progress)
                 if task_ids is not None:
                     break
@@ -177,11 +180,11 @@ class Reconciler:
             log.warning("rivya_credits_low", credits=balance, threshold=threshold)
         return balance
 
-    async def _claim(self, after: timedelta, task_ids: Sequence[str] | None) -> list[Claim]:
+    async def _claim(
+        self, after: timedelta, started: datetime, task_ids: Sequence[str] | None
+    ) -> list[Claim]:
         async with transaction(self._engine) as connection:
-            return await claim_due_records(
-                connection, after, datetime.now(UTC), BATCH, task_ids=task_ids
-            )
+            return await claim_due_records(connection, after, started, BATCH, task_ids=task_ids)
 
     async def _ask_each(self, claims: list[Claim], report: PassReport, progress: Progress) -> None:
         for done, claim in enumerate(claims):
@@ -206,7 +209,7 @@ class Reconciler:
                 report.failed += state is ReconcileState.FAILED
             report.asked += 1
             async with transaction(self._engine) as connection:
-                await mark_records(connection, [claim.task_id], state)
+                await mark_record(connection, claim.task_id, state, datetime.now(UTC))
             progress(1)
 
     async def _apply(self, claim: Claim, answer: dict[str, Any]) -> tuple[ReconcileState, bool]:

@@ -58,8 +58,9 @@ async def claim_due_records(
     limit: int,
     task_ids: Sequence[str] | None = None,
 ) -> list[Claim]:
-    """Up to `limit` due records, oldest change first; or the records of `task_ids`,
-    whatever their state (an operator forcing a question)."""
+    """Up to `limit` records due at `now`, oldest change first, claimed as asked at `now`
+    (so a pass that claims as of its start never claims one twice); or the records of
+    `task_ids`, whatever their state (an operator forcing a question)."""
     if task_ids is None:
         conditions = due_conditions(after, now)
         order = [records.c.changed_at, records.c.task_id]
@@ -98,15 +99,15 @@ async def release_claims(connection: AsyncConnection, claims: Sequence[Claim]) -
         )
 
 
-async def mark_records(
-    connection: AsyncConnection, task_ids: Sequence[str], state: ReconcileState
+async def mark_record(
+    connection: AsyncConnection, task_id: str, state: ReconcileState, asked_at: datetime
 ) -> None:
-    if task_ids:
-        await connection.execute(
-            sa.update(records)
-            .where(records.c.task_id.in_(task_ids))
-            .values(reconcile_state=state.value)
-        )
+    """What asking found, and when it was asked (the claim's time was the pass's start)."""
+    await connection.execute(
+        sa.update(records)
+        .where(records.c.task_id == task_id)
+        .values(reconcile_state=state.value, reconciled_at=asked_at)
+    )
 
 
 def apply_generation(run: Run, dialect: Dialect, generation: Generation, now: datetime) -> bool:

@@ -78,6 +78,11 @@ def stale_conditions(stale_after: timedelta, now: datetime) -> list[Any]:
     ]
 
 
+async def count_stale(connection: AsyncConnection, after: timedelta, now: datetime) -> int:
+    query = sa.select(sa.func.count()).select_from(records).where(*stale_conditions(after, now))
+    return int((await connection.execute(query)).scalar_one())
+
+
 async def list_records(
     connection: AsyncConnection,
     which: RecordFilter,

@@ -1,7 +1,7 @@
 """The numbers operators ask for: what arrived, what was forwarded, what it cost."""
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,16 +9,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.destinations import Destination
 from receiver.store.health import COUNTED, collect_health
+from receiver.store.reconciliation import read_credits
+from receiver.store.records import count_stale
 from receiver.store.tables import events, records
 
 
 async def collect_stats(
-    connection: AsyncConnection, configured: Sequence[Destination], since: datetime | None
+    connection: AsyncConnection,
+    configured: Sequence[Destination],
+    since: datetime | None,
+    stale_after: timedelta,
 ) -> dict[str, Any]:
     """Events and deliveries since `since` (by when they arrived or were queued), records
     by when they last changed; the oldest pending delivery regardless of `since`. Missing
     values sort first on every backend (SQLite and PostgreSQL differ by default).
-    `configured`: the destinations, for telling pending from orphaned."""
+    `configured`: the destinations, for telling pending from orphaned; `stale_after`: how
+    long a record not terminal may go unchanged before it counts as stale."""
     event_rows = await connection.execute(
         sa.select(events.c.type, events.c.outcome, sa.func.count())
         .where(*_after(events.c.received_at, since))
@@ -31,7 +37,7 @@ async def collect_stats(
         .group_by(records.c.error_code)
         .order_by(sa.func.count().desc(), records.c.error_code.nulls_first())
     )
-    totals = await collect_totals(connection, configured, since)
+    totals = await collect_totals(connection, configured, stale_after, since)
     return {
         "since": since.isoformat() if since else None,
         "events": [{"type": t, "outcome": o, "count": n} for t, o, n in event_rows],
@@ -41,11 +47,16 @@ async def collect_stats(
         "credits": totals["credits"],
         "failure_codes": [{"code": code, "count": n} for code, n in failure_rows],
         "oldest_pending_delivery": totals["oldest_pending_delivery"],
+        "records_stale": totals["records_stale"],
+        "rivya_credits": totals["rivya_credits"],
     }
 
 
 async def collect_totals(
-    connection: AsyncConnection, configured: Sequence[Destination], since: datetime | None = None
+    connection: AsyncConnection,
+    configured: Sequence[Destination],
+    stale_after: timedelta,
+    since: datetime | None = None,
 ) -> dict[str, Any]:
     """Deliveries by state (in all and by destination), records by status, credits by model,
     and the oldest pending delivery: what /metrics reports, without the scans of events it
@@ -81,6 +92,9 @@ async def collect_totals(
             for model, n, reserved, final in credit_rows
         ],
         "oldest_pending_delivery": min(oldest, key=lambda o: o["created_at"], default=None),
+        # Regardless of `since`: what is stuck now, and the last balance Rivya gave.
+        "records_stale": await count_stale(connection, stale_after, datetime.now(UTC)),
+        "rivya_credits": await read_credits(connection),
     }
 
 

@@ -16,6 +16,7 @@ from tests.conftest import Rivya
 from tests.databases import reading
 from tests.helpers import (
     Downstream,
+    Operator,
     ReceiverProcess,
     make_event,
     new_secret,
@@ -26,22 +27,6 @@ from tests.helpers import (
 )
 
 StartServer = Callable[..., ReceiverProcess]
-
-
-class Operator:
-    """Runs `receiver ...` with the server's own settings, from another process."""
-
-    def __init__(self, server: ReceiverProcess) -> None:
-        self.server = server
-
-    def run(self, *args: str, code: int = 0) -> str:
-        result = run_cli(*args, env=self.server.env, cwd=self.server.workdir)
-        assert result.returncode == code, result.stderr
-        assert "Traceback" not in result.stderr
-        return result.stdout if code == 0 else result.stderr
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "--json"))
 
 
 @pytest.fixture
