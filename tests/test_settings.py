@@ -62,6 +62,15 @@ def test_variables_without_our_prefix_are_ignored() -> None:
         ),
         ({"RECEIVER_ADMIN_TOKEN": "short"}, "RECEIVER_ADMIN_TOKEN: use at least 16 characters"),
         ({"RECEIVER_SIGNING_SECRET": "typo"}, "RECEIVER_SIGNING_SECRET: is not recognised"),
+        (
+            {"RECEIVER_RIVYA_API_KEY": "sk_live_not_rivyas"},
+            "RECEIVER_RIVYA_API_KEY: expected a Rivya secret key (rvya_sk_...)",
+        ),
+        ({"RECEIVER_RIVYA_API_KEY": "rvya_sk_"}, "RECEIVER_RIVYA_API_KEY: expected a Rivya"),
+        ({"RECEIVER_RIVYA_API_URL": "rivya.ai/api"}, "RECEIVER_RIVYA_API_URL: use an absolute"),
+        ({"RECEIVER_RIVYA_API_RATE": "0"}, "RECEIVER_RIVYA_API_RATE:"),
+        ({"RECEIVER_RECONCILE_AFTER_SECONDS": "-5"}, "RECEIVER_RECONCILE_AFTER_SECONDS:"),
+        ({"RECEIVER_LOW_CREDITS_THRESHOLD": "some"}, "RECEIVER_LOW_CREDITS_THRESHOLD:"),
     ],
 )
 def test_unusable_value_names_its_variable(environ: dict[str, str], message: str) -> None:
@@ -90,3 +99,18 @@ def test_errors_and_repr_never_show_secret_values() -> None:
         )
     assert secret not in str(raised.value)
     assert "tiny" not in str(raised.value)
+
+
+def test_the_rivya_api_key_is_never_shown() -> None:
+    key = "rvya_sk_" + "k3y" * 10
+    settings = Settings.from_environment(
+        {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_RIVYA_API_KEY": key}, None
+    )
+    assert key not in repr(settings)
+    assert settings.rivya_api_url == "https://rivya.ai/api/v1"
+    assert settings.reconcile_after.total_seconds() == 900
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environment(
+            {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_RIVYA_API_KEY": "x" + key}, None
+        )
+    assert key not in str(raised.value)

@@ -5,6 +5,7 @@ from typing import Any
 import orjson
 
 from receiver.operators.console import details, table
+from receiver.store.tables import GENERATION_COLUMNS
 
 EVENT_KEYS = (
     "id",
@@ -17,17 +18,7 @@ EVENT_KEYS = (
     "quarantine_reason",
 )
 RECORD_KEYS = (
-    "task_id",
-    "status",
-    "model",
-    "reserved_credits",
-    "final_credits",
-    "result_urls",
-    "error_code",
-    "error_message",
-    "updated_at",
-    "last_event_id",
-    "changed_at",
+    *GENERATION_COLUMNS,
     "reference",
     "registered_at",
     "reconciled_at",

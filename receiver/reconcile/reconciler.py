@@ -121,6 +121,7 @@ class Reconciler:
     def run_periodically(self) -> None:
         """A pass every RECEIVER_RECONCILE_INTERVAL_SECONDS until the context ends."""
         self._loop = asyncio.create_task(self._periodically(), name="reconciler")
+        log.info("reconciler_started")
 
     async def _periodically(self) -> None:
         while True:

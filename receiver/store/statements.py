@@ -17,23 +17,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from receiver.model import TERMINAL_STATUSES
-from receiver.store.tables import attempts, deliveries, destination_health, events, records
+from receiver.store.tables import (
+    GENERATION_COLUMNS,
+    attempts,
+    deliveries,
+    destination_health,
+    events,
+    records,
+)
 
 EVENT_COLUMNS = tuple(column.name for column in events.c)
-# What a generation sets on its record; registration and reconciliation keep their own.
-RECORD_COLUMNS = (
-    "task_id",
-    "status",
-    "model",
-    "reserved_credits",
-    "final_credits",
-    "result_urls",
-    "error_code",
-    "error_message",
-    "updated_at",
-    "last_event_id",
-    "changed_at",
-)
+RECORD_COLUMNS = GENERATION_COLUMNS
 DELIVERY_COLUMNS = ("event_id", "destination", "state", "next_attempt_at", "created_at")
 ATTEMPT_COLUMNS = ("delivery_id", "attempted_at", "duration_ms", "status_code", "error_class")
 HEALTH_COLUMNS = tuple(column.name for column in destination_health.c)

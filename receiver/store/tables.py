@@ -79,6 +79,21 @@ events = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
 )
 
+# What a generation sets on its record (webhooks and reconciliation alike); registration and
+# reconciliation keep the rest.
+GENERATION_COLUMNS = (
+    "task_id",
+    "status",
+    "model",
+    "reserved_credits",
+    "final_credits",
+    "result_urls",
+    "error_code",
+    "error_message",
+    "updated_at",
+    "last_event_id",
+    "changed_at",
+)
 records = sa.Table(
     "records",
     metadata,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import Rivya, Sensitive
@@ -17,6 +18,7 @@ from tests.fake_rivya import Answer, FakeRivya, error
 from tests.helpers import (
     HTTP,
     Downstream,
+    Operator,
     ReceiverProcess,
     iso,
     make_event,
@@ -74,7 +76,12 @@ def test_a_registered_task_whose_webhook_never_comes_is_completed_by_the_service
     )
     server = start_server(
         **only(file),
-        **reconciling(fake_rivya, reconcile_after_seconds="1", reconcile_interval_seconds="0.3"),
+        **reconciling(
+            fake_rivya,
+            reconcile_after_seconds="1",
+            reconcile_interval_seconds="0.3",
+            low_credits_threshold="1000",
+        ),
     )
     rivya = Rivya(server, secrets_in_use[0], sensitive)
     event = make_event()
@@ -127,6 +134,15 @@ def test_a_registered_task_whose_webhook_never_comes_is_completed_by_the_service
     stats = rivya.admin("/stats").json()
     assert stats["rivya_credits"]["current_credits"] == fake_rivya.credits
     assert all(call.authorized for call in fake_rivya.calls)
+    for path in ("/stats", f"/records/{task_id}", "/records", "/events", f"/events/{synthesized}"):
+        assert fake_rivya.key not in rivya.admin(path).text
+    gauges = metric(server, "receiver_rivya_credits") + metric(server, "receiver_records_stale")
+    assert {"receiver_rivya_credits 1000.0", "receiver_rivya_credits_low 1.0"} <= set(gauges)
+    assert "receiver_records_stale 0.0" in gauges
+    assert '"event":"rivya_credits_low"' in server.output()
+    assert 'receiver_reconcile_passes_total{result="ok"}' in " ".join(
+        metric(server, "receiver_reconcile_passes_total")
+    )
 
 
 class Reconcile:
@@ -145,19 +161,22 @@ class Reconcile:
         return orjson.loads(result.stdout) if code == 0 else result.stderr
 
 
-def quiet_server(start_server: Callable[..., ReceiverProcess], api: FakeRivya) -> ReceiverProcess:
-    """A server whose own passes find nothing due for an hour: the operator drives them."""
-    return start_server(**reconciling(api, reconcile_after_seconds="3600"))
-
-
-def test_each_failure_of_rivyas_api_is_handled_and_changes_nothing_it_should_not(
+@pytest.fixture
+def operated(
     start_server: Callable[..., ReceiverProcess],
     fake_rivya: FakeRivya,
     secrets_in_use: tuple[str, str],
     sensitive: Sensitive,
+) -> Rivya:
+    """A server whose own passes find nothing due for an hour: the operator drives them."""
+    server = start_server(**reconciling(fake_rivya, reconcile_after_seconds="3600"))
+    return Rivya(server, secrets_in_use[0], sensitive)
+
+
+def test_each_failure_of_rivyas_api_is_handled_and_changes_nothing_it_should_not(
+    operated: Rivya, fake_rivya: FakeRivya
 ) -> None:
-    server = quiet_server(start_server, fake_rivya)
-    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    rivya, server = operated, operated.server
     reconcile = Reconcile(server, fake_rivya)
     known = make_event("generation.failed")["data"]
     fake_rivya.generations[known["id"]] = known
@@ -239,18 +258,13 @@ def test_a_hanging_api_times_out_and_the_service_keeps_ingesting(
         timeout=30,
     )
     assert any('status="timeout"' in line for line in metric(server, "receiver_rivya_api"))
+    assert metric(server, "receiver_records_stale ") == ["receiver_records_stale 1.0"]
     fake_rivya.hang = False
     wait_until(lambda: rivya.admin("/records/task_waiting").json()["reconcile_state"], timeout=30)
 
 
-def test_passes_keep_to_the_configured_rate(
-    start_server: Callable[..., ReceiverProcess],
-    fake_rivya: FakeRivya,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
-) -> None:
-    server = quiet_server(start_server, fake_rivya)
-    rivya = Rivya(server, secrets_in_use[0], sensitive)
+def test_passes_keep_to_the_configured_rate(operated: Rivya, fake_rivya: FakeRivya) -> None:
+    rivya, server = operated, operated.server
     for number in range(8):
         fake_rivya.generations[f"task_{number}"] = running(make_event()["data"]) | {
             "id": f"task_{number}"
@@ -273,3 +287,23 @@ def metric(server: ReceiverProcess, prefix: str) -> list[str]:
         for line in HTTP.get(f"{server.url}/metrics").text.splitlines()
         if line.startswith(prefix)
     ]
+
+
+def test_a_worker_runs_passes_too(
+    start_server: Callable[..., ReceiverProcess], fake_rivya: FakeRivya, downstream: Downstream
+) -> None:
+    worker = start_server(
+        "worker",
+        **reconciling(fake_rivya, reconcile_after_seconds="1", reconcile_interval_seconds="0.3"),
+    )
+    wait_until(lambda: '"event":"reconciler_started"' in worker.output(), timeout=10)
+    operator = Operator(worker)
+    generation = make_event("generation.failed")["data"]
+    fake_rivya.generations[generation["id"]] = generation
+    operator.json("tasks", "register", generation["id"])
+    wait_until(
+        lambda: operator.json("records", "show", generation["id"])["status"] == "failed",
+        timeout=30,
+    )
+    synthesized = f"reconciled:{generation['id']}:failed"
+    wait_until(lambda: synthesized in downstream.ids(), timeout=30)

@@ -88,3 +88,46 @@ def test_deliveries_of_the_previous_version_become_the_default_destinations(
         command.upgrade(config, "head")
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     engine.dispose()
+
+
+def test_records_of_the_previous_version_keep_their_data_and_registered_tasks_walk_back(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """0006 on a database 0005 filled: records keep every value and gain empty registration
+    columns; a downgrade removes the registered tasks Rivya has not reported on (the
+    previous version cannot hold a record without a generation) and keeps the others."""
+    engine = sa.create_engine(sync_url(new_database(tmp_path)))
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+        connection.execute(
+            sa.text(
+                "INSERT INTO records (task_id, status, result_urls, updated_at, last_event_id,"
+                " changed_at) VALUES ('task_old', 'succeeded', '[]', :now, 'evt_1', :now)"
+            ),
+            {"now": now},
+        )
+        command.upgrade(config, "head")
+        row = connection.execute(
+            sa.text(
+                "SELECT status, last_event_id, reference, registered_at, reconcile_state"
+                " FROM records"
+            )
+        ).one()
+        assert tuple(row) == ("succeeded", "evt_1", None, None, None)
+        connection.execute(
+            sa.text(
+                "INSERT INTO records (task_id, status, result_urls, changed_at, registered_at)"
+                " VALUES ('task_new', 'queued', '[]', :now, :now)"
+            ),
+            {"now": now},
+        )
+        command.downgrade(config, "0005")
+        assert connection.execute(sa.text("SELECT task_id FROM records")).scalars().all() == [
+            "task_old"
+        ]
+        command.upgrade(config, "head")
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    engine.dispose()
