@@ -230,6 +230,10 @@ class Reconciler:
                     lambda sync: apply_generation(run_on(sync), sync.dialect, generation, now)
                 )
             return ReconcileState.RUNNING, generation.status != claim.status
+        if claim.status in TERMINAL_STATUSES:
+            # Asked by force about a record already final: nothing can apply, and an event
+            # would only repeat (as stale) what subscribers were told.
+            return ReconcileState.COMPLETED, False
         submission = synthesized_event(answer, generation, now)
         async with transaction(self._engine) as connection:
             (outcome,) = await connection.run_sync(

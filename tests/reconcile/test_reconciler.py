@@ -220,6 +220,12 @@ def test_each_failure_of_rivyas_api_is_handled_and_changes_nothing_it_should_not
     assert reconcile.run("--task", "task_unknown")["not_found"] == 1
     assert len(fake_rivya.calls_to("/api/v1/generations/task_unknown")) == asked_before + 1
     assert "no record" in reconcile.run("--task", "task_nowhere", code=1)
+    # A record already final, asked about by force: nothing applies, no event repeats it.
+    assert reconcile.run("--task", known["id"]) | {"asked": 1, "changed": 0} == reconcile.run(
+        "--task", known["id"]
+    )
+    events = [e["id"] for e in rivya.admin("/events").json()["events"]]
+    assert events == [f"reconciled:{known['id']}:failed"]
 
     # Malformed JSON: that record failed, the pass goes on, nothing changes.
     assert register(rivya, "task_garbled").status_code == 201
