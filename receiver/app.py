@@ -8,6 +8,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from receiver.console.mount import console_mount
 from receiver.forward.forwarder import Forwarder
 from receiver.health import healthz, readyz
 from receiver.ingest.webhooks import RivyaWebhookEndpoint
@@ -83,6 +84,7 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
                 else [Middleware(RequireAdminToken, token=settings.admin_token)],
             ),
             admin_mount(settings.admin_token),
+            *([console_mount(settings)] if settings.console else []),
         ],
         middleware=[Middleware(RequestLogMiddleware, on_finished=metrics.observe_request)],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -52,6 +52,10 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     admin_token: SecretStr | None = None
+    # The console's read-only sign-in: every page, no action.
+    support_token: SecretStr | None = None
+    console: bool = True
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     metrics_public: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -124,6 +128,12 @@ class Settings(BaseModel):
             raise ValueError(
                 "RECEIVER_FORWARD_LEASE_SECONDS must exceed RECEIVER_FORWARD_TIMEOUT_SECONDS"
             )
+        if (
+            self.support_token is not None
+            and self.admin_token is not None
+            and self.support_token.get_secret_value() == self.admin_token.get_secret_value()
+        ):
+            raise ValueError("RECEIVER_SUPPORT_TOKEN: must differ from RECEIVER_ADMIN_TOKEN")
         if self.forward_url and DEFAULT_NAME in {d.name for d in self.destinations}:
             raise ValueError(
                 f"RECEIVER_DESTINATIONS_FILE: destination {DEFAULT_NAME!r}: name: taken by the"
@@ -150,9 +160,9 @@ class Settings(BaseModel):
         """How long a record not terminal may go unchanged before it is stale (and due)."""
         return timedelta(seconds=self.reconcile_after_seconds)
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "support_token")
     @classmethod
-    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
             raise ValueError(f"use at least {MIN_ADMIN_TOKEN_CHARS} characters")
         return value

@@ -135,6 +135,19 @@ async def list_deliveries(
     return Page(rows, next_cursor)
 
 
+async def record_history(connection: AsyncConnection, task_id: str) -> list[dict[str, Any]]:
+    """The events that touched a record, oldest first, each with its deliveries."""
+    rows = await connection.execute(
+        sa.select(*EVENT_COLUMNS)
+        .where(events.c.task_id == task_id)
+        .order_by(events.c.received_at, events.c.id)
+    )
+    history = [jsonable(row._asdict()) for row in rows]
+    for event in history:
+        event["deliveries"] = await _deliveries_of(connection, event["id"])
+    return history
+
+
 async def get_record(connection: AsyncConnection, task_id: str) -> dict[str, Any]:
     row = (await connection.execute(sa.select(records).where(records.c.task_id == task_id))).first()
     if row is None:

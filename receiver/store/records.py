@@ -68,6 +68,35 @@ class RecordFilter:
     reference: str | None = None
     # Only records not terminal and unchanged for this long: what reconciliation looks at.
     stale_after: timedelta | None = None
+    error_code: str | None = None
+    model: str | None = None
+    since: datetime | None = None  # on changed_at, inclusive
+    until: datetime | None = None  # on changed_at, exclusive
+    # A task ID or a reference, exactly (both are indexed).
+    search: str | None = None
+
+
+def record_conditions(which: RecordFilter, now: datetime) -> list[Any]:
+    conditions: list[Any] = []
+    for column, value in (
+        (records.c.status, which.status),
+        (records.c.reference, which.reference),
+        (records.c.error_code, which.error_code),
+        (records.c.model, which.model),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if which.stale_after is not None:
+        conditions.extend(stale_conditions(which.stale_after, now))
+    if which.since is not None:
+        conditions.append(records.c.changed_at >= which.since)
+    if which.until is not None:
+        conditions.append(records.c.changed_at < which.until)
+    if which.search is not None:
+        conditions.append(
+            (records.c.task_id == which.search) | (records.c.reference == which.search)
+        )
+    return conditions
 
 
 def stale_conditions(stale_after: timedelta, now: datetime) -> list[Any]:
@@ -91,13 +120,11 @@ async def list_records(
     cursor: str | None = None,
 ) -> Page:
     """Most recently changed first; `cursor` continues from the previous page's end."""
-    query = sa.select(records).order_by(records.c.changed_at.desc(), records.c.task_id.desc())
-    if which.status is not None:
-        query = query.where(records.c.status == which.status)
-    if which.reference is not None:
-        query = query.where(records.c.reference == which.reference)
-    if which.stale_after is not None:
-        query = query.where(*stale_conditions(which.stale_after, now))
+    query = (
+        sa.select(records)
+        .where(*record_conditions(which, now))
+        .order_by(records.c.changed_at.desc(), records.c.task_id.desc())
+    )
     if cursor is not None:
         changed_at, task_id = decode_cursor(cursor, 2)
         query = query.where(

@@ -6,6 +6,7 @@ deliveries  the outbox: one row per forward of an event to one destination
 attempts    one row per HTTP attempt of a delivery
 destination_health  per destination: when it last took or refused an attempt
 rivya_credits  the last credit balance read from Rivya's API
+console_sessions  who is signed in to the console, until when
 """
 
 from collections.abc import Callable
@@ -77,6 +78,8 @@ events = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("quarantine_reason", sa.Text),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    # A record's history on the console: its events, found without a scan.
+    sa.Index("ix_events_task_id", "task_id"),
 )
 
 # What a generation sets on its record (webhooks and reconciliation alike); registration and
@@ -152,7 +155,8 @@ attempts = sa.Table(
     metadata,
     sa.Column("id", BigID, primary_key=True, autoincrement=True),
     sa.Column("delivery_id", BigID, sa.ForeignKey("deliveries.id"), nullable=False, index=True),
-    sa.Column("attempted_at", UTCDateTime, nullable=False),
+    # The console's chart of delivery outcomes by hour reads a day of attempts by it.
+    sa.Column("attempted_at", UTCDateTime, nullable=False, index=True),
     sa.Column("duration_ms", sa.Float, nullable=False),
     sa.Column("status_code", sa.Integer),
     sa.Column("error_class", sa.Text),
@@ -175,4 +179,18 @@ rivya_credits = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("current_credits", sa.BigInteger, nullable=False),
     sa.Column("read_at", UTCDateTime, nullable=False),
+)
+
+# Signed-in console sessions. The cookie holds the ID, signed; a row is what sign-out ends.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    # SHA-256 of the session's ID: the database never holds a usable cookie.
+    sa.Column("id_hash", sa.Text, primary_key=True),
+    sa.Column("role", sa.Text, nullable=False),
+    # Which token signed it in (a fingerprint): a changed token ends its sessions.
+    sa.Column("token_fingerprint", sa.Text, nullable=False),
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
 )

@@ -1,0 +1,82 @@
+"""What an administrator can do from the console: replay one event, replay by filter (after
+a dry-run count and a confirmation), reprocess quarantined events, reconcile one task. Each
+goes through the same actions as the CLI and writes the same audit line, who = `console`."""
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from receiver.console.forms import field, session_and_form
+from receiver.console.pages import ReplayQuery, read_query
+from receiver.exceptions import NotFoundError, RejectedRequestError
+from receiver.model import Outcome
+from receiver.operators import actions
+from receiver.reconcile.reconciler import Reconciler
+from receiver.services import Services, services_of
+from receiver.store.database import transaction
+from receiver.store.filters import EventFilter
+from receiver.store.queries import get_record
+
+WHO = "console"
+
+
+def _back(path: str, notice: str) -> Response:
+    # The notice is one of this module's own words, never the request's text.
+    separator = "&" if "?" in path else "?"
+    return RedirectResponse(f"{path}{separator}done={notice}", status_code=303)
+
+
+async def _replay(services: Services, which: EventFilter, destination: str | None) -> int:
+    try:
+        destinations = actions.replay_destinations(services.settings, destination, None)
+    except RejectedRequestError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    event_ids = await actions.matching_ids(services.engine, which)
+    if which.event_ids and not event_ids:
+        raise HTTPException(404, "No such event.")
+    replayed = await actions.replay(services.engine, event_ids, WHO, destinations)
+    if services.forwarder is not None:
+        services.forwarder.wake()
+    return replayed
+
+
+async def replay_event(request: Request) -> Response:
+    _, form = await session_and_form(request)
+    event_id = request.path_params["event_id"]
+    which = EventFilter(event_ids=(event_id,))
+    await _replay(services_of(request), which, field(form, "destination"))
+    return _back(f"/console/events/{event_id}", "replayed")
+
+
+async def replay_matching(request: Request) -> Response:
+    """The confirmed second step of a replay by filter (the first is the replay page)."""
+    _, form = await session_and_form(request)
+    query = read_query(ReplayQuery, form)
+    await _replay(services_of(request), query.event_filter(), query.destination)
+    return _back("/console/deliveries?state=pending", "replayed")
+
+
+async def reprocess_quarantined(request: Request) -> Response:
+    await session_and_form(request)
+    engine = services_of(request).engine
+    found = await actions.matching_ids(engine, EventFilter(outcome=Outcome.QUARANTINED))
+    await actions.reprocess(engine, found, WHO)
+    return _back("/console/events", "reprocessed")
+
+
+async def reconcile_task(request: Request) -> Response:
+    await session_and_form(request)
+    services = services_of(request)
+    task_id = request.path_params["task_id"]
+    if services.settings.rivya_api_key is None:
+        raise HTTPException(409, "Reconciliation is off: set RECEIVER_RIVYA_API_KEY.")
+    async with transaction(services.engine) as connection:
+        try:
+            await get_record(connection, task_id)
+        except NotFoundError:
+            raise HTTPException(404, "No such record.") from None
+    async with Reconciler(services.engine, services.settings) as reconciler:
+        report = await reconciler.run_pass(WHO, task_ids=[task_id])
+    return _back(
+        f"/console/records/{task_id}", "reconciled" if report.result == "ok" else report.result
+    )

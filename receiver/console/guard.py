@@ -1,0 +1,89 @@
+"""In front of every console route: the security headers, and the session.
+
+Every answer gets a Content-Security-Policy that allows nothing from another origin and no
+inline script or style, refuses framing, sends no referrer and is never cached. A request
+without a valid session is sent to sign-in (a GET) or refused (anything else); sign-in and
+the static files need none.
+"""
+
+from datetime import UTC, datetime
+
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from receiver.console.access import COOKIE, Session, Tokens
+from receiver.services import services_in
+from receiver.store.database import transaction
+from receiver.store.sessions import find_session
+
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+        " connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+}
+OPEN_PATHS = ("/login", "/static/")
+
+
+class ConsoleGuard:
+    def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        session = await self._session(scope)
+        scope.setdefault("state", {})["console_session"] = session
+        if session is None and not path.startswith(OPEN_PATHS):
+            response: Response
+            if scope["method"] in ("GET", "HEAD"):
+                response = RedirectResponse("/console/login", status_code=303)
+            else:
+                response = PlainTextResponse("Sign in first.", status_code=403)
+            await response(scope, receive, send_with_headers)
+            return
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except HTTPException as exc:
+            # Raised before the handler answered (a refused form): answered here, so that
+            # it carries the headers too.
+            await PlainTextResponse(str(exc.detail), exc.status_code)(
+                scope, receive, send_with_headers
+            )
+
+    async def _session(self, scope: Scope) -> Session | None:
+        value = HTTPConnection(scope).cookies.get(COOKIE)
+        found = self.tokens.read_cookie(value) if value else None
+        if found is None:
+            return None
+        role, session_id = found
+        async with transaction(services_in(scope).engine) as connection:
+            stored = await find_session(connection, session_id, datetime.now(UTC))
+        if stored is None or stored.role != role:
+            return None
+        if stored.token_fingerprint != self.tokens.fingerprint(role):
+            return None
+        return Session(session_id, role, stored.csrf_token)
+
+
+def session_of(connection: HTTPConnection) -> Session | None:
+    session: Session | None = connection.scope["state"].get("console_session")
+    return session

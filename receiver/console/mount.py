@@ -1,0 +1,40 @@
+"""The console at /console/: its routes, listed, behind its guard."""
+
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from receiver.console import actions, pages
+from receiver.console.access import Tokens
+from receiver.console.guard import ConsoleGuard
+from receiver.console.rendering import STATIC
+from receiver.console.signin import SignIn, sign_out
+from receiver.settings import Settings
+
+
+def console_mount(settings: Settings) -> Mount:
+    tokens = Tokens(settings)
+    sign_in = SignIn(tokens)
+    return Mount(
+        "/console",
+        routes=[
+            Route("/", pages.overview),
+            Route("/login", sign_in.form, methods=["GET"]),
+            Route("/login", sign_in.submit, methods=["POST"]),
+            Route("/logout", sign_out, methods=["POST"]),
+            Route("/failed", pages.failed_jobs),
+            Route("/records", pages.records),
+            # IDs are Rivya's, so any text: `path` takes one with a slash too.
+            Route("/records/{task_id:path}/reconcile", actions.reconcile_task, methods=["POST"]),
+            Route("/records/{task_id:path}", pages.record),
+            Route("/events", pages.events),
+            Route("/events/{event_id:path}/replay", actions.replay_event, methods=["POST"]),
+            Route("/events/{event_id:path}", pages.event),
+            Route("/deliveries", pages.deliveries),
+            Route("/replay", pages.replay, methods=["GET"]),
+            Route("/replay", actions.replay_matching, methods=["POST"]),
+            Route("/reprocess", actions.reprocess_quarantined, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC)),
+        ],
+        middleware=[Middleware(ConsoleGuard, tokens=tokens)],
+    )

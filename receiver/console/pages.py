@@ -1,0 +1,230 @@
+"""The console's pages: each a plain handler that reads through the same store queries the
+CLI and the admin API use, and renders one template. Every list is a cursor page."""
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from receiver.console.charts import stacked_bars
+from receiver.console.rendering import page
+from receiver.exceptions import NotFoundError
+from receiver.model import GENERATION_STATUSES, Outcome
+from receiver.operators.actions import matching_ids
+from receiver.services import services_of
+from receiver.store.activity import hourly_activity
+from receiver.store.database import transaction
+from receiver.store.deliveries import ORPHANED, DeliveryState
+from receiver.store.filters import EventFilter
+from receiver.store.queries import (
+    DeliveryFilter,
+    get_event,
+    get_record,
+    list_deliveries,
+    list_events,
+    record_history,
+)
+from receiver.store.records import RecordFilter, list_records
+from receiver.store.stats import collect_totals
+
+PAGE_SIZE = 50
+# Dead letters first: what an operator opens this page to act on.
+DELIVERY_STATES = (DeliveryState.DEAD.value, DeliveryState.PENDING.value, ORPHANED, "delivered")
+
+
+class _Query(BaseModel):
+    """A page's query string: blank fields mean no filter; anything unreadable is a 400."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    cursor: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+Q = TypeVar("Q", bound=_Query)
+
+
+class ReplayQuery(_Query):
+    type: str | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    delivery_state: DeliveryState | None = None
+    destination: str | None = None
+
+    def event_filter(self) -> EventFilter:
+        return EventFilter(
+            type=self.type,
+            since=self.since,
+            until=self.until,
+            delivery_state=self.delivery_state,
+            destination=self.destination,
+        )
+
+
+class EventsQuery(_Query):
+    type: str | None = None
+    outcome: Outcome | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+
+class FailedQuery(_Query):
+    error_code: str | None = None
+    model: str | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    q: str | None = None
+
+
+class RecordsQuery(_Query):
+    status: str | None = None
+    q: str | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        if value is not None and value not in GENERATION_STATUSES:
+            raise ValueError("unknown status")
+        return value
+
+
+class DeliveriesQuery(_Query):
+    state: str = DeliveryState.DEAD.value
+    destination: str | None = None
+
+    @field_validator("state")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DELIVERY_STATES:
+            raise ValueError("unknown state")
+        return value
+
+
+def read_query(model: type[Q], values: Mapping[str, Any]) -> Q:
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError:
+        raise HTTPException(400, "That filter cannot be read: check its values.") from None
+
+
+def _read(model: type[Q], request: Request) -> Q:
+    return read_query(model, request.query_params)
+
+
+async def overview(request: Request) -> Response:
+    services = services_of(request)
+    settings = services.settings
+    now = datetime.now(UTC)
+    async with transaction(services.engine) as connection:
+        hours = await hourly_activity(connection, now)
+        # Totals without the scan of every event that `receiver stats` makes.
+        numbers = await collect_totals(connection, settings.forwarding, settings.reconcile_after)
+        any_events = bool((await list_events(connection, EventFilter(), 1)).items)
+    return page(
+        request,
+        "overview.html",
+        numbers=numbers,
+        events_chart=stacked_bars(hours, ("events",)),
+        deliveries_chart=stacked_bars(hours, ("delivered", "failed")),
+        received_today=sum(hour["events"] for hour in hours),
+        reconciling=settings.rivya_api_key is not None,
+        any_events=any_events,
+    )
+
+
+async def failed_jobs(request: Request) -> Response:
+    query = _read(FailedQuery, request)
+    which = RecordFilter(
+        status="failed",
+        error_code=query.error_code,
+        model=query.model,
+        since=query.since,
+        until=query.until,
+        search=query.q,
+    )
+    async with transaction(services_of(request).engine) as connection:
+        found = await list_records(connection, which, datetime.now(UTC), PAGE_SIZE, query.cursor)
+    return page(request, "failed.html", query=query, page=found)
+
+
+async def records(request: Request) -> Response:
+    query = _read(RecordsQuery, request)
+    which = RecordFilter(status=query.status, search=query.q)
+    async with transaction(services_of(request).engine) as connection:
+        found = await list_records(connection, which, datetime.now(UTC), PAGE_SIZE, query.cursor)
+    return page(
+        request, "records.html", query=query, page=found, statuses=sorted(GENERATION_STATUSES)
+    )
+
+
+async def record(request: Request) -> Response:
+    task_id = request.path_params["task_id"]
+    async with transaction(services_of(request).engine) as connection:
+        try:
+            shown = await get_record(connection, task_id)
+        except NotFoundError:
+            raise HTTPException(404, "No such record.") from None
+        history = await record_history(connection, task_id)
+    return page(request, "record.html", record=shown, history=history)
+
+
+async def events(request: Request) -> Response:
+    query = _read(EventsQuery, request)
+    which = EventFilter(
+        type=query.type, outcome=query.outcome, since=query.since, until=query.until
+    )
+    async with transaction(services_of(request).engine) as connection:
+        found = await list_events(connection, which, PAGE_SIZE, query.cursor)
+    return page(
+        request, "events.html", query=query, page=found, outcomes=[o.value for o in Outcome]
+    )
+
+
+async def event(request: Request) -> Response:
+    async with transaction(services_of(request).engine) as connection:
+        try:
+            shown = await get_event(connection, request.path_params["event_id"])
+        except NotFoundError:
+            raise HTTPException(404, "No such event.") from None
+    return page(request, "event.html", event=shown)
+
+
+async def deliveries(request: Request) -> Response:
+    query = _read(DeliveriesQuery, request)
+    services = services_of(request)
+    configured = [d.name for d in services.settings.forwarding]
+    which = DeliveryFilter(state=query.state, destination=query.destination)
+    async with transaction(services.engine) as connection:
+        found = await list_deliveries(connection, which, configured, PAGE_SIZE, query.cursor)
+    return page(
+        request,
+        "deliveries.html",
+        query=query,
+        page=found,
+        states=DELIVERY_STATES,
+        destinations=configured,
+    )
+
+
+async def replay(request: Request) -> Response:
+    """Replay by filter, step one: how many events the filter matches, and the form that
+    confirms it."""
+    query = _read(ReplayQuery, request)
+    engine = services_of(request).engine
+    matching = len(await matching_ids(engine, query.event_filter()))
+    return page(
+        request,
+        "replay.html",
+        query=query,
+        matching=matching,
+        states=[state.value for state in DeliveryState],
+        destinations=[d.name for d in services_of(request).settings.forwarding],
+    )
