@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test postgres lint audit bench lock clean
+.PHONY: help run test postgres browser screenshots lint audit bench lock clean
 
 help:
 	@echo "make run   serve on 127.0.0.1:8000 with the embedded SQLite database"
@@ -14,6 +14,7 @@ help:
 	@echo "make audit pip-audit of every pinned package (needs PyPI's vulnerability API)"
 	@echo "make bench the performance benchmark (installs wrk; several minutes)"
 	@echo "make lock  re-resolve the newest versions into constraints.txt"
+	@echo "make screenshots  retake the console screenshots in docs/ (a real browser)"
 
 # constraints.txt pins every package we install, so a fresh machine gets the tested set.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -33,7 +34,7 @@ run: $(INSTALLED) .env
 	@echo "    $(BIN)/receiver send-test"
 	@$(BIN)/receiver serve
 
-test: $(INSTALLED) postgres
+test: $(INSTALLED) postgres browser
 	$(BIN)/pytest
 
 # The suite runs on SQLite and on a real PostgreSQL server that it starts itself, as an
@@ -43,6 +44,18 @@ postgres:
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			postgresql >/dev/null; }
+
+# The console's browser tests drive Debian's Chromium through Debian's ChromeDriver (the two
+# always match), installed here if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver >/dev/null; }
+
+# The README's console screenshots, taken by the browser test into docs/.
+screenshots: $(INSTALLED) browser
+	SCREENSHOTS_DIR=docs $(BIN)/pytest tests/console/test_browser.py -k sqlite
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
