@@ -34,8 +34,12 @@ run: $(INSTALLED) .env
 	@echo "    $(BIN)/receiver send-test"
 	@$(BIN)/receiver serve
 
+# Most tests wait on real servers, sinks and a browser more than they compute: two workers
+# (whole modules each, so a module's server is made once). The fault and timing tests in
+# tests/reliability run after, alone, so no neighbour's load moves what they measure.
 test: $(INSTALLED) postgres browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope --ignore=tests/reliability
+	$(BIN)/pytest tests/reliability
 
 # The suite runs on SQLite and on a real PostgreSQL server that it starts itself, as an
 # unprivileged cluster on a free port, from Debian's package (installed here if missing).
