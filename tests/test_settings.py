@@ -71,6 +71,15 @@ def test_variables_without_our_prefix_are_ignored() -> None:
         ({"RECEIVER_RIVYA_API_RATE": "0"}, "RECEIVER_RIVYA_API_RATE:"),
         ({"RECEIVER_RECONCILE_AFTER_SECONDS": "-5"}, "RECEIVER_RECONCILE_AFTER_SECONDS:"),
         ({"RECEIVER_LOW_CREDITS_THRESHOLD": "some"}, "RECEIVER_LOW_CREDITS_THRESHOLD:"),
+        ({"RECEIVER_SUPPORT_TOKEN": "short"}, "RECEIVER_SUPPORT_TOKEN: use at least 16"),
+        (
+            {
+                "RECEIVER_ADMIN_TOKEN": "same-token-0123456789",
+                "RECEIVER_SUPPORT_TOKEN": "same-token-0123456789",
+            },
+            "RECEIVER_SUPPORT_TOKEN: must differ from RECEIVER_ADMIN_TOKEN",
+        ),
+        ({"RECEIVER_CONSOLE_SESSION_HOURS": "0"}, "RECEIVER_CONSOLE_SESSION_HOURS:"),
     ],
 )
 def test_unusable_value_names_its_variable(environ: dict[str, str], message: str) -> None:

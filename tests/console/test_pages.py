@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
-from tests.console.conftest import SUPPORT_TOKEN, Browser
+from tests.console.conftest import CSRF, SUPPORT_TOKEN, Browser
 from tests.helpers import Downstream, ReceiverProcess, make_event, wait_until
 
 PAGES = (
@@ -202,3 +202,54 @@ def test_changing_a_token_ends_the_sessions_made_with_the_old_one(
         browser.client.base_url = httpx.URL(second.url)
     assert admin.get("/console/").status_code == 303, "the old admin token's session ended"
     assert support.get("/console/").status_code == 200, "the unchanged token's session lives"
+
+
+def test_replay_by_filter_counts_first_and_acts_once_confirmed(
+    console: tuple[Rivya, Callable[[], Browser]],
+) -> None:
+    rivya, browser = console
+    failures = [make_event("generation.failed") for _ in range(3)]
+    for event in (*failures, make_event()):
+        assert rivya.send(event).json()["status"] == "accepted"
+    admin = browser()
+    admin.sign_in()
+    step_one = admin.get("/console/replay", type="generation.failed")
+    assert "3 events match (a dry run: nothing is queued yet)." in step_one.text
+    assert "Replay these 3 events" in step_one.text
+    before = len(rivya.admin("/deliveries", params={"limit": 1000}).json()["deliveries"])
+    assert before == 4, "the count queued nothing"
+    csrf = CSRF.search(step_one.text)
+    assert csrf is not None
+    confirmed = admin.post("/console/replay", csrf=csrf[1], type="generation.failed")
+    assert confirmed.status_code == 303
+    after = rivya.admin("/deliveries", params={"limit": 1000}).json()["deliveries"]
+    assert len(after) == 7
+    assert admin.get("/console/replay", since="yesterday").status_code == 400
+
+
+def test_failed_jobs_filter_and_a_records_history(
+    console: tuple[Rivya, Callable[[], Browser]],
+) -> None:
+    rivya, browser = console
+    failed = make_event("generation.failed")
+    failed["data"]["error"]["code"] = "insufficient_credits"
+    other = make_event("generation.failed")
+    for event in (failed, other):
+        assert rivya.send(event).json()["status"] == "accepted"
+    quarantined = make_event(data={"id": "task_broken", "status": "unheard-of"})
+    assert rivya.send(quarantined).json()["status"] == "quarantined"
+    admin = browser()
+    admin.sign_in()
+    listing = admin.get("/console/failed", error_code="insufficient_credits").text
+    assert failed["data"]["id"] in listing
+    assert other["data"]["id"] not in listing
+    found = admin.get("/console/failed", q=other["data"]["id"]).text
+    assert other["data"]["id"] in found
+    assert failed["data"]["id"] not in found
+    record = admin.get(f"/console/records/{failed['data']['id']}").text
+    assert failed["id"] in record
+    assert "applied" in record
+    assert admin.get("/console/records/task_nowhere").status_code == 404
+    reprocessed = admin.post("/console/reprocess", csrf=admin.csrf())
+    assert reprocessed.headers["location"] == "/console/events?done=reprocessed"
+    assert '"what":"reprocess"' in rivya.server.output()
