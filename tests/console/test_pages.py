@@ -253,3 +253,18 @@ def test_failed_jobs_filter_and_a_records_history(
     reprocessed = admin.post("/console/reprocess", csrf=admin.csrf())
     assert reprocessed.headers["location"] == "/console/events?done=reprocessed"
     assert '"what":"reprocess"' in rivya.server.output()
+
+
+def test_result_urls_show_only_on_their_records_and_events_own_pages(
+    console: tuple[Rivya, Callable[[], Browser]],
+) -> None:
+    rivya, browser = console
+    event = make_event()
+    url = event["data"]["result"]["primary_url"]
+    assert rivya.send(event).json()["status"] == "accepted"
+    admin = browser()
+    admin.sign_in()
+    for path in PAGES:
+        assert url not in admin.get(path).text, path
+    assert url in admin.get(f"/console/records/{event['data']['id']}").text
+    assert url in admin.get(f"/console/events/{event['id']}").text

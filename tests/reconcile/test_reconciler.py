@@ -14,6 +14,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import Rivya, Sensitive
+from tests.console.conftest import Browser
 from tests.fake_rivya import Answer, FakeRivya, error
 from tests.helpers import (
     HTTP,
@@ -315,3 +316,23 @@ def test_a_worker_runs_passes_too(
     )
     synthesized = f"reconciled:{generation['id']}:failed"
     wait_until(lambda: synthesized in downstream.ids(), timeout=30)
+
+
+def test_an_administrator_asks_rivya_about_one_task_from_the_console(
+    operated: Rivya, fake_rivya: FakeRivya
+) -> None:
+    generation = make_event()["data"]
+    fake_rivya.generations[generation["id"]] = generation
+    assert register(operated, generation["id"]).status_code == 201
+    console = Browser(operated.server.url)
+    try:
+        console.sign_in()
+        page = f"/console/records/{generation['id']}"
+        assert "Ask Rivya about this task now" in console.get(page).text
+        asked = console.post(f"{page}/reconcile", csrf=console.csrf(page))
+        assert asked.headers["location"] == f"{page}?done=reconciled"
+        assert "Rivya was asked about this task." in console.get(page, done="reconciled").text
+    finally:
+        console.client.close()
+    assert operated.admin(f"/records/{generation['id']}").json()["status"] == "succeeded"
+    assert '"who":"console","what":"reconcile"' in operated.server.output().replace(" ", "")
