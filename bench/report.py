@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.console import ConsolePages
 from bench.load import CONNECTIONS, DURATION, Load
 from bench.runs import DRAIN_EVENTS, MEMORY_DURATION, Drain
 
@@ -33,6 +34,7 @@ class Results:
     pg_two: Load
     pg_two_rows: int
     postgres_version: str
+    console: ConsolePages
 
     @property
     def ratio(self) -> float:
@@ -68,6 +70,8 @@ def check(r: Results) -> dict[str, bool]:
         "PostgreSQL two replicas >= 1.5 x one": r.pg_two.rps >= 1.5 * r.pg_one.rps,
         "RSS growth < 10 % over 60 s": r.growth < 10,
         "forwarder RSS flat over the drain (< 10 %)": r.drain_growth < 10,
+        "every console page <= 500 ms on a million events": max(r.console.median_ms.values())
+        <= 500,
     }
 
 
@@ -108,6 +112,9 @@ def render(r: Results, checks: dict[str, bool]) -> str:
         f"{r.drain.rss_start:.0f} to {r.drain.rss_end:.0f} MiB ({r.drain_growth:+.1f} %)",
         f"- RSS under {MEMORY_DURATION} s of load ({r.memory_load.rps:,.0f} requests/s): "
         f"{r.rss_start:.0f} MiB at 5 s, {r.rss_end:.0f} MiB at the end (**{r.growth:+.1f} %**)",
+        f"- console pages on a SQLite database of {r.console.events:,} events (a record, a "
+        "delivery and an attempt each), median of 7 loads: "
+        + ", ".join(f"{name} {ms:.0f} ms" for name, ms in r.console.median_ms.items()),
         "",
         *(f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in checks.items()),
     ]

@@ -2,7 +2,7 @@
 CLI and the admin API use, and renders one template. Every list is a cursor page."""
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
@@ -126,7 +126,12 @@ async def overview(request: Request) -> Response:
     async with transaction(services.engine) as connection:
         hours = await hourly_activity(connection, now)
         # Totals without the scan of every event that `receiver stats` makes.
-        numbers = await collect_totals(connection, settings.forwarding, settings.reconcile_after)
+        numbers = await collect_totals(
+            connection,
+            settings.forwarding,
+            settings.reconcile_after,
+            credits_since=now - timedelta(hours=24),
+        )
         any_events = bool((await list_events(connection, EventFilter(), 1)).items)
     return page(
         request,
