@@ -28,16 +28,11 @@ def _back(path: str, notice: str) -> Response:
 
 async def _replay(services: Services, which: EventFilter, destination: str | None) -> int:
     try:
-        destinations = actions.replay_destinations(services.settings, destination, None)
+        return await actions.replay_served(services, which, destination, WHO)
+    except NotFoundError:
+        raise HTTPException(404, "No such event.") from None
     except RejectedRequestError as exc:
         raise HTTPException(409, str(exc)) from exc
-    event_ids = await actions.matching_ids(services.engine, which)
-    if which.event_ids and not event_ids:
-        raise HTTPException(404, "No such event.")
-    replayed = await actions.replay(services.engine, event_ids, WHO, destinations)
-    if services.forwarder is not None:
-        services.forwarder.wake()
-    return replayed
 
 
 async def replay_event(request: Request) -> Response:

@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import Destination
-from receiver.exceptions import ForwardingDisabledError, InvalidRequestError
+from receiver.exceptions import ForwardingDisabledError, InvalidRequestError, NotFoundError
 from receiver.ingest.envelope import MAX_ID_CHARS, parse_event
 from receiver.logs import log
+from receiver.services import Services
 from receiver.settings import Settings
 from receiver.store.database import transaction
 from receiver.store.deliveries import replay_events
@@ -83,6 +84,22 @@ async def replay(
             )
         progress(len(chunk.event_ids or ()))
     log.info("audit", who=who, what="replay", count=replayed)
+    return replayed
+
+
+async def replay_served(
+    services: Services, which: EventFilter, destination: str | None, who: str
+) -> int:
+    """A replay asked of a running service (the admin API, the console): what `which`
+    matches, to `destination` or to each destination that wants it; an event named by ID
+    must exist. Wakes this process's forwarder."""
+    destinations = replay_destinations(services.settings, destination, None)
+    event_ids = await matching_ids(services.engine, which)
+    if which.event_ids and not event_ids:
+        raise NotFoundError(f"no event {which.event_ids[0]!r}")
+    replayed = await replay(services.engine, event_ids, who, destinations)
+    if services.forwarder is not None:
+        services.forwarder.wake()
     return replayed
 
 

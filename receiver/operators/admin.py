@@ -21,12 +21,12 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from receiver.exceptions import InvalidRequestError, NotFoundError, UnauthorizedError
+from receiver.exceptions import InvalidRequestError, UnauthorizedError
 from receiver.model import Outcome
 from receiver.operators import actions
 from receiver.operators.spans import parse_span
 from receiver.responses import ORJSONResponse
-from receiver.services import Services, services_of
+from receiver.services import services_of
 from receiver.settings import describe_errors
 from receiver.store.database import transaction
 from receiver.store.deliveries import DeliveryState
@@ -192,7 +192,7 @@ async def replay_event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     wanted = await _body(ReplayOne, request)
     which = EventFilter(event_ids=(event_id,))
-    replayed = await _replay(services_of(request), which, wanted.destination)
+    replayed = await actions.replay_served(services_of(request), which, wanted.destination, WHO)
     return ORJSONResponse({"replayed": replayed}, status_code=202)
 
 
@@ -205,19 +205,8 @@ async def replay_matching(request: Request) -> Response:
         delivery_state=wanted.delivery_state,
         destination=wanted.destination,
     )
-    replayed = await _replay(services_of(request), which, wanted.destination)
+    replayed = await actions.replay_served(services_of(request), which, wanted.destination, WHO)
     return ORJSONResponse({"replayed": replayed}, 202)
-
-
-async def _replay(services: Services, which: EventFilter, destination: str | None) -> int:
-    destinations = actions.replay_destinations(services.settings, destination, None)
-    event_ids = await actions.matching_ids(services.engine, which)
-    if which.event_ids and not event_ids:
-        raise NotFoundError(f"no event {which.event_ids[0]!r}")
-    replayed = await actions.replay(services.engine, event_ids, WHO, destinations)
-    if services.forwarder is not None:
-        services.forwarder.wake()
-    return replayed
 
 
 async def _body(model: type[M], request: Request) -> M:
