@@ -18,11 +18,11 @@ import uvloop
 from receiver.app import create_app
 from receiver.forward.worker import run_worker
 from receiver.logs import configure_logging, raised_at
-from receiver.operators.console import emit, json_option, load_settings
 from receiver.operators.inspection import deliveries, destinations, events, records, stats
 from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.operators.tasks import reconcile, tasks
+from receiver.operators.terminal import emit, json_option, load_settings
 from receiver.outbound import open_session
 from receiver.process import tune_process
 from receiver.server import serve_options

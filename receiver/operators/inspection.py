@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.model import GENERATION_STATUSES, Outcome
 from receiver.operators import views
-from receiver.operators.console import (
+from receiver.operators.terminal import (
     emit,
     json_option,
     load_settings,

@@ -11,7 +11,8 @@ from receiver.destinations import check_http_url
 from receiver.exceptions import RejectedRequestError
 from receiver.model import Outcome
 from receiver.operators import actions
-from receiver.operators.console import (
+from receiver.operators.inspection import STATES, since_option, type_option, until_option
+from receiver.operators.terminal import (
     emit,
     json_option,
     load_settings,
@@ -20,7 +21,6 @@ from receiver.operators.console import (
     progress,
     run_with_store,
 )
-from receiver.operators.inspection import STATES, since_option, type_option, until_option
 from receiver.store.filters import EventFilter
 from receiver.store.retention import count_prunable
 

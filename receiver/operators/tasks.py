@@ -9,7 +9,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.operators import actions, views
-from receiver.operators.console import (
+from receiver.operators.terminal import (
     emit,
     json_option,
     load_settings,

@@ -4,7 +4,7 @@ from typing import Any
 
 import orjson
 
-from receiver.operators.console import details, table
+from receiver.operators.terminal import details, table
 from receiver.store.tables import GENERATION_COLUMNS
 
 EVENT_KEYS = (

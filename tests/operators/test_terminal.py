@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import click
 import pytest
 
-from receiver.operators.console import PROGRESS_FROM, parse_duration, parse_moment, progress
+from receiver.operators.terminal import PROGRESS_FROM, parse_duration, parse_moment, progress
 
 
 @pytest.mark.parametrize(
