@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import Destination
 from receiver.exceptions import ForwardingDisabledError, InvalidRequestError, NotFoundError
-from receiver.ingest.envelope import MAX_ID_CHARS, parse_event
+from receiver.generations import MAX_ID_CHARS
+from receiver.ingest.envelope import parse_event
 from receiver.logs import log
 from receiver.services import Services
 from receiver.settings import Settings

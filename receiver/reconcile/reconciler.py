@@ -29,7 +29,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import Destination
-from receiver.ingest.envelope import parse_generation
+from receiver.generations import Unparseable, parse_generation
 from receiver.logs import log
 from receiver.model import APPLIED_TYPES, TERMINAL_STATUSES, Event, Generation, Outcome
 from receiver.reconcile.rivya_api import (
@@ -217,8 +217,8 @@ class Reconciler:
         """What Rivya's answer does to the record, and whether it changed it."""
         try:
             generation = parse_generation(answer)
-        except ValueError as exc:
-            log.warning("reconcile_unusable_answer", task_id=claim.task_id, reason=str(exc))
+        except Unparseable as exc:
+            log.warning("reconcile_unusable_answer", task_id=claim.task_id, reason=exc.reason)
             return ReconcileState.FAILED, False
         if generation.task_id != claim.task_id:
             log.warning("reconcile_unusable_answer", task_id=claim.task_id, reason="other_task")

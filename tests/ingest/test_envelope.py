@@ -1,6 +1,6 @@
 """The envelope parser: the documented shapes, each quarantine reason, and totality."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from receiver.generations import MAX_ID_CHARS
 from receiver.ingest.envelope import parse_event
 from receiver.model import Event
+from tests.envelopes import body_of, envelopes
 from tests.helpers import make_event
 
 
@@ -84,9 +86,16 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 
 QUARANTINES = {
     "invalid_event_id": [_with("id", 5), _with("id", ""), _with("id", ...)],
-    "invalid_type": [_with("type", None), _with("type", ["x"])],
+    "invalid_type": [_with("type", None), _with("type", ["x"]), _with("type", "t" * 257)],
     "invalid_api_version": [_with("api_version", 20260511)],
-    "invalid_created_at": [_with("created_at", "yesterday"), _with("created_at", "2026-05-10")],
+    # The last two are valid times that UTC cannot hold: the offset carries them past year
+    # 9999 or before year 1 (they once raised OverflowError, a 500 on every retry).
+    "invalid_created_at": [
+        _with("created_at", "yesterday"),
+        _with("created_at", "2026-05-10"),
+        _with("created_at", "9999-12-31T23:59:59-01:00"),
+        _with("created_at", "0001-01-01T00:00:00+00:01"),
+    ],
     "missing_generation": [_with("data", ...), _with("data", [])],
     "invalid_task_id": [_with("data.id", None), _with("data.id", "x" * 257)],
     "invalid_status": [
@@ -95,7 +104,12 @@ QUARANTINES = {
         _with("data.status", []),
     ],
     "status_mismatch": [_with("data.status", "failed"), _with("data.status", "processing")],
-    "invalid_updated_at": [_with("data.updated_at", ...), _with("data.updated_at", "soon")],
+    "invalid_updated_at": [
+        _with("data.updated_at", ...),
+        _with("data.updated_at", "soon"),
+        _with("data.updated_at", "9999-12-31T23:59:59-01:00"),
+        _with("data.updated_at", "0001-01-01T00:00:00+14:00"),
+    ],
     "invalid_model": [_with("data.model", 3)],
     "invalid_credits": [
         _with("data.final_credits", True),
@@ -105,6 +119,15 @@ QUARANTINES = {
     ],
     "invalid_result": [_with("data.result", "url"), _with("data.result.urls", [1])],
     "invalid_error": [_with("data.error", "boom"), _with("data.error", {"code": 7})],
+    "invalid_characters": [
+        _with("type", "generation.succeeded\x00"),
+        _with("data.id", "task\x00"),
+        _with("data.model", "m\x00"),
+        _with("api_version", "\x002026-05-11"),
+        _with("data.result.urls", ["https://media.example/a\x00.png"]),
+        _with("data.result", {"primary_url": "\x00"}),
+        _with("data.error", {"code": "\x00", "message": "m"}),
+    ],
 }
 
 
@@ -120,6 +143,20 @@ def test_shapes_we_do_not_understand_are_quarantined_with_a_reason(
     assert parsed.generation is None
 
 
+def test_an_event_id_with_nul_is_quarantined_under_the_header_id() -> None:
+    parsed = parse(_with("id", "evt_\x00"))
+    assert (parsed.event_id, parsed.quarantine_reason) == ("msg_fallback", "invalid_characters")
+
+
+def test_a_nul_in_an_error_message_is_shown_as_a_replacement_and_the_event_applies() -> None:
+    event = make_event("generation.failed")
+    event["data"]["error"]["message"] = "out of\x00memory"
+    parsed = parse(event)
+    assert parsed.quarantine_reason is None
+    assert parsed.generation is not None
+    assert parsed.generation.error_message == "out of\N{REPLACEMENT CHARACTER}memory"
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -127,6 +164,7 @@ def test_shapes_we_do_not_understand_are_quarantined_with_a_reason(
         (b"\xff\xfe", "invalid_json"),
         (b"[1]", "not_an_object"),
         (b'{"id": "\\ud800"}', "invalid_json"),
+        (b'{"id": "evt_1", "n": 1e400}', "invalid_json"),
         (b"[" * 5000 + b"]" * 5000, "invalid_json"),
     ],
 )
@@ -168,3 +206,22 @@ def test_arbitrary_envelope_fields_never_raise(
     parsed = parse({**make_event(event_type), **envelope, "data": {**generation}})
     assert parsed.event_id
     assert parsed.generation is None or parsed.quarantine_reason is None
+
+
+@settings(max_examples=1000)
+@given(event=envelopes())
+def test_any_field_value_gives_an_event_every_backend_can_store(event: dict[str, Any]) -> None:
+    """Never an exception; what is kept holds no NUL (PostgreSQL's text refuses it) and
+    its times are in UTC; what is not understood is quarantined with a reason."""
+    parsed = parse_event(body_of(event), "msg_fallback")
+    generation = parsed.generation
+    texts = [parsed.event_id, parsed.type, parsed.api_version, parsed.quarantine_reason]
+    times = [parsed.created_at]
+    if generation is not None:
+        assert parsed.quarantine_reason is None
+        texts += [generation.task_id, generation.status, generation.model, generation.error_code]
+        texts += [generation.error_message, *generation.result_urls]
+        times.append(generation.updated_at)
+    assert 0 < len(parsed.event_id) <= MAX_ID_CHARS
+    assert not any("\x00" in text for text in texts if text is not None)
+    assert all(moment.utcoffset() == timedelta(0) for moment in times if moment is not None)
