@@ -26,6 +26,7 @@ from receiver.store.statements import (
     insert_deliveries,
     insert_events,
     mark_stale,
+    run_rows,
     upsert_records,
 )
 from receiver.store.tables import events
@@ -49,13 +50,11 @@ def store_events(
     for submission in batch:
         firsts.setdefault(submission.event.event_id, submission)
     rows = [_event_row(s) for s in firsts.values()]
-    statement = insert_events(dialect, len(rows))
-    stored = {event_id for (event_id,) in run(statement, statement.parameters(rows))}
+    stored = {event_id for (event_id,) in run_rows(run, dialect, insert_events, rows)}
     inserted = [s for event_id, s in firsts.items() if event_id in stored]
     stale = _apply_all(run, dialect, [s for s in inserted if s.event.generation])
     if stale:
-        statement = mark_stale(dialect, len(stale))
-        run(statement, statement.parameters([{"id": event_id} for event_id in stale]))
+        run_rows(run, dialect, mark_stale, [{"id": event_id} for event_id in stale])
     final = {
         s.event.event_id: Outcome.STALE
         if s.event.event_id in stale
@@ -68,9 +67,7 @@ def store_events(
         for destination in destinations
         if destination.wants(s.event.type, final[s.event.event_id])
     ]
-    if outbox:
-        statement = insert_deliveries(dialect, len(outbox))
-        run(statement, statement.parameters(outbox))
+    run_rows(run, dialect, insert_deliveries, outbox)
     # The first submission of each stored event gets its outcome; repeats get None.
     return [final.pop(s.event.event_id) if s.event.event_id in final else None for s in batch]
 
@@ -132,8 +129,7 @@ def _apply_all(run: Run, dialect: Dialect, applicable: list[Submission]) -> set[
             else:
                 this_round.append(row)
                 tasks.add(row["task_id"])
-        statement = upsert_records(dialect, len(this_round))
-        applied = run(statement, statement.parameters(this_round))
+        applied = run_rows(run, dialect, upsert_records, this_round)
         stale |= {row["last_event_id"] for row in this_round} - {
             event_id for (event_id,) in applied
         }

@@ -4,6 +4,7 @@ columns' own types, and a writer connection that survives a failed batch."""
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -30,12 +31,61 @@ BUILDERS = [
 def test_every_statement_compiles_positionally_for_each_backend(
     dialect: Dialect, build: statements.Builder
 ) -> None:
-    prepared = build(dialect, 3)
+    prepared = build(dialect, 4)
     rows = {slot_row for slot_row, _, _ in prepared.slots}
-    assert rows == {0, 1, 2}
+    assert rows == {0, 1, 2, 3}
     placeholder = "?" if dialect.name == "sqlite" else "$"
     assert prepared.sql.count(placeholder) >= len(prepared.slots)
-    assert build(dialect, 3) is prepared  # compiled once
+    assert build(dialect, 4) is prepared  # compiled once
+
+
+@pytest.mark.parametrize("dialect", [SQLITE, POSTGRESQL], ids=["sqlite", "postgresql"])
+@pytest.mark.parametrize("build", BUILDERS)
+def test_any_number_of_rows_compiles_a_handful_of_statements(
+    dialect: Dialect, build: statements.Builder
+) -> None:
+    """Batches of 1 to 512 rows (an outbox of 256 events x 2 destinations) go through at most
+    10 compiled statements of each kind, each covering its rows once and in order."""
+    compiled: set[str] = set()
+    sent: list[tuple[Any, ...]] = []
+
+    def run(statement: statements.Prepared, parameters: tuple[Any, ...]) -> list[Any]:
+        compiled.add(statement.sql)
+        sent.append(parameters)
+        return []
+
+    for count in range(1, 513):
+        sent.clear()
+        statements.run_rows(run, dialect, _numbering(build), [{"n": n} for n in range(count)])
+        assert [n for parameters in sent for n in parameters] == list(range(count))
+    assert len(compiled) <= 10
+
+
+@pytest.mark.parametrize("dialect", [SQLITE, POSTGRESQL], ids=["sqlite", "postgresql"])
+def test_no_statement_is_compiled_after_warm_up(
+    dialect: Dialect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `prepare_statements` (a write connection's opening), nothing compiles."""
+    statements.prepare_statements(dialect)
+
+    def compile_(*_: object) -> None:
+        raise AssertionError("compiled on the hot path")
+
+    monkeypatch.setattr(statements, "_compile", compile_)
+    for build in [*BUILDERS, statements.insert_attempts, statements.record_outcomes]:
+        for rows in statements.SIZES:
+            build(dialect, rows)
+    statements.claim_deliveries(dialect)
+
+
+def _numbering(build: statements.Builder) -> statements.Builder:
+    """`build`'s statement, with each parameter replaced by its row's number."""
+
+    def numbered(dialect: Dialect, rows: int) -> statements.Prepared:
+        prepared = build(dialect, rows)
+        return statements.Prepared(prepared.sql, tuple((r, "n", None) for r in range(rows)))
+
+    return numbered
 
 
 def test_values_are_converted_by_the_column_types() -> None:
@@ -92,7 +142,7 @@ def test_a_failed_batch_rolls_back_and_the_next_one_commits(tmp_path: Path) -> N
                 await connection.transact(work)
             async with engine.connect() as reader:
                 counts.append(await reader.scalar(sa.text("SELECT count(*) FROM events")) or 0)
-        connection.close()
+        await connection.close()
         await engine.dispose()
         return counts
 
