@@ -44,6 +44,9 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
 HEADERS_BY_ERROR: dict[type[ReceiverError], dict[str, str]] = {
     UnauthorizedError: {"www-authenticate": "Bearer"},
     RequestTimeoutError: {"connection": "close"},
+    # Refused before the body was read: closing is how the rest of it goes unread.
+    PayloadTooLargeError: {"connection": "close"},
+    UnsupportedMediaTypeError: {"connection": "close"},
     StoreUnavailableError: {"retry-after": str(RETRY_AFTER_SECONDS)},
     ReceiverError: {"retry-after": str(RETRY_AFTER_SECONDS)},
 }

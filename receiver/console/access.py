@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,9 +26,20 @@ COOKIE = "receiver_console"
 # Sign-in's own CSRF token, before there is a session to hold one.
 SIGN_IN_COOKIE = "receiver_console_sign_in"
 ADMIN, SUPPORT = "admin", "support"
-# Failed sign-ins a client address may make in a window before it must wait.
+# Failed sign-ins a client address may make in a window before its sign-ins are slowed.
 SIGN_IN_FAILURES = 5
 SIGN_IN_WINDOW_SECONDS = 300.0
+# Failed sign-ins the whole process takes in a window, from every address, before every
+# sign-in is slowed: many addresses guessing at once (a botnet, or a forwarded header
+# trusted too widely) are slowed as one. A team mistyping its tokens makes a handful.
+SIGN_IN_FAILURES_EVERYWHERE = 100
+# Addresses whose failures are remembered, the most recent first: each costs about 200
+# bytes, so the table stays under 1 MiB whoever fails. An address pushed out gets its
+# five tries back; the process-wide bound above still counts them.
+SIGN_IN_ADDRESSES = 4096
+# How long a sign-in from an address (or a process) over its budget waits before it is
+# checked: one try a second per connection instead of as fast as the server answers.
+SIGN_IN_PAUSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,20 +115,51 @@ def _mac(token: SecretStr, message: bytes) -> str:
 
 
 class SignInLimiter:
-    """At most SIGN_IN_FAILURES failed sign-ins per client address in a window, per process."""
+    """Slows sign-in after failures, without handing anyone a way to lock an operator out.
+
+    What must hold: someone without a token cannot keep out an operator who has one;
+    guessing a token stays infeasible; the limiter's memory is bounded whoever calls.
+
+    - The right token always signs in. Past the budget (SIGN_IN_FAILURES from one address,
+      or SIGN_IN_FAILURES_EVERYWHERE from all of them, in SIGN_IN_WINDOW_SECONDS), every
+      sign-in from there waits SIGN_IN_PAUSE_SECONDS and is then checked as usual: a wrong
+      token gets 429, the right one signs in. Refusing instead, before the check, would
+      let five wrong tries from anyone behind the same address (every client of an
+      ingress that is not trusted for forwarded addresses) keep everyone out, renewed
+      every five minutes.
+    - Guessing is made infeasible by the tokens, not by this limit: settings refuse one
+      under MIN_ADMIN_TOKEN_CHARS (16) characters, and a random one of that length
+      (base64url, as `secrets.token_urlsafe(12)` or longer gives) holds 96 bits: at a
+      million guesses a second, 2**95 tries take some 10**15 years. The pause
+      slows one connection to a try a second, so guessing costs connections, each of
+      which the request deadline and the 64 KiB body cap keep cheap for us.
+    - Failures are kept per address in a table of at most SIGN_IN_ADDRESSES entries,
+      least recently failing first out, and in one window of the process's last
+      SIGN_IN_FAILURES_EVERYWHERE failures: bounded memory, per process.
+    """
 
     def __init__(self) -> None:
-        self._failures: defaultdict[str, deque[float]] = defaultdict(deque)
+        # address -> (when its window began, failures in it)
+        self._by_address: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._everywhere: deque[float] = deque(maxlen=SIGN_IN_FAILURES_EVERYWHERE)
 
-    def blocked(self, address: str) -> bool:
-        failures = self._failures[address]
-        cutoff = time.monotonic() - SIGN_IN_WINDOW_SECONDS
-        while failures and failures[0] < cutoff:
-            failures.popleft()
-        if not failures:
-            del self._failures[address]
-            return False
-        return len(failures) >= SIGN_IN_FAILURES
+    def __len__(self) -> int:
+        return len(self._by_address)
+
+    def over_budget(self, address: str) -> bool:
+        now = time.monotonic()
+        everywhere = self._everywhere
+        if len(everywhere) == everywhere.maxlen and now - everywhere[0] < SIGN_IN_WINDOW_SECONDS:
+            return True
+        began, failures = self._by_address.get(address, (now, 0))
+        return failures >= SIGN_IN_FAILURES and now - began < SIGN_IN_WINDOW_SECONDS
 
     def failed(self, address: str) -> None:
-        self._failures[address].append(time.monotonic())
+        now = time.monotonic()
+        self._everywhere.append(now)
+        began, failures = self._by_address.pop(address, (now, 0))
+        if now - began >= SIGN_IN_WINDOW_SECONDS:
+            began, failures = now, 0
+        self._by_address[address] = (began, failures + 1)
+        if len(self._by_address) > SIGN_IN_ADDRESSES:
+            self._by_address.popitem(last=False)

@@ -2,12 +2,16 @@
 a dry-run count and a confirmation), reprocess quarantined events, reconcile one task. Each
 goes through the same actions as the CLI and writes the same audit line, who = `console`."""
 
+from urllib.parse import unquote
+
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from receiver.console.forms import field, session_and_form
 from receiver.console.pages import ReplayQuery, read_query
+from receiver.console.rendering import segment
 from receiver.exceptions import NotFoundError, RejectedRequestError
 from receiver.model import Outcome
 from receiver.operators import actions
@@ -21,9 +25,26 @@ WHO = "console"
 
 
 def _back(path: str, notice: str) -> Response:
-    # The notice is one of this module's own words, never the request's text.
+    # The notice is one of this module's own words, never the request's text; an ID in
+    # `path` is already one encoded segment (`segment`).
     separator = "&" if "?" in path else "?"
     return RedirectResponse(f"{path}{separator}done={notice}", status_code=303)
+
+
+def _posted_id(form: FormData, name: str) -> str:
+    """The ID a form names: encoded as a path segment is (`segment`), because a field's
+    value is not carried exactly otherwise (a browser sends a lone LF as CRLF, and its HTML
+    parser turns NUL into U+FFFD). No stored ID holds NUL, so one that does is not found."""
+    value = form.get(name)
+    if not isinstance(value, str) or not value:
+        raise HTTPException(400, f"The form names no {name}.")
+    try:
+        found = unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise HTTPException(400, f"The form's {name} cannot be read.") from None
+    if "\x00" in found:
+        raise HTTPException(404, "Nothing has that ID.")
+    return found
 
 
 async def _replay(services: Services, which: EventFilter, destination: str | None) -> int:
@@ -37,10 +58,10 @@ async def _replay(services: Services, which: EventFilter, destination: str | Non
 
 async def replay_event(request: Request) -> Response:
     _, form = await session_and_form(request)
-    event_id = request.path_params["event_id"]
+    event_id = _posted_id(form, "event_id")
     which = EventFilter(event_ids=(event_id,))
     await _replay(services_of(request), which, field(form, "destination"))
-    return _back(f"/console/events/{event_id}", "replayed")
+    return _back(f"/console/events/{segment(event_id)}", "replayed")
 
 
 async def replay_matching(request: Request) -> Response:
@@ -60,9 +81,9 @@ async def reprocess_quarantined(request: Request) -> Response:
 
 
 async def reconcile_task(request: Request) -> Response:
-    await session_and_form(request)
+    _, form = await session_and_form(request)
     services = services_of(request)
-    task_id = request.path_params["task_id"]
+    task_id = _posted_id(form, "task_id")
     if services.settings.rivya_api_key is None:
         raise HTTPException(409, "Reconciliation is off: set RECEIVER_RIVYA_API_KEY.")
     async with transaction(services.engine) as connection:
@@ -73,5 +94,6 @@ async def reconcile_task(request: Request) -> Response:
     async with Reconciler(services.engine, services.settings) as reconciler:
         report = await reconciler.run_pass(WHO, task_ids=[task_id])
     return _back(
-        f"/console/records/{task_id}", "reconciled" if report.result == "ok" else report.result
+        f"/console/records/{segment(task_id)}",
+        "reconciled" if report.result == "ok" else report.result,
     )

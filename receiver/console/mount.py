@@ -24,11 +24,13 @@ def console_mount(settings: Settings) -> Mount:
             Route("/logout", sign_out, methods=["POST"]),
             Route("/failed", pages.failed_jobs),
             Route("/records", pages.records),
-            # IDs are Rivya's, so any text: `path` takes one with a slash too.
-            Route("/records/{task_id:path}/reconcile", actions.reconcile_task, methods=["POST"]),
+            # IDs are Rivya's, so any text: `path` takes one with a slash too (`segment`
+            # encodes it as %2F; the path is decoded before routing). An action's ID
+            # travels in its form instead: a browser reads `%2E%2E` in a URL as `..`.
+            Route("/records/reconcile", actions.reconcile_task, methods=["POST"]),
             Route("/records/{task_id:path}", pages.record),
             Route("/events", pages.events),
-            Route("/events/{event_id:path}/replay", actions.replay_event, methods=["POST"]),
+            Route("/events/replay", actions.replay_event, methods=["POST"]),
             Route("/events/{event_id:path}", pages.event),
             Route("/deliveries", pages.deliveries),
             Route("/replay", pages.replay, methods=["GET"]),

@@ -3,6 +3,7 @@ are hostile input), and the few filters the pages share."""
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import orjson
@@ -16,6 +17,17 @@ TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
 
+def segment(value: str) -> str:
+    """`value` as one path segment: every character but the unreserved ones (RFC 3986
+    section 2.3) percent-encoded, `/`, `?`, `#` and `%` included, and an ID made only of
+    dots encoded whole, so that RFC 3986's resolution does not take `.` or `..` for a
+    dot-segment. (Browsers follow the WHATWG URL standard, which also reads `%2E` and
+    `%2E%2E` as dot-segments: so no action puts its ID in its URL; they post it in a form
+    field.) Starlette decodes the path before routing, so the route sees `value` again."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if not encoded.strip(".") else encoded
+
+
 def _pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
@@ -27,6 +39,7 @@ def _templates() -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["pretty"] = _pretty
+    env.filters["segment"] = segment
     return Jinja2Templates(env=env)
 
 

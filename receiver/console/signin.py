@@ -1,5 +1,6 @@
 """Signing in to the console with a token, and out again."""
 
+import asyncio
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -8,12 +9,13 @@ from starlette.responses import RedirectResponse, Response
 from receiver.console.access import (
     COOKIE,
     SIGN_IN_COOKIE,
+    SIGN_IN_PAUSE_SECONDS,
     SignInLimiter,
     Tokens,
     new_secret_value,
     same_value,
 )
-from receiver.console.forms import checked_form
+from receiver.console.forms import checked_form, read_form, refuse_unreadable_form
 from receiver.console.guard import session_of
 from receiver.console.rendering import page
 from receiver.logs import log
@@ -56,22 +58,31 @@ class SignIn:
         return response
 
     async def submit(self, request: Request) -> Response:
+        """Cheap checks before the body is read (its declared size and type, the CSRF
+        cookie, the pause of an address over its failure budget), then the bounded form,
+        its CSRF token, and the token: the right one always signs in (`SignInLimiter`)."""
         address = request.client.host if request.client else "unknown"
-        form = await request.form()
-        given_csrf = form.get("csrf")
+        refuse_unreadable_form(request)
         expected = request.cookies.get(SIGN_IN_COOKIE)
-        if expected is None or not same_value(
-            given_csrf if isinstance(given_csrf, str) else None, expected
-        ):
+        if expected is None:
+            response = self._form(request, 403, "The form expired: sign in again.")
+            response.headers["connection"] = "close"  # its body stays unread
+            return response
+        over_budget = self.limiter.over_budget(address)
+        if over_budget:
+            await asyncio.sleep(SIGN_IN_PAUSE_SECONDS)
+        form = await read_form(request)
+        given_csrf = form.get("csrf")
+        if not same_value(given_csrf if isinstance(given_csrf, str) else None, expected):
             return self._form(request, 403, "The form expired: sign in again.")
-        if self.limiter.blocked(address):
-            log.warning("console_sign_in_refused", host=address, reason="too_many_failures")
-            return self._form(request, 429, "Too many failed sign-ins: wait a few minutes.")
         token = form.get("token")
         role = self.tokens.role_of(token) if isinstance(token, str) and token else None
         fingerprint = self.tokens.fingerprint(role) if role else None
         if role is None or fingerprint is None:
             self.limiter.failed(address)
+            if over_budget:
+                log.warning("console_sign_in_refused", host=address, reason="too_many_failures")
+                return self._form(request, 429, "Too many failed sign-ins: wait a few minutes.")
             log.warning("console_sign_in_failed", host=address)
             return self._form(request, 401, "That token is not valid here.")
         session_id = new_secret_value()

@@ -11,7 +11,6 @@ declared size (413, before reading), a repeated header (401), the media type (41
 body's size and deadline as it is read (413, 408), the signature (401).
 """
 
-import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -20,13 +19,8 @@ import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from receiver.exceptions import (
-    InvalidHeaderError,
-    PayloadTooLargeError,
-    ReceiverError,
-    RequestTimeoutError,
-    UnsupportedMediaTypeError,
-)
+from receiver.bodies import read_body, refuse_declared_size
+from receiver.exceptions import InvalidHeaderError, ReceiverError, UnsupportedMediaTypeError
 from receiver.ingest.envelope import parse_event
 from receiver.model import Outcome
 from receiver.responses import answer_disconnect, answer_error
@@ -76,11 +70,11 @@ async def _answer(
 async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[str, str]:
     settings = services.settings
     headers, repeated = _used_headers(scope["headers"])
-    _refuse_declared_size(headers.get("content-length"), settings.max_body_bytes)
+    refuse_declared_size(headers.get("content-length"), settings.max_body_bytes)
     if repeated:
         raise InvalidHeaderError(f"{repeated} is given more than once")
     _require_json(headers.get("content-type", ""))
-    body = await _read_body(receive, settings.max_body_bytes, settings.request_timeout_seconds)
+    body = await read_body(receive, settings.max_body_bytes, settings.request_timeout_seconds)
     message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)
     structlog.contextvars.bind_contextvars(
@@ -94,38 +88,6 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
     )
     structlog.contextvars.bind_contextvars(outcome=outcome or "duplicate")
     return {"status": _status_of(outcome), "event_id": event.event_id}
-
-
-def _refuse_declared_size(content_length: str | None, max_bytes: int) -> None:
-    """413 before reading a body whose declared length is too large."""
-    if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
-        raise PayloadTooLargeError(f"the body is over {max_bytes} bytes")
-
-
-async def _read_body(receive: Receive, max_bytes: int, timeout_seconds: float) -> bytes:
-    # uvicorn bounds neither how long a body may take nor how many connections wait for
-    # one: a sender dripping a byte at a time must not hold a request open for ever.
-    try:
-        async with asyncio.timeout(timeout_seconds):
-            return await _receive_body(receive, max_bytes)
-    except TimeoutError:
-        raise RequestTimeoutError(f"the body took longer than {timeout_seconds:g} s") from None
-
-
-async def _receive_body(receive: Receive, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"the body is over {max_bytes} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _status_of(outcome: Outcome | None) -> str:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from receiver.bodies import read_small_body
 from receiver.exceptions import InvalidRequestError, UnauthorizedError
 from receiver.model import Outcome
 from receiver.operators import actions
@@ -210,8 +211,10 @@ async def replay_matching(request: Request) -> Response:
 
 
 async def _body(model: type[M], request: Request) -> M:
+    """The JSON body, read bounded (`receiver.bodies`: 64 KiB, the request deadline)."""
+    body = await read_small_body(request)
     try:
-        return model.model_validate_json(await request.body() or b"{}")
+        return model.model_validate_json(body or b"{}")
     except ValidationError as exc:
         raise InvalidRequestError(describe_errors(exc, name_of=str)) from exc
 

@@ -1,6 +1,18 @@
 """Tokens, cookies and the sign-in limit, as units."""
 
-from receiver.console.access import ADMIN, SIGN_IN_FAILURES, SUPPORT, SignInLimiter, Tokens
+import pytest
+
+from receiver.console import access
+from receiver.console.access import (
+    ADMIN,
+    SIGN_IN_ADDRESSES,
+    SIGN_IN_FAILURES,
+    SIGN_IN_FAILURES_EVERYWHERE,
+    SIGN_IN_WINDOW_SECONDS,
+    SUPPORT,
+    SignInLimiter,
+    Tokens,
+)
 from receiver.settings import Settings
 from tests.helpers import new_secret
 
@@ -37,7 +49,42 @@ def test_a_cookie_reads_back_only_while_its_role_keeps_its_token() -> None:
 def test_sign_in_failures_are_limited_per_address() -> None:
     limiter = SignInLimiter()
     for _ in range(SIGN_IN_FAILURES):
-        assert not limiter.blocked("10.0.0.1")
+        assert not limiter.over_budget("10.0.0.1")
         limiter.failed("10.0.0.1")
-    assert limiter.blocked("10.0.0.1")
-    assert not limiter.blocked("10.0.0.2")
+    assert limiter.over_budget("10.0.0.1")
+    assert not limiter.over_budget("10.0.0.2")
+
+
+def test_an_address_over_budget_is_let_go_when_its_window_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(access.time, "monotonic", lambda: now[0])
+    limiter = SignInLimiter()
+    for _ in range(SIGN_IN_FAILURES):
+        limiter.failed("10.0.0.1")
+    assert limiter.over_budget("10.0.0.1")
+    now[0] += SIGN_IN_WINDOW_SECONDS
+    assert not limiter.over_budget("10.0.0.1")
+    limiter.failed("10.0.0.1")
+    assert not limiter.over_budget("10.0.0.1"), "a new window counts from its first failure"
+
+
+def test_the_table_of_addresses_never_exceeds_its_cap() -> None:
+    limiter = SignInLimiter()
+    for n in range(3 * SIGN_IN_ADDRESSES):
+        limiter.failed(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}")
+        assert len(limiter) <= SIGN_IN_ADDRESSES
+    assert len(limiter) == SIGN_IN_ADDRESSES
+    for _ in range(SIGN_IN_FAILURES):
+        limiter.failed("192.0.2.1")
+    assert limiter.over_budget("192.0.2.1"), "the most recent failures are the ones kept"
+
+
+def test_failures_from_many_addresses_slow_every_address() -> None:
+    """A guesser spread over many addresses (each under its own budget) is slowed as one."""
+    limiter = SignInLimiter()
+    for n in range(SIGN_IN_FAILURES_EVERYWHERE):
+        assert not limiter.over_budget("192.0.2.1")
+        limiter.failed(f"10.0.{n >> 8}.{n & 255}")
+    assert limiter.over_budget("192.0.2.1")

@@ -58,7 +58,12 @@ def test_every_page_needs_a_session_and_every_answer_carries_the_headers(
         response = anonymous.get(path)
         assert (response.status_code, response.headers["location"]) == (303, "/console/login")
         assert_headers(response)
-    for path in ("/console/replay", "/console/reprocess", "/console/events/evt_x/replay"):
+    for path in (
+        "/console/replay",
+        "/console/reprocess",
+        "/console/events/replay",
+        "/console/records/reconcile",
+    ):
         response = anonymous.post(path)
         assert response.status_code == 403
         assert_headers(response)
@@ -99,9 +104,11 @@ def test_failed_sign_ins_are_refused_logged_without_the_token_and_rate_limited(
     for attempt in range(5):
         response = guesser.sign_in(f"wrong-token-number-{attempt}")
         assert response.status_code == 401
-    assert guesser.sign_in(ADMIN_TOKEN).status_code == 429, "even the right token waits"
+    assert guesser.sign_in("wrong-token-number-5").status_code == 429
+    assert guesser.sign_in(ADMIN_TOKEN).status_code == 303, "the right token always signs in"
     output = rivya.server.output()
     assert output.count('"event":"console_sign_in_failed"') == 5
+    assert output.count('"event":"console_sign_in_refused"') == 1
     assert "wrong-token-number" not in output
     forged = browser()
     forged.csrf("/console/login")
@@ -120,22 +127,23 @@ def test_actions_need_the_admin_role_and_a_valid_csrf_token(
     def deliveries() -> int:
         return len(rivya.admin(f"/events/{event['id']}").json()["deliveries"])
 
-    replay = f"/console/events/{event['id']}/replay"
+    replay = "/console/events/replay"
     admin = browser()
     admin.sign_in()
-    assert admin.post(replay).status_code == 403
-    assert admin.post(replay, csrf="not-the-token").status_code == 403
+    assert admin.post(replay, event_id=event["id"]).status_code == 403
+    assert admin.post(replay, csrf="not-the-token", event_id=event["id"]).status_code == 403
     support = browser()
     assert support.sign_in(SUPPORT_TOKEN).status_code == 303
     for path in PAGES:
         assert support.get(path).status_code == 200
     page = support.get(f"/console/events/{event['id']}").text
     assert "Replay" not in page, "no action is offered to support"
-    assert support.post(replay, csrf=support.csrf()).status_code == 403
+    assert support.post(replay, csrf=support.csrf(), event_id=event["id"]).status_code == 403
     assert support.post("/console/reprocess", csrf=support.csrf()).status_code == 403
     assert deliveries() == 1, "refused actions changed nothing"
-    done = admin.post(replay, csrf=admin.csrf())
-    assert (done.status_code, done.headers["location"]) == (303, f"{replay[:-7]}?done=replayed")
+    done = admin.post(replay, csrf=admin.csrf(), event_id=event["id"])
+    location = f"/console/events/{event['id']}?done=replayed"
+    assert (done.status_code, done.headers["location"]) == (303, location)
     assert deliveries() == 2
     assert '"what":"replay"' in rivya.server.output()
     assert '"who":"console"' in rivya.server.output()

@@ -329,7 +329,9 @@ def test_an_administrator_asks_rivya_about_one_task_from_the_console(
         console.sign_in()
         page = f"/console/records/{generation['id']}"
         assert "Ask Rivya about this task now" in console.get(page).text
-        asked = console.post(f"{page}/reconcile", csrf=console.csrf(page))
+        asked = console.post(
+            "/console/records/reconcile", csrf=console.csrf(page), task_id=generation["id"]
+        )
         assert asked.headers["location"] == f"{page}?done=reconciled"
         assert "Rivya was asked about this task." in console.get(page, done="reconciled").text
     finally:
