@@ -9,8 +9,11 @@ enough failures in a row its lane is paused, then probed one attempt at a time (
 `breaker`), so it does not take the others' CPU and writes either. One
 loop owns the database: in one transaction it writes the outcomes of the attempts that
 finished since its last (releasing each lease) and claims more due deliveries for every
-lane with room, under a lease (so no other forwarder sends them). Deliveries of a
-destination no longer configured are never claimed: they wait, orphaned, until it is back.
+lane with room, under a lease (so no other forwarder sends them). An outcome whose
+delivery was deleted while its attempt was in flight is logged and dropped: it can never be
+written, and must not hold up the transaction every other outcome and claim shares.
+Deliveries of a destination no longer configured are never claimed: they wait, orphaned,
+until it is back, or until retention dead-letters them (see `store.retention`).
 
 The loop wakes when an attempt finishes, when this process stores an event, on PostgreSQL
 when any process queues deliveries (LISTEN/NOTIFY), and otherwise every
@@ -230,10 +233,10 @@ class Forwarder:
         destination, in one transaction."""
         now = datetime.now(UTC)
 
-        def work(run: Run, dialect: Dialect) -> list[ClaimedDelivery]:
-            record_attempts(run, dialect, self._owner, finished)
+        def work(run: Run, dialect: Dialect) -> tuple[list[AttemptRecord], list[ClaimedDelivery]]:
+            gone = record_attempts(run, dialect, self._owner, finished)
             release_claims(run, dialect, self._owner, released)
-            return [
+            return gone, [
                 delivery
                 for name, limit in wanted.items()
                 for delivery in claim_due_deliveries(
@@ -241,7 +244,19 @@ class Forwarder:
                 )
             ]
 
-        return await self._transact(work)
+        gone, claimed = await self._transact(work)
+        # Logged once committed, so once: a failed transaction is tried again, whole.
+        for record in gone:
+            self._log.warning(
+                "delivery_outcome_dropped",
+                reason="delivery_gone",
+                delivery_id=record.delivery_id,
+                destination=record.destination,
+                event_id=record.event_id,
+                attempt=record.attempt,
+                delivery_state=record.state,
+            )
+        return claimed
 
     def _start_attempts(self, lane: _Lane) -> None:
         # Claims too old to start are handed back even while the lane is full (its
@@ -319,6 +334,7 @@ class Forwarder:
             AttemptRecord(
                 delivery_id=delivery.id,
                 destination=destination.name,
+                event_id=delivery.event_id,
                 attempt=attempt,
                 attempted_at=attempted_at,
                 duration_ms=duration_ms,

@@ -55,6 +55,7 @@ class ClaimedDelivery:
 class AttemptRecord:
     delivery_id: int
     destination: str
+    event_id: str
     attempt: int
     attempted_at: datetime
     duration_ms: float
@@ -78,12 +79,13 @@ def claim_due_deliveries(
     now: datetime,
 ) -> list[ClaimedDelivery]:
     """Lease up to `limit` due deliveries of `destination` to `owner`, oldest due first."""
-    statement = statements.claim_deliveries(dialect, limit)
+    statement = statements.claim_deliveries(dialect)
     lease = {
         "destination": destination,
         "owner": owner,
         "now": now,
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "limit": limit,
     }
     rows = sorted(run(statement, statement.parameters([lease])), key=lambda row: (row[4], row[0]))
     bodies: dict[str, bytes] = {}
@@ -98,16 +100,19 @@ def claim_due_deliveries(
     ]
 
 
-def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[AttemptRecord]) -> None:
+def record_attempts(
+    run: Run, dialect: Dialect, owner: str, records: list[AttemptRecord]
+) -> list[AttemptRecord]:
     """Write each attempt, move its delivery on if this owner still holds the lease, and
-    fold the attempts into their destinations' health."""
+    fold the attempts into their destinations' health. Returns the records whose delivery
+    is gone (deleted while its attempt was in flight): their attempts can never be written,
+    so they are left out rather than failing, for ever, the transaction they share with
+    every other outcome and claim."""
     finished = {DeliveryState.DELIVERED, DeliveryState.DEAD}
     if records:
-        health = _health_rows(records)
-        statement = statements.update_health(dialect, len(health))
-        run(statement, statement.parameters(health))
+        statements.run_rows(run, dialect, statements.update_health, _health_rows(records))
+    records, gone = _split_by_existence(run, dialect, records)
     for chunk in _chunks(records):
-        statement = statements.insert_attempts(dialect, len(chunk))
         attempt_rows = [
             {
                 "delivery_id": record.delivery_id,
@@ -118,7 +123,7 @@ def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[Attemp
             }
             for record in chunk
         ]
-        run(statement, statement.parameters(attempt_rows))
+        statements.run_rows(run, dialect, statements.insert_attempts, attempt_rows)
         outcomes = [
             {
                 "id": record.delivery_id,
@@ -135,6 +140,26 @@ def record_attempts(run: Run, dialect: Dialect, owner: str, records: list[Attemp
         outcomes = _padded(outcomes)
         statement = statements.record_outcomes(dialect, len(outcomes))
         run(statement, statement.parameters(outcomes))
+    return gone
+
+
+def _split_by_existence(
+    run: Run, dialect: Dialect, records: list[AttemptRecord]
+) -> tuple[list[AttemptRecord], list[AttemptRecord]]:
+    """`records` whose delivery still exists, each locked so that it cannot go before its
+    attempt is written; and those whose delivery does not. A delivery is known by its ID
+    and what it delivers: SQLite gives a deleted row's ID to the next row if it was the
+    last, and an attempt must not be written to another event's delivery."""
+    existing: set[tuple[Any, ...]] = set()
+    for chunk in _chunks(records):
+        rows = _padded([{"id": record.delivery_id} for record in chunk])
+        statement = statements.lock_deliveries(dialect, len(rows))
+        existing.update(tuple(row) for row in run(statement, statement.parameters(rows)))
+    kept, gone = [], []
+    for record in records:
+        found = (record.delivery_id, record.event_id, record.destination) in existing
+        (kept if found else gone).append(record)
+    return kept, gone
 
 
 def _health_rows(records: list[AttemptRecord]) -> list[dict[str, Any]]:
