@@ -4,6 +4,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
@@ -23,10 +24,12 @@ from receiver.signatures import StandardWebhooks
 from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.writer import EventWriter
 
+log = structlog.get_logger("receiver.app")
+
 
 def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
     """`run_forwarder=False` leaves delivery to a separate `receiver worker`."""
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics_refresh_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -35,6 +38,13 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
         async with AsyncExitStack() as stack:
             engine = create_engine(settings.database_url, settings.database_busy_timeout_seconds)
             stack.push_async_callback(engine.dispose)
+            stack.push_async_callback(metrics.stop_refreshing)
+            if not (settings.metrics_public or settings.admin_token or settings.metrics_port):
+                # Starts all the same: a service without an admin token is a valid setup.
+                log.warning(
+                    "metrics_unreachable",
+                    reason="set RECEIVER_ADMIN_TOKEN or RECEIVER_METRICS_PUBLIC=true",
+                )
             await upgrade_schema(engine)
             forwarder = None
             if run_forwarder and settings.forwarding:
@@ -71,7 +81,7 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
             gc.freeze()
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/webhooks/rivya", RivyaWebhookEndpoint(), methods=["POST"]),
             Route("/healthz", healthz),
@@ -90,3 +100,5 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.metrics = metrics  # for RECEIVER_METRICS_PORT's listener (metrics.loopback_app)
+    return app

@@ -12,7 +12,6 @@ from pathlib import Path
 import aiohttp
 import click
 import orjson
-import uvicorn
 import uvloop
 
 from receiver.app import create_app
@@ -25,7 +24,7 @@ from receiver.operators.tasks import reconcile, tasks
 from receiver.operators.terminal import emit, json_option, load_settings
 from receiver.outbound import open_session
 from receiver.process import tune_process
-from receiver.server import serve_options
+from receiver.server import run_server, serve_options
 from receiver.signatures import WebhookSecret
 from receiver.store.backup import backup_sqlite
 from receiver.store.database import create_engine, sqlite_path, upgrade_schema
@@ -79,10 +78,11 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     tune_process()
-    uvicorn.run(
+    run_server(
         create_app(settings, run_forwarder=not no_forwarder),
         host=host,
         port=port,
+        metrics_port=settings.metrics_port,
         **serve_options(settings.request_timeout_seconds),
     )
 

@@ -15,9 +15,16 @@ deadlines close it. The listen backlog stays at uvicorn's 2048.
 """
 
 import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+import uvicorn
+from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from receiver.metrics import loopback_app
 
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -38,6 +45,46 @@ def serve_options(request_timeout_seconds: float) -> dict[str, Any]:
         # already bound, then cancels them; none of them was acknowledged.
         "timeout_graceful_shutdown": 2 * request_timeout_seconds,
     }
+
+
+def run_server(
+    app: Starlette, host: str, port: int, metrics_port: int | None, **options: Any
+) -> None:
+    """Serve `app`; with `metrics_port`, also its /metrics, open, on 127.0.0.1:metrics_port,
+    from the same process and loop (one registry, one engine). The main listener owns the
+    signals and the lifespan; the metrics listener stops when it does."""
+    if metrics_port is None:
+        uvicorn.run(app, host=host, port=port, **options)
+        return
+    main = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    beside = _MetricsServer(
+        uvicorn.Config(
+            loopback_app(app),
+            host="127.0.0.1",
+            port=metrics_port,
+            lifespan="off",
+            **options,
+        )
+    )
+    with asyncio.Runner(loop_factory=main.config.get_loop_factory()) as runner:
+        runner.run(_serve_both(main, beside))
+    if not main.started:
+        sys.exit(3)  # as uvicorn.run: the application failed to start
+
+
+class _MetricsServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the main server's: one stop, for both
+
+
+async def _serve_both(main: uvicorn.Server, beside: uvicorn.Server) -> None:
+    metrics = asyncio.create_task(beside.serve())
+    try:
+        await main.serve()
+    finally:
+        beside.should_exit = True
+        await metrics
 
 
 def limited_http_protocol(request_timeout_seconds: float) -> type[HttpToolsProtocol]:

@@ -40,6 +40,9 @@ DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MAX_RETRIES = 30
 DEFAULT_RIVYA_API_URL = "https://rivya.ai/api/v1"
 RIVYA_API_KEY_PREFIX = "rvya_sk_"
+# Prometheus scrapes every 15 s by default: gauges no older than one interval, and the
+# whole-table counts behind them run at most once an interval however often anyone scrapes.
+DEFAULT_METRICS_REFRESH_SECONDS = 15.0
 
 
 class Settings(BaseModel):
@@ -56,7 +59,12 @@ class Settings(BaseModel):
     support_token: SecretStr | None = None
     console: bool = True
     console_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
-    metrics_public: bool = True
+    # /metrics shows the credit balance, spend by model and destination names: behind the
+    # admin token unless opened here, or served open on METRICS_PORT, bound to loopback.
+    metrics_public: bool = False
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # How old the database gauges may be when scraped (see receiver/metrics.py).
+    metrics_refresh_seconds: float = Field(default=DEFAULT_METRICS_REFRESH_SECONDS, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     # Not in repr: a downstream URL may carry credentials.
@@ -122,8 +130,6 @@ class Settings(BaseModel):
     def _check_forwarding(self) -> "Settings":
         if self.forward_url and not self.forward_signing_secrets:
             raise ValueError("RECEIVER_FORWARD_SIGNING_SECRETS is required with a forward URL")
-        if not self.metrics_public and self.admin_token is None:
-            raise ValueError("RECEIVER_METRICS_PUBLIC=false needs RECEIVER_ADMIN_TOKEN")
         if self.forward_lease_seconds <= self.forward_timeout_seconds:
             raise ValueError(
                 "RECEIVER_FORWARD_LEASE_SECONDS must exceed RECEIVER_FORWARD_TIMEOUT_SECONDS"

@@ -1,8 +1,8 @@
 """GET /metrics on a real server: Prometheus text that counts what happened and reads the
-database's state at each scrape."""
+database's state, behind the admin token unless opened, at most a refresh interval old."""
 
+import signal
 from collections.abc import Callable
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -12,14 +12,18 @@ from tests.helpers import (
     ReceiverProcess,
     free_port,
     make_event,
-    new_secret,
-    run_cli,
     sign,
     wait_until,
 )
 
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+# Gauges recomputed at the first scrape after this many seconds: tests that watch them move.
+QUICK = "0.2"
 
-def scrape(url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+
+def scrape(
+    url: str, headers: dict[str, str] = ADMIN
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = HTTP.get(f"{url}/metrics", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -30,7 +34,10 @@ def scrape(url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], .
     }
 
 
-def test_requests_deliveries_records_and_credits_are_counted(rivya: Rivya) -> None:
+def test_requests_deliveries_records_and_credits_are_counted(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    rivya = Rivya(start_server(metrics_refresh_seconds=QUICK), rivya.secret, rivya.sensitive)
     accepted, failed = make_event(), make_event("generation.failed")
     for event in (accepted, accepted, failed):
         assert rivya.send(event).status_code == 200
@@ -72,7 +79,9 @@ def test_oldest_pending_delivery_ages_while_the_downstream_is_down(
 ) -> None:
     # One retry, a minute away: the delivery stays pending for the whole test.
     process = start_server(
-        forward_url=f"http://127.0.0.1:{free_port()}/hooks", forward_retry_schedule="60"
+        forward_url=f"http://127.0.0.1:{free_port()}/hooks",
+        forward_retry_schedule="60",
+        metrics_refresh_seconds=QUICK,
     )
     Rivya(process, rivya.secret, rivya.sensitive).send(make_event())
 
@@ -87,19 +96,60 @@ def test_oldest_pending_delivery_ages_while_the_downstream_is_down(
     assert metrics[("receiver_delivery_attempts_total", refused)] >= 1
 
 
-def test_private_metrics_need_the_admin_token(
+def test_metrics_need_the_admin_token_unless_opened(
     start_server: Callable[..., ReceiverProcess],
 ) -> None:
-    process = start_server(metrics_public="false")
+    """Private by default (the credit balance, spend by model, destination names);
+    RECEIVER_METRICS_PUBLIC=true opens them."""
+    private = start_server()
+    assert HTTP.get(f"{private.url}/metrics").status_code == 401
+    wrong = {"authorization": "Bearer " + "x" * len(ADMIN_TOKEN)}
+    assert HTTP.get(f"{private.url}/metrics", headers=wrong).status_code == 401
+    assert scrape(private.url)[("receiver_database_up", ())] == 1
+    private.stop()
+    public = start_server(metrics_public="true")
+    assert scrape(public.url, headers={})[("receiver_database_up", ())] == 1
+
+
+def test_without_an_admin_token_the_service_starts_and_metrics_stay_closed(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    process = start_server(admin_token="")
+    assert Rivya(process, rivya.secret, rivya.sensitive).send(make_event()).status_code == 200
     assert HTTP.get(f"{process.url}/metrics").status_code == 401
-    assert scrape(process.url, authorization=f"Bearer {ADMIN_TOKEN}")
+    assert '"event":"metrics_unreachable"' in process.output()
 
 
-def test_private_metrics_without_an_admin_token_stop_the_start(tmp_path: Path) -> None:
-    result = run_cli(
-        "serve",
-        env={"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_METRICS_PUBLIC": "false"},
-        cwd=tmp_path,
-    )
-    assert result.returncode == 1
-    assert "RECEIVER_METRICS_PUBLIC=false needs RECEIVER_ADMIN_TOKEN" in result.stderr
+def test_metrics_port_serves_them_open_on_loopback_beside_the_closed_main_port(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    port = free_port()
+    process = start_server(metrics_port=str(port))
+    Rivya(process, rivya.secret, rivya.sensitive).send(make_event())
+    assert HTTP.get(f"{process.url}/metrics").status_code == 401
+    beside = scrape(f"http://127.0.0.1:{port}", headers={})
+    # The same registry and database as the main listener's.
+    accepted = ("receiver_webhook_requests_total", (("outcome", "accepted"), ("reason", "")))
+    assert beside[accepted] == 1
+    assert beside[("receiver_records", (("status", "succeeded"),))] == 1
+    # Both listeners stop on the one SIGTERM (uvicorn re-raises it once they have).
+    assert process.stop() == -signal.SIGTERM
+    assert "metrics_unreachable" not in process.output()
+
+
+def test_a_scrape_reads_gauges_computed_within_the_refresh_interval(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    """The database counts run at most once an interval, whatever the scrape rate: events
+    stored after a scrape show in the counters at once, in the gauges only once due."""
+    process = start_server(metrics_refresh_seconds="3600")
+    sender = Rivya(process, rivya.secret, rivya.sensitive)
+    sender.send(make_event())
+    succeeded = ("receiver_records", (("status", "succeeded"),))
+    assert scrape(process.url)[succeeded] == 1
+    for _ in range(3):
+        sender.send(make_event())
+    metrics = scrape(process.url)
+    accepted = ("receiver_webhook_requests_total", (("outcome", "accepted"), ("reason", "")))
+    assert metrics[accepted] == 4
+    assert metrics[succeeded] == 1

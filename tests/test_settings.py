@@ -19,6 +19,8 @@ def test_defaults_need_only_a_signing_secret() -> None:
     assert settings.timestamp_tolerance_seconds == 300
     assert settings.max_body_bytes == 1_048_576
     assert settings.admin_token is None
+    # Private metrics and no admin token still start (metrics then answer 401 to all).
+    assert (settings.metrics_public, settings.metrics_port) == (False, None)
     assert (settings.log_level, settings.log_format) == ("info", "json")
     assert [s.reveal() for s in settings.signing_secrets] == [secret]
 
@@ -80,6 +82,8 @@ def test_variables_without_our_prefix_are_ignored() -> None:
             "RECEIVER_SUPPORT_TOKEN: must differ from RECEIVER_ADMIN_TOKEN",
         ),
         ({"RECEIVER_CONSOLE_SESSION_HOURS": "0"}, "RECEIVER_CONSOLE_SESSION_HOURS:"),
+        ({"RECEIVER_METRICS_PORT": "65536"}, "RECEIVER_METRICS_PORT:"),
+        ({"RECEIVER_METRICS_REFRESH_SECONDS": "0"}, "RECEIVER_METRICS_REFRESH_SECONDS:"),
     ],
 )
 def test_unusable_value_names_its_variable(environ: dict[str, str], message: str) -> None:

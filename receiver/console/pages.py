@@ -14,7 +14,6 @@ from receiver.console.charts import stacked_bars
 from receiver.console.rendering import page
 from receiver.exceptions import NotFoundError
 from receiver.model import GENERATION_STATUSES, Outcome
-from receiver.operators.actions import matching_ids
 from receiver.services import services_of
 from receiver.store.activity import hourly_activity
 from receiver.store.database import transaction
@@ -22,6 +21,7 @@ from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
 from receiver.store.queries import (
     DeliveryFilter,
+    count_events,
     get_event,
     get_record,
     list_deliveries,
@@ -223,8 +223,8 @@ async def replay(request: Request) -> Response:
     """Replay by filter, step one: how many events the filter matches, and the form that
     confirms it."""
     query = _read(ReplayQuery, request)
-    engine = services_of(request).engine
-    matching = len(await matching_ids(engine, query.event_filter()))
+    async with transaction(services_of(request).engine) as connection:
+        matching = await count_events(connection, query.event_filter())
     return page(
         request,
         "replay.html",

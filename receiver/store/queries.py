@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.exceptions import NotFoundError
 from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
-from receiver.store.filters import EventFilter, event_conditions
+from receiver.store.filters import EventFilter, count_matching_events, event_conditions
 from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
 from receiver.store.tables import attempts, deliveries, events, records
 
@@ -93,6 +93,10 @@ async def list_events(
     last = rows[-1] if len(rows) == limit else None
     next_cursor = encode_cursor(last["received_at"].isoformat(), last["id"]) if last else None
     return Page([jsonable(row) for row in rows], next_cursor)
+
+
+async def count_events(connection: AsyncConnection, which: EventFilter) -> int:
+    return int((await connection.execute(count_matching_events(which))).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)

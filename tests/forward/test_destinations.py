@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import Rivya, Sensitive
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.helpers import (
     HTTP,
     Downstream,
@@ -144,4 +144,6 @@ def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
 
 
 def _metric_lines(server: ReceiverProcess) -> list[str]:
-    return HTTP.get(f"{server.url}/metrics").text.splitlines()
+    return HTTP.get(
+        f"{server.url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+    ).text.splitlines()

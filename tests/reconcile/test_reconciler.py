@@ -13,7 +13,7 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
-from tests.conftest import Rivya, Sensitive
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.console.conftest import Browser
 from tests.fake_rivya import Answer, FakeRivya, error
 from tests.helpers import (
@@ -293,7 +293,9 @@ def test_passes_keep_to_the_configured_rate(operated: Rivya, fake_rivya: FakeRiv
 def metric(server: ReceiverProcess, prefix: str) -> list[str]:
     return [
         line
-        for line in HTTP.get(f"{server.url}/metrics").text.splitlines()
+        for line in HTTP.get(
+            f"{server.url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+        ).text.splitlines()
         if line.startswith(prefix)
     ]
 

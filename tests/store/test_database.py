@@ -131,3 +131,39 @@ def test_records_of_the_previous_version_keep_their_data_and_registered_tasks_wa
         command.upgrade(config, "head")
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     engine.dispose()
+
+
+def test_0008_adds_the_partial_filter_indexes_and_walks_back(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """Each index holds only the rows a filter finds among many (its WHERE is kept on both
+    backends, which compare_metadata does not check); a downgrade removes exactly them."""
+    engine = sa.create_engine(sync_url(new_database(tmp_path)))
+    partial = {
+        "ix_events_type_received_at": "generation.succeeded",
+        "ix_events_outcome_received_at": "applied",
+        "ix_deliveries_dead": "dead",
+    }
+    with engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+        assert not set(partial) & _index_definitions(connection).keys()
+        command.upgrade(config, "0008")
+        definitions = _index_definitions(connection)
+        for name, value in partial.items():
+            assert "WHERE" in definitions[name].upper(), name
+            assert value in definitions[name], name
+        command.downgrade(config, "0007")
+        assert not set(partial) & _index_definitions(connection).keys()
+        command.upgrade(config, "head")
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    engine.dispose()
+
+
+def _index_definitions(connection: sa.Connection) -> dict[str, str]:
+    if connection.dialect.name == "postgresql":
+        query = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+    else:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    return {str(name): str(sql) for name, sql in connection.execute(sa.text(query))}
