@@ -42,6 +42,8 @@ class FakeRivya:
     def __init__(self, key: str) -> None:
         self.key = key
         self.generations: dict[str, dict[str, Any]] = {}
+        # An answer of the test's own for a task, whatever `generations` holds, every time.
+        self.answers: dict[str, Answer] = {}
         self.credits = 1000
         # Answers given, in order, before any normal one; each is used once.
         self.scripted: list[Answer] = []
@@ -76,6 +78,8 @@ class FakeRivya:
         return await self._answer(request, lambda: self._generation_answer(request))
 
     def _generation_answer(self, request: Request) -> Answer:
+        if (answer := self.answers.get(request.path_params["task_id"])) is not None:
+            return answer
         generation = self.generations.get(request.path_params["task_id"])
         if generation is None:
             return error(404, "not_found")

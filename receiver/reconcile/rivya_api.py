@@ -32,6 +32,8 @@ TRIES = 3
 FIRST_BACKOFF_SECONDS = 1.0
 # A Retry-After longer than this ends the pass instead: the next pass comes sooner.
 MAX_WAIT_SECONDS = 60.0
+# A generation is a few KiB; 1 MiB leaves room for thousands of result URLs and bounds what
+# one answer, or an error page in its place, can cost in memory.
 MAX_ANSWER_BYTES = 1_048_576
 
 
@@ -156,8 +158,18 @@ class RivyaAPI:
         async with session.get(
             self._base_url + path, headers=headers, allow_redirects=False
         ) as response:
-            body = await response.content.read(MAX_ANSWER_BYTES + 1)
+            body = await _read_capped(response.content, MAX_ANSWER_BYTES + 1)
             return response.status, response.headers.get("retry-after"), body
+
+
+async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """At most `limit` bytes of the body. One `read(limit)` is not that: it returns the bytes
+    that have arrived so far, so an answer longer than its first chunk came back cut short
+    (and failed as broken JSON) however far under the cap it was."""
+    body = bytearray()
+    while len(body) < limit and (chunk := await stream.read(limit - len(body))):
+        body += chunk
+    return bytes(body)
 
 
 def _json(body: bytes) -> Any:
