@@ -13,14 +13,38 @@ from tests.helpers import make_event
 
 # Offsets of up to a day either way, as ISO 8601 allows and Python's datetime takes.
 offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+def _west(offset: timezone) -> bool:
+    return offset.utcoffset(None) <= -timedelta(hours=1)
+
+
+def _east(offset: timezone) -> bool:
+    return offset.utcoffset(None) >= timedelta(hours=1)
+
+
 # Naive (the offset goes on after), within a day of each end of the range, or anywhere.
 LAST_DAY = datetime(9999, 12, 31, tzinfo=UTC).replace(tzinfo=None)
 FIRST_DAY = datetime(1, 1, 2, tzinfo=UTC).replace(tzinfo=None)
+FIRST_HOUR = datetime(1, 1, 1, 0, 59, tzinfo=UTC).replace(tzinfo=None)
 moments = st.one_of(
     st.datetimes(min_value=LAST_DAY), st.datetimes(max_value=FIRST_DAY), st.datetimes()
 )
+
+
+def _at(moment: datetime, offset: timezone) -> str:
+    return moment.replace(tzinfo=offset).isoformat()
+
+
+# Valid times that UTC cannot hold: in the last hour with an offset west of an hour or more,
+# or in the first with one as far east.
+beyond_the_range = st.one_of(
+    st.builds(_at, st.datetimes(min_value=LAST_DAY.replace(hour=23)), offsets.filter(_west)),
+    st.builds(_at, st.datetimes(max_value=FIRST_HOUR), offsets.filter(_east)),
+)
 timestamps = st.one_of(
-    st.builds(lambda moment, offset: moment.replace(tzinfo=offset).isoformat(), moments, offsets),
+    beyond_the_range,
+    st.builds(_at, moments, offsets),
     moments.map(datetime.isoformat),  # no offset at all
     st.datetimes(timezones=st.just(UTC)).map(lambda moment: moment.isoformat()),
 )
@@ -80,6 +104,11 @@ def envelopes(draw: st.DrawFn) -> dict[str, Any]:
         generation["result"][field] = draw(values | st.lists(texts, max_size=2))
     for field in draw(st.lists(st.sampled_from(["code", "message"]), max_size=1)):
         generation["error"][field] = draw(texts)
+    # The times are drawn often, not left to chance: most draws of `values` are not times.
+    if draw(st.booleans()):
+        event["created_at"] = draw(timestamps)
+    if draw(st.booleans()):
+        generation["updated_at"] = draw(timestamps)
     for field in draw(st.lists(st.sampled_from(GENERATION_FIELDS), max_size=3)):
         generation[field] = draw(values)
     for field in draw(st.lists(st.sampled_from(ENVELOPE_FIELDS), max_size=2)):
