@@ -8,6 +8,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY receiver ./receiver
+# receiver/openapi.json links to the document here; the wheel takes its content.
+COPY docs/openapi.json ./docs/
 COPY deploy/install-venv.sh ./deploy/
 RUN sh deploy/install-venv.sh /opt/receiver
 

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +24,8 @@ from receiver.bodies import read_small_body
 from receiver.exceptions import InvalidRequestError, UnauthorizedError
 from receiver.model import Outcome
 from receiver.operators import actions
+from receiver.operators.moments import Moment
+from receiver.operators.openapi import openapi_route
 from receiver.operators.spans import parse_span
 from receiver.responses import ORJSONResponse
 from receiver.services import services_of
@@ -66,8 +67,8 @@ class _Strict(BaseModel):
 
 
 class Window(_Strict):
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class ReplayOne(_Strict):
@@ -115,7 +116,7 @@ class RecordsQuery(_Strict):
 
 
 class StatsQuery(_Strict):
-    since: AwareDatetime | None = None
+    since: Moment | None = None
 
 
 async def show_events(request: Request) -> Response:
@@ -240,6 +241,7 @@ def admin_mount(token: SecretStr | None) -> Mount:
             Route("/records/{task_id}", show_record),
             Route("/tasks", register_task, methods=["POST"]),
             Route("/stats", show_stats),
+            openapi_route(),
         ],
         middleware=[Middleware(RequireAdminToken, token=token)],
     )
