@@ -201,6 +201,48 @@ def test_known_type_with_a_shape_we_do_not_understand_is_quarantined(rivya: Rivy
     assert rivya.admin(f"/records/{event['data']['id']}").status_code == 404
 
 
+@pytest.mark.parametrize("field", ["created_at", "data.updated_at"])
+def test_a_time_utc_cannot_hold_is_quarantined_not_refused(rivya: Rivya, field: str) -> None:
+    """9999-12-31T23:59:59-01:00 is a valid time past year 9999 in UTC: it was a 500 on
+    every retry, and nothing stored."""
+    event = make_event()
+    *parents, leaf = field.split(".")
+    (event[parents[0]] if parents else event)[leaf] = "9999-12-31T23:59:59-01:00"
+    response = rivya.send(event)
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "quarantined", "event_id": event["id"]},
+    )
+    stored = rivya.admin(f"/events/{event['id']}").json()
+    assert stored["quarantine_reason"] == f"invalid_{leaf}"
+    assert stored["payload"] == event
+
+
+def test_nul_characters_are_stored_on_every_backend(rivya: Rivya, db: sa.Connection) -> None:
+    """On PostgreSQL a NUL in a text column failed the insert: 503 for ever. In a field the
+    record keeps as an identifier it quarantines the event; in an error message it is shown
+    as U+FFFD; anywhere else it is only in the raw body, kept byte for byte."""
+    in_model = make_event()
+    in_model["data"]["model"] = "z-\x00image"
+    in_message = make_event("generation.failed")
+    in_message["data"]["error"]["message"] = "out of\x00memory"
+    elsewhere = make_event()
+    elsewhere["data"]["usage"] = {"note": "\x00"}
+    for event in (in_model, in_message, elsewhere):
+        assert rivya.send(event).status_code == 200
+        body = db.execute(
+            sa.text("SELECT body FROM events WHERE id = :id"), {"id": event["id"]}
+        ).scalar_one()
+        assert bytes(body) == orjson.dumps(event)
+        assert b"\\u0000" in bytes(body)
+    assert rivya.admin(f"/events/{in_model['id']}").json()["quarantine_reason"] == (
+        "invalid_characters"
+    )
+    record = rivya.admin(f"/records/{in_message['data']['id']}").json()
+    assert (record["status"], record["error_message"]) == ("failed", "out of\ufffdmemory")
+    assert rivya.admin(f"/events/{elsewhere['id']}").json()["outcome"] == "applied"
+
+
 def test_unknown_event_type_is_stored_but_not_applied(rivya: Rivya, db: sa.Connection) -> None:
     event = make_event()
     event["type"] = "generation.progressed"
