@@ -1,8 +1,9 @@
 """Tokens, cookies and the sign-in limit, as units."""
 
+import time
+
 import pytest
 
-from receiver.console import access
 from receiver.console.access import (
     ADMIN,
     SIGN_IN_ADDRESSES,
@@ -59,7 +60,7 @@ def test_an_address_over_budget_is_let_go_when_its_window_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(access.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     limiter = SignInLimiter()
     for _ in range(SIGN_IN_FAILURES):
         limiter.failed("10.0.0.1")
