@@ -6,6 +6,9 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, SECRETS_OF_THE_RUN, Sensitive
 
+# The reconciliation tests' fake Rivya API: the console asks it too (test_actions.py).
+from tests.reconcile.conftest import fake_rivya  # noqa: F401 - a fixture, shared
+
 SUPPORT_TOKEN = "support-token-for-tests-9876543210"  # noqa: S105 - a test fixture's token
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
