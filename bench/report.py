@@ -70,8 +70,10 @@ def check(r: Results) -> dict[str, bool]:
         "PostgreSQL two replicas >= 1.5 x one": r.pg_two.rps >= 1.5 * r.pg_one.rps,
         "RSS growth < 10 % over 60 s": r.growth < 10,
         "forwarder RSS flat over the drain (< 10 %)": r.drain_growth < 10,
-        "every console page <= 500 ms on a million events": max(r.console.median_ms.values())
-        <= 500,
+        "every console page, admin listing and scrape <= 300 ms on a million events": max(
+            r.console.median_ms.values()
+        )
+        <= 300,
     }
 
 
@@ -112,8 +114,9 @@ def render(r: Results, checks: dict[str, bool]) -> str:
         f"{r.drain.rss_start:.0f} to {r.drain.rss_end:.0f} MiB ({r.drain_growth:+.1f} %)",
         f"- RSS under {MEMORY_DURATION} s of load ({r.memory_load.rps:,.0f} requests/s): "
         f"{r.rss_start:.0f} MiB at 5 s, {r.rss_end:.0f} MiB at the end (**{r.growth:+.1f} %**)",
-        f"- console pages on a SQLite database of {r.console.events:,} events (a record, a "
-        "delivery and an attempt each), median of 7 loads: "
+        f"- console pages, admin listings and a /metrics scrape on a SQLite database of "
+        f"{r.console.events:,} events (a record, a delivery and an attempt each; rare types and "
+        "outcomes, two destinations, 100,000 dead letters), median of 7 loads: "
         + ", ".join(f"{name} {ms:.0f} ms" for name, ms in r.console.median_ms.items()),
         "",
         *(f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in checks.items()),

@@ -68,5 +68,5 @@ def matching_event_ids(which: EventFilter) -> sa.Select[tuple[str]]:
     return sa.select(events.c.id).where(*event_conditions(which)).order_by(events.c.received_at)
 
 
-def count_matching_events(which: EventFilter) -> sa.Select[tuple[int]]:
+def count_matching_events(which: EventFilter) -> sa.Select[int]:
     return sa.select(sa.func.count()).select_from(events).where(*event_conditions(which))

@@ -96,7 +96,7 @@ async def list_events(
 
 
 async def count_events(connection: AsyncConnection, which: EventFilter) -> int:
-    return int((await connection.execute(count_matching_events(which))).scalar_one())
+    return (await connection.execute(count_matching_events(which))).scalar_one()
 
 
 @dataclass(frozen=True, slots=True)
