@@ -241,6 +241,35 @@ def test_each_failure_of_rivyas_api_is_handled_and_changes_nothing_it_should_not
     assert reconcile.run("--dry-run", "--stale-after", "1h") == {"dry_run": True, "due": 0}
 
 
+def test_answers_no_backend_can_store_fail_their_record_and_the_pass_goes_on(
+    operated: Rivya, fake_rivya: FakeRivya
+) -> None:
+    """A time UTC cannot hold (it raised OverflowError and ended the pass) and a NUL in the
+    model (PostgreSQL refused the row): each record is `failed` for the pass, unchanged, and
+    the tasks after them are still asked about and completed."""
+    rivya = operated
+    answers = {
+        "task_a_far_future": running(make_event()["data"])
+        | {"updated_at": "9999-12-31T23:59:59-01:00"},
+        "task_b_nul": make_event()["data"] | {"model": "z-\x00image"},
+        "task_c_fine": make_event("generation.failed")["data"],
+    }
+    for task_id, answer in answers.items():  # claimed in this order: by change, then ID
+        fake_rivya.generations[task_id] = answer | {"id": task_id}
+        assert register(rivya, task_id).status_code == 201
+    time.sleep(1)
+    report = Reconcile(rivya.server, fake_rivya).run("--stale-after", "1s")
+    assert report | {"result": "ok", "asked": 3, "changed": 1, "failed": 2} == report
+    records = {task_id: rivya.admin(f"/records/{task_id}").json() for task_id in answers}
+    assert {task_id: (r["status"], r["reconcile_state"]) for task_id, r in records.items()} == {
+        "task_a_far_future": ("queued", "failed"),
+        "task_b_nul": ("queued", "failed"),
+        "task_c_fine": ("failed", "completed"),
+    }
+    events = [e["id"] for e in rivya.admin("/events").json()["events"]]
+    assert events == ["reconciled:task_c_fine:failed"]
+
+
 def test_a_hanging_api_times_out_and_the_service_keeps_ingesting(
     start_server: Callable[..., ReceiverProcess],
     fake_rivya: FakeRivya,
