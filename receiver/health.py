@@ -1,12 +1,11 @@
 """Probes: /healthz says the process answers, /readyz that it can store events."""
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.responses import ORJSONResponse
 from receiver.services import services_of
-from receiver.store.database import schema_is_current
+from receiver.store.database import database_unavailable, schema_is_current
 
 
 async def healthz(_: Request) -> Response:
@@ -16,7 +15,9 @@ async def healthz(_: Request) -> Response:
 async def readyz(request: Request) -> Response:
     try:
         current = await schema_is_current(services_of(request).engine)
-    except (SQLAlchemyError, OSError):
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise  # not the database's absence: a fault of ours, answered 500 and logged
         return ORJSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
     if not current:
         return ORJSONResponse({"status": "unavailable", "database": "schema_not_current"}, 503)

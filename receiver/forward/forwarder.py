@@ -169,7 +169,7 @@ class Forwarder:
         if self._listener is not None:
             await self._listener.close()
         if self._database is not None:
-            self._database.close()
+            await self._database.close()
         if self._session is not None:
             await self._session.close()
         log.info("forwarder_stopped", count=len(self._abandoned))

@@ -9,8 +9,16 @@ took 11 ms that way, most of it waiting for the GIL (measured), where its statem
 fraction of a millisecond on the loop's thread. The connection is only ever used by one
 batch at a time, so the two threads never use it at once.
 
-Elsewhere, a connection of the engine, with the same synchronous code run through
-`run_sync`.
+Elsewhere (PostgreSQL), an engine of its own with a pool of one connection, and the same
+synchronous code run through `run_sync`. The shared engine's pool also serves the console,
+the admin API, /readyz and /metrics; sharing it, ingest waited behind them for a connection
+(with a pool of one, 8 webhooks were answered after 9 s), then counted the pool's timeout
+as the events' own fault. The pool checks its connection before each transaction and
+replaces one that was lost (a restarted server, a terminated backend); one lost during a
+transaction fails that transaction, a 503, and the next one connects again.
+
+Opening a write connection also compiles the hot paths' statements for its backend, so
+that no transaction compiles one (see `receiver.store.statements`).
 """
 
 import asyncio
@@ -24,9 +32,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.store.database import configure_sqlite, sqlite_path
+from receiver.store.database import configure_sqlite, create_engine, sqlite_path
 from receiver.store.events import run_on
-from receiver.store.statements import Prepared, Run
+from receiver.store.statements import Prepared, Run, prepare_statements
 
 T = TypeVar("T")
 # What a transaction raises when the database, not the work, failed, on either backend.
@@ -41,19 +49,19 @@ class WriteConnection(Protocol):
         """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
         ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 class EngineConnection:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database_url: str, busy_timeout_seconds: float) -> None:
+        self._engine = create_engine(database_url, busy_timeout_seconds, connections=1)
 
     async def transact(self, work: Transaction[T]) -> T:
         async with self._engine.begin() as connection:
             return await connection.run_sync(lambda sync: work(run_on(sync), sync.dialect))
 
-    def close(self) -> None:
-        pass
+    async def close(self) -> None:
+        await self._engine.dispose()
 
 
 class SQLiteConnection:
@@ -104,13 +112,16 @@ class SQLiteConnection:
     def _run(self, statement: Prepared, parameters: tuple[Any, ...]) -> list[Any]:
         return self._connection.execute(statement.sql, parameters).fetchall()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._connection.close()
         self._thread.shutdown()
 
 
 def open_write_connection(engine: AsyncEngine, busy_timeout_seconds: float) -> WriteConnection:
-    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    """A connection for one hot path's transactions, of its own (see the module's doc)."""
+    prepare_statements(engine.dialect)
+    database_url = engine.url.render_as_string(hide_password=False)
+    path = sqlite_path(database_url)
     if path is None:
-        return EngineConnection(engine)
+        return EngineConnection(database_url, busy_timeout_seconds)
     return SQLiteConnection(engine, path, busy_timeout_seconds)

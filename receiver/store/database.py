@@ -1,5 +1,7 @@
-"""The engine and the schema's life: creation, SQLite durability, migrations, readiness."""
+"""The engine and the schema's life: creation, SQLite durability, migrations, readiness,
+and which failures mean that the database is not there."""
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -13,7 +15,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from receiver.exceptions import StoreUnavailableError
@@ -35,10 +43,18 @@ def sqlite_path(database_url: str) -> Path | None:
     return Path(url.database)
 
 
-def create_engine(database_url: str, busy_timeout_seconds: float) -> AsyncEngine:
+def create_engine(
+    database_url: str, busy_timeout_seconds: float, connections: int | None = None
+) -> AsyncEngine:
+    """`connections`: at most that many, for a part that must not share (a writer's own);
+    otherwise SQLAlchemy's default pool, shared by everything else."""
     path = sqlite_path(database_url)
     if path is None:
-        return create_async_engine(database_url, pool_pre_ping=True)
+        if connections is None:
+            return create_async_engine(database_url, pool_pre_ping=True)
+        return create_async_engine(
+            database_url, pool_pre_ping=True, pool_size=connections, max_overflow=0
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(database_url, connect_args={"timeout": busy_timeout_seconds})
     event.listen(engine.sync_engine, "connect", configure_sqlite)
@@ -55,14 +71,51 @@ def configure_sqlite(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+# The failures that say the database is not there, whatever was asked of it: the server or
+# the file cannot be reached, was lost, is full, locked, shutting down, or out of connections.
+# A batch that meets one is answered 503 at once; anything else may be one event's problem.
+UNAVAILABLE = (
+    OSError,  # refused, reset, unreachable, timed out (TimeoutError is one)
+    OperationalError,  # the driver's own word for it (SQLite busy, full, I/O; psycopg)
+    InterfaceError,  # the connection is closed or broken (asyncpg's)
+    DisconnectionError,  # the pool found the connection dead
+    PoolTimeoutError,  # the pool had no connection to give in time
+    sqlite3.OperationalError,  # the SQLite writer's own connection: busy, full, I/O
+)
+# PostgreSQL's SQLSTATE classes for the same (postgresql.org/docs/current/errcodes-appendix):
+# 08 connection exception, 53 insufficient resources (disk full, out of memory, too many
+# connections), 57 operator intervention (shutdown, terminated, cannot connect now, query
+# cancelled), 58 system error (I/O). asyncpg's errors reach us as a plain DBAPIError.
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+# SQLite's result codes for a file that is not a database, or no longer one.
+UNAVAILABLE_SQLITE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database is not there (see UNAVAILABLE), rather than that the
+    work given to it failed. The one place that decides it, for every caller."""
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # The driver's own error: wrapped by SQLAlchemy, or raised by the SQLite writer's.
+    driver_error = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATE_CLASSES):
+        return True
+    return getattr(driver_error, "sqlite_errorcode", None) in UNAVAILABLE_SQLITE_CODES
+
+
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction for operators' reads and writes: a busy or lost database is a 503."""
     try:
         async with engine.begin() as connection:
             yield connection
-    except (OperationalError, OSError) as exc:
-        raise StoreUnavailableError("the database is unavailable; retry later") from exc
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise StoreUnavailableError("the database is unavailable; retry later") from exc
+        raise
 
 
 async def upgrade_schema(engine: AsyncEngine) -> None:

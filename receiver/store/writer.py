@@ -5,17 +5,16 @@ has queued up (up to `max_batch`) and stores it in one transaction, so one durab
 (one fsync on SQLite) acknowledges many requests, and writers never fight over the
 database lock. Each request awaits its own future, resolved only after the commit.
 
-If a batch fails because the database is unavailable (locked, full, gone), every request
-in it gets `StoreUnavailableError` (503). If it fails for any other reason, its events are
+If a batch fails because the database is unavailable (locked, full, gone, out of
+connections: `database_unavailable` decides), every request in it gets
+`StoreUnavailableError` (503) at once. If it fails for any other reason, its events are
 retried one per transaction, so one event that cannot be stored does not sink the others.
 """
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import Destination
@@ -23,10 +22,8 @@ from receiver.exceptions import StoreUnavailableError
 from receiver.logs import log
 from receiver.model import Outcome
 from receiver.store.connections import WriteConnection, open_write_connection
+from receiver.store.database import database_unavailable
 from receiver.store.events import Submission, store_events
-
-# The database could not take the write: nothing about the events themselves.
-UNAVAILABLE = (OperationalError, sqlite3.OperationalError, OSError)
 
 # The outcome of storing, or None for a duplicate.
 _Pending = tuple[Submission, "asyncio.Future[Outcome | None]"]
@@ -89,7 +86,7 @@ class EventWriter:
                     for _ in batch:
                         self._queue.task_done()
         finally:
-            connection.close()
+            await connection.close()
 
     async def _commit(self, connection: WriteConnection, batch: list[_Pending]) -> None:
         submissions = [submission for submission, _ in batch]
@@ -98,10 +95,8 @@ class EventWriter:
             outcomes = await connection.transact(
                 lambda run, dialect: store_events(run, dialect, submissions, self._destinations)
             )
-        except UNAVAILABLE as exc:
-            _fail(batch, exc)
-        except Exception as exc:  # noqa: BLE001 - one event's failure: retry each alone
-            if len(batch) == 1:
+        except Exception as exc:  # noqa: BLE001 - the database's absence, or one event's fault
+            if database_unavailable(exc) or len(batch) == 1:
                 _fail(batch, exc)
                 return
             for pending in batch:

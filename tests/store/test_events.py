@@ -96,7 +96,7 @@ async def store_all(
     connection: WriteConnection = (
         SQLiteConnection(engine, path, 5)
         if path is not None and not via_engine
-        else EngineConnection(engine)
+        else EngineConnection(database_url, 5)
     )
     outcomes: list[Outcome | None] = []
     try:
@@ -114,7 +114,7 @@ async def store_all(
             )
             last_events = dict(rows.all())
     finally:
-        connection.close()
+        await connection.close()
         await engine.dispose()
     return outcomes, last_events
 
