@@ -16,6 +16,7 @@ from receiver.ingest.webhooks import RivyaWebhookEndpoint
 from receiver.logs import RequestLogMiddleware
 from receiver.metrics import Metrics
 from receiver.operators.admin import RequireAdminToken, admin_mount
+from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
 from receiver.responses import EXCEPTION_HANDLERS
 from receiver.services import Services
@@ -72,6 +73,10 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
                 )
                 reconciler.run_periodically()
             verifier = StandardWebhooks(
+            if settings.retention_days:
+                await stack.enter_async_context(
+                    Pruner(engine, settings, on_run=metrics.observe_retention)
+                )
                 settings.signing_secrets, settings.timestamp_tolerance_seconds
             )
             app.state.services = Services(settings, engine, verifier, writer, forwarder)

@@ -135,6 +135,21 @@ class Metrics:
             "1 if that balance is at or under RECEIVER_LOW_CREDITS_THRESHOLD, else 0.",
             registry=self.registry,
         )
+        self.retention_pruned_events = Counter(
+            "receiver_retention_pruned_events",
+            "Events removed by this process's scheduled retention (RECEIVER_RETENTION_DAYS).",
+            registry=self.registry,
+        )
+        self.retention_orphaned_deliveries = Counter(
+            "receiver_retention_orphaned_deliveries",
+            "Orphaned deliveries this process's retention dead-lettered (reason: orphaned).",
+            registry=self.registry,
+        )
+        self.retention_last_success = Gauge(
+            "receiver_retention_last_success_timestamp_seconds",
+            "When this process's retention last finished a run (Unix time); absent before.",
+            registry=self.registry,
+        )
 
     def observe_request(self, scope: Scope, http_status: int, seconds: float) -> None:
         """RequestLogMiddleware's hook, called once per request with what the handler bound."""
@@ -166,6 +181,11 @@ class Metrics:
 
     def observe_rivya_request(self, status: str) -> None:
         self.rivya_api_requests.labels(status).inc()
+
+    def observe_retention(self, pruned_events: int, orphaned: int) -> None:
+        self.retention_pruned_events.inc(pruned_events)
+        self.retention_orphaned_deliveries.inc(orphaned)
+        self.retention_last_success.set_to_current_time()
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.write_batch_size.observe(size)

@@ -43,6 +43,15 @@ RIVYA_API_KEY_PREFIX = "rvya_sk_"
 # Prometheus scrapes every 15 s by default: gauges no older than one interval, and the
 # whole-table counts behind them run at most once an interval however often anyone scrapes.
 DEFAULT_METRICS_REFRESH_SECONDS = 15.0
+# Events (bodies included) are kept a month unless set otherwise: long enough to replay
+# or reprocess after any outage Rivya's own retries cover; 0 keeps them for ever.
+DEFAULT_RETENTION_DAYS = 30.0
+# The cutoff is a date: a century back is as far as it needs to be, and stays one.
+MAX_RETENTION_DAYS = 36_500
+# Retention runs hourly: a run then has an hour's worth to remove, a few chunks.
+DEFAULT_RETENTION_INTERVAL_SECONDS = 3600.0
+# At least daily, or a day's events would wait past their retention.
+MAX_RETENTION_INTERVAL_SECONDS = 86_400
 
 
 class Settings(BaseModel):
@@ -86,6 +95,11 @@ class Settings(BaseModel):
     reconcile_after_seconds: float = Field(default=900.0, gt=0)
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
     low_credits_threshold: int | None = Field(default=None, ge=0)
+    # Scheduled retention in `serve` and `worker` (see receiver/pruner.py).
+    retention_days: float = Field(default=DEFAULT_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS)
+    retention_interval_seconds: float = Field(
+        default=DEFAULT_RETENTION_INTERVAL_SECONDS, gt=0, le=MAX_RETENTION_INTERVAL_SECONDS
+    )
 
     @field_validator("signing_secrets", "forward_signing_secrets", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
-"""`receiver worker`: the forwarder, and reconciliation when a Rivya API key is set, without
-serving HTTP, for deployments that separate them from `serve`."""
+"""`receiver worker`: the forwarder, reconciliation when a Rivya API key is set, and
+scheduled retention, without serving HTTP, for deployments that separate them from `serve`."""
 
 import asyncio
 import signal
@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 from receiver.forward.forwarder import Forwarder
 from receiver.logs import log
+from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
 from receiver.settings import Settings
 from receiver.store.database import create_engine, upgrade_schema
@@ -30,6 +31,8 @@ async def run_worker(settings: Settings) -> None:
                     Reconciler(engine, settings, on_stored=forwarder.wake if forwarder else None)
                 )
                 reconciler.run_periodically()
+            if settings.retention_days:
+                await stack.enter_async_context(Pruner(engine, settings))
             await stop.wait()
             log.info("worker_stopping")
     finally:

@@ -18,6 +18,7 @@ from tests.helpers import (
     Downstream,
     Operator,
     ReceiverProcess,
+    always,
     make_event,
     new_secret,
     run_cli,
@@ -241,6 +242,31 @@ def test_prune_dry_run_changes_nothing_and_records_are_kept(fresh: tuple[Rivya, 
     assert operator.run("events", "show", mix["succeeded"][0]["id"], code=1).startswith("Error")
     assert operator.json("events", "show", kept["id"])["outcome"] == "applied"
     assert "bad" in operator.run("prune", "--older-than", "bad", code=1)
+
+
+def test_prune_keeps_an_old_event_whose_delivery_is_pending(
+    start_server: StartServer, own_downstream: Callable[..., Downstream], rivya: Rivya
+) -> None:
+    """Data loss if it broke: an event still to be forwarded (its destination answering 503,
+    the next try an hour away) is kept however old it is."""
+    downstream = own_downstream(always(503))
+    server = start_server(forward_url=downstream.url, forward_retry_schedule="3600")
+    sender, operator = Rivya(server, rivya.secret, rivya.sensitive), Operator(server)
+    event = make_event()
+    assert sender.send(event).status_code == 200
+    wait_until(
+        lambda: operator.json("events", "show", event["id"])["deliveries"][0]["attempts"] == 1,
+        timeout=10,
+    )
+    with reading(server.env["RECEIVER_DATABASE_URL"]) as db:
+        stored = tables.events
+        (received_at,) = db.execute(sa.select(stored.c.received_at)).one()
+        db.execute(sa.update(stored).values(received_at=received_at - timedelta(days=2)))
+        db.commit()
+    assert operator.json("prune", "--older-than", "1d", "--dry-run")["events"] == 0
+    assert operator.run("prune", "--older-than", "1d").startswith("Removed 0 events")
+    (delivery,) = operator.json("events", "show", event["id"])["deliveries"]
+    assert (delivery["state"], delivery["attempts"]) == ("pending", 1)
 
 
 def test_reprocess_reapplies_and_is_idempotent(fresh: tuple[Rivya, Operator]) -> None:

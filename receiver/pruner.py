@@ -1,0 +1,76 @@
+"""Scheduled retention, in `receiver serve` and `receiver worker`: at start and then every
+RECEIVER_RETENTION_INTERVAL_SECONDS, orphaned deliveries older than RECEIVER_RETENTION_DAYS
+are dead-lettered, then the events older than that whose forwarding is finished are pruned
+(see `store.retention`: in chunks, each a short transaction, replicas taking different
+ones). Each run writes one audit line, and one more when it dead-lettered deliveries.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from receiver.logs import log
+from receiver.settings import Settings
+from receiver.store.retention import Pruned, dead_letter_orphans, prune
+
+WHO = "retention"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRun:
+    orphaned: int
+    pruned: Pruned
+
+
+class Pruner:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        on_run: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """`on_run(events_pruned, deliveries_orphaned)` is told of every run that finished
+        (the metrics)."""
+        if not settings.retention_days:
+            raise ValueError("RECEIVER_RETENTION_DAYS=0 keeps everything: nothing to prune")
+        self._engine = engine
+        self._retention = timedelta(days=settings.retention_days)
+        self._interval = settings.retention_interval_seconds
+        self._configured = {destination.name for destination in settings.forwarding}
+        self._on_run = on_run
+        self._loop: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "Pruner":
+        self._loop = asyncio.create_task(self._periodically(), name="pruner")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # A chunk cut short is rolled back whole; the next run does it again.
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+
+    async def _periodically(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - a run's failure must not end the loop
+                log.warning("retention_failed", exc_info=exc)
+            await asyncio.sleep(self._interval)
+
+    async def run_once(self) -> RetentionRun:
+        now = datetime.now(UTC)
+        older_than = now - self._retention
+        orphaned = await dead_letter_orphans(self._engine, older_than, self._configured, now)
+        if orphaned:
+            log.info("audit", who=WHO, what="dead_letter_orphaned", count=orphaned)
+        pruned = await prune(self._engine, older_than)
+        log.info("audit", who=WHO, what="prune", count=pruned.events)
+        if self._on_run is not None:
+            self._on_run(pruned.events, orphaned)
+        return RetentionRun(orphaned, pruned)
