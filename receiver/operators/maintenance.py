@@ -139,7 +139,8 @@ def reprocess(event_ids: tuple[str, ...], quarantined: bool, as_json: bool) -> N
 @json_option
 def prune(older_than: str, dry_run: bool, as_json: bool) -> None:
     """Remove old events whose deliveries are all finished, with those deliveries and their
-    attempts. Records are kept."""
+    attempts. Records are kept. An event with a pending delivery stays, orphaned ones
+    included (`serve` and `worker` dead-letter those after RECEIVER_RETENTION_DAYS)."""
     cutoff = datetime.now(UTC) - parse_duration(older_than, "--older-than")
 
     async def run(engine: AsyncEngine) -> dict[str, Any]:
