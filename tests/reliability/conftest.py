@@ -1,9 +1,18 @@
 """The figures RELIABILITY.md publishes: each fault and hostile-input test adds what it
-tried and what came of it, and the run prints the totals at its end."""
+tried and what came of it; the run prints the totals at its end and writes them to
+`RESULTS` (ignored by git), from which `python -m tests.reliability.report` writes the
+document's table."""
 
+import json
+import os
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+
+# Outside version control: a run on a clean clone leaves the checkout as it found it.
+RESULTS = Path(__file__).parent / "results" / "figures.json"
 
 
 class Figures:
@@ -29,3 +38,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(
                 f"{topic}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
             )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Only a passing run in one process publishes (an xdist worker holds a share of the
+    figures, and a failed run's are not the document's). A run of some of the tests
+    replaces their topics and keeps the others' from the run before."""
+    if FIGURES.counts and exitstatus == 0 and not hasattr(session.config, "workerinput"):
+        RESULTS.parent.mkdir(exist_ok=True)
+        earlier = json.loads(RESULTS.read_text())["figures"] if RESULTS.exists() else {}
+        published = {
+            "run": datetime.now(UTC).date().isoformat(),
+            "cores": os.cpu_count(),
+            "figures": earlier | {topic: dict(counts) for topic, counts in FIGURES.counts.items()},
+        }
+        RESULTS.write_text(json.dumps(published, indent=1, sort_keys=True) + "\n")

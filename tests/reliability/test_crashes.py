@@ -18,6 +18,7 @@ from tests.helpers import (
 from tests.reliability.conftest import Figures
 
 KILL_ROUNDS = 4
+SENDERS = 8
 
 
 def test_kill_9_under_load_loses_no_acknowledged_event(
@@ -37,7 +38,7 @@ def test_kill_9_under_load_loses_no_acknowledged_event(
     for round_ in range(KILL_ROUNDS):
         # A different moment in each round: after 40, 80, ... acknowledgements.
         kill_after = 40 * (round_ + 1)
-        with Load(process.url, rivya.secret, rivya.sensitive.add) as load:
+        with Load(process.url, rivya.secret, rivya.sensitive.add, SENDERS) as load:
             wait_until(lambda: len(load.acknowledged) >= kill_after, timeout=30)  # noqa: B023 - used in this round only
             process.stop(signal.SIGKILL)
         acknowledged += load.acknowledged
@@ -70,7 +71,7 @@ def test_sigterm_under_load_answers_2xx_only_for_what_it_stored(
     figures: Figures,
 ) -> None:
     process = start_server()
-    with Load(process.url, rivya.secret, rivya.sensitive.add) as load:
+    with Load(process.url, rivya.secret, rivya.sensitive.add, SENDERS) as load:
         wait_until(lambda: len(load.acknowledged) >= 100, timeout=30)
         assert process.stop(signal.SIGTERM) == -signal.SIGTERM
     # In-flight requests finish (200) or are refused (503); new ones find no listener.

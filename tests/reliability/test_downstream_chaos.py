@@ -24,6 +24,8 @@ from tests.helpers import (
 from tests.reliability.conftest import Figures
 
 EVENTS = 200
+# A destination each, with chaos of its own.
+SEEDS = {"default": 20261122, "mirror": 20261123}
 TIMEOUT_SECONDS = 1.0
 RETRY_SCHEDULE = "0.1,0.2,0.3,0.4"
 MAX_ATTEMPTS = 5
@@ -79,7 +81,7 @@ def test_downstream_chaos_loses_nothing_and_retries_within_bounds(
     figures: Figures,
     tmp_path: Path,
 ) -> None:
-    chaos = {"default": Chaos(seed=20261122), "mirror": Chaos(seed=20261123)}
+    chaos = {name: Chaos(seed) for name, seed in SEEDS.items()}
     sinks = {name: own_downstream(each.respond) for name, each in chaos.items()}
     secret = new_secret()
     rivya.sensitive.add(secret)
