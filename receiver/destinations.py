@@ -2,8 +2,8 @@
 secrets, filters and cap on attempts in flight.
 
 They come from two places, read once at start-up: `RECEIVER_FORWARD_URL` (with
-`RECEIVER_FORWARD_SIGNING_SECRETS`) makes the destination `default`, with no filters, as
-before destinations existed; `RECEIVER_DESTINATIONS_FILE` names a TOML file of
+`RECEIVER_FORWARD_SIGNING_SECRETS`) makes the destination `default`, with no filters (so
+`DEFAULT_OUTCOMES`); `RECEIVER_DESTINATIONS_FILE` names a TOML file of
 `[[destinations]]` tables. A file that cannot be used stops start-up with one line naming
 the file, the destination and the key, never a secret's value.
 """
@@ -28,6 +28,16 @@ DEFAULT_NAME = "default"
 DEFAULT_MAX_IN_FLIGHT = 32
 MAX_IN_FLIGHT = 1024
 NAME_PATTERN = r"^[a-z0-9-]{1,64}$"
+# What a destination without an `outcomes` filter is sent: what changed a record, and the
+# other outcomes but `stale`. A stale event repeats a result the subscriber was already sent
+# under another webhook-id (a `reconciled:...` event, then Rivya's late webhook), or is older
+# than it: sent by default, a subscriber deduplicating by webhook-id would process a result
+# twice, and one applying what arrives would face the ordering the record's never-regress
+# rule solves. A destination that wants them names `stale` in its `outcomes`.
+DEFAULT_OUTCOMES = frozenset(
+    {Outcome.APPLIED.value, Outcome.IGNORED.value, Outcome.QUARANTINED.value}
+)
+EVERY_OUTCOME = frozenset(outcome.value for outcome in Outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +46,20 @@ class Destination:
     # Not in repr: a URL may carry credentials.
     url: str = field(repr=False)
     signing_secrets: tuple[WebhookSecret, ...] = field(repr=False)
-    # None: every event type, or every outcome.
+    # None: every event type; DEFAULT_OUTCOMES.
     event_types: frozenset[str] | None = None
     outcomes: frozenset[str] | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
+    @property
+    def wanted_outcomes(self) -> frozenset[str]:
+        return DEFAULT_OUTCOMES if self.outcomes is None else self.outcomes
+
     def wants(self, event_type: str | None, outcome: str) -> bool:
         """Whether an event of this type, stored with this outcome, is sent here."""
-        return (self.event_types is None or event_type in self.event_types) and (
-            self.outcomes is None or outcome in self.outcomes
-        )
+        return (
+            self.event_types is None or event_type in self.event_types
+        ) and outcome in self.wanted_outcomes
 
 
 def check_http_url(value: str) -> str:

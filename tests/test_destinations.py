@@ -58,6 +58,8 @@ def test_the_issue_example_and_the_default_destination_together(tmp_path: Path) 
     assert not billing.wants("generation.failed", "stale")
     assert not billing.wants("generation.succeeded", "applied")
     assert analytics.wants(None, "quarantined")
+    assert not analytics.wants("generation.succeeded", "stale"), "stale only when named"
+    assert not default.wants("generation.succeeded", "stale")
     assert analytics.max_in_flight == 32
     assert SECRET not in repr(settings)
 
@@ -149,3 +151,28 @@ def test_serve_refuses_a_bad_file_and_a_world_readable_secret_with_one_line(
     assert "group or others may read it" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert SECRET not in result.stderr
+
+
+OUTCOMES = ("applied", "stale", "ignored", "quarantined")
+BY_DEFAULT = {"applied", "ignored", "quarantined"}
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "wanted"),
+    [(None, BY_DEFAULT), (["stale"], {"stale"}), (["applied", "stale"], {"applied", "stale"})],
+)
+def test_stale_events_go_only_where_outcomes_names_them(
+    tmp_path: Path, outcomes: list[str] | None, wanted: set[str]
+) -> None:
+    """A stale event repeats or predates what a subscriber was sent: by default (in the file,
+    and RECEIVER_FORWARD_URL's `default`) it is not sent."""
+    file = write_destinations(
+        tmp_path / "d.toml", GOOD | ({"outcomes": outcomes} if outcomes else {})
+    )
+    default, billing = settings_with(
+        Path(file),
+        RECEIVER_FORWARD_URL="http://product:9000/hooks",
+        RECEIVER_FORWARD_SIGNING_SECRETS=new_secret(),
+    ).forwarding
+    assert {outcome for outcome in OUTCOMES if billing.wants("t", outcome)} == wanted
+    assert {outcome for outcome in OUTCOMES if default.wants("t", outcome)} == BY_DEFAULT

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.destinations import Destination
+from receiver.destinations import EVERY_OUTCOME, Destination
 from receiver.exceptions import ForwardingDisabledError, InvalidRequestError, NotFoundError
 from receiver.generations import MAX_ID_CHARS
 from receiver.ingest.envelope import parse_event
@@ -62,7 +62,7 @@ def replay_destinations(
         name = settings.forwarding[0].name
     for destination in settings.forwarding:
         if destination.name == name:
-            return [replace(destination, event_types=None, outcomes=None)]
+            return [replace(destination, event_types=None, outcomes=EVERY_OUTCOME)]
     raise InvalidRequestError(f"destination: {name!r} is not configured")
 
 

@@ -223,8 +223,7 @@ async def replay_events(
         wanted = [*event_conditions(which)]
         if destination.event_types is not None:
             wanted.append(events.c.type.in_(sorted(destination.event_types)))
-        if destination.outcomes is not None:
-            wanted.append(events.c.outcome.in_(sorted(destination.outcomes)))
+        wanted.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
         selected = sa.select(
             events.c.id,
             sa.literal(destination.name, sa.Text),

@@ -30,12 +30,14 @@ def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
     sensitive: Sensitive,
     tmp_path: Path,
 ) -> None:
-    sinks = {name: own_downstream() for name in ("everything", "failures", "applied")}
+    names = ("everything", "failures", "applied", "stale")
+    sinks = {name: own_downstream() for name in names}
     keys = {name: new_secrets() for name in sinks}
     filters: dict[str, dict[str, Any]] = {
         "everything": {},
         "failures": {"event_types": ["generation.failed"]},
         "applied": {"outcomes": ["applied"]},
+        "stale": {"outcomes": ["stale"]},
     }
     tables = [
         {"name": name, "url": sinks[name].url, "signing_secrets": keys[name], **filters[name]}
@@ -54,9 +56,11 @@ def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
     assert rivya.post(quarantined, _signed(secrets_in_use[0], quarantined)).status_code == 200
 
     expected = {
-        "everything": {failed["id"], stale["id"], succeeded["id"], "evt_q"},
+        # Every outcome but stale, unless `outcomes` names it.
+        "everything": {failed["id"], succeeded["id"], "evt_q"},
         "failures": {failed["id"]},
         "applied": {failed["id"], succeeded["id"]},
+        "stale": {stale["id"]},
     }
     for name, sink in sinks.items():
         wait_until(lambda: set(sink.ids()) == expected[name], timeout=15, what=name)  # noqa: B023
@@ -72,9 +76,10 @@ def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
                 Webhook(other).verify(received.body, received.headers)
     listed = rivya.admin("/destinations").json()["destinations"]
     assert [(d["destination"], d["delivered"], d["pending"]) for d in listed] == [
-        ("everything", 4, 0),
+        ("everything", 3, 0),
         ("failures", 1, 0),
         ("applied", 2, 0),
+        ("stale", 1, 0),
     ]
     assert all(d["last_success_at"] and d["consecutive_failures"] == 0 for d in listed)
 
