@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.bursts import DESTINATIONS, LARGEST_BURST, Bursts
 from bench.console import ConsolePages
 from bench.load import CONNECTIONS, DURATION, Load
 from bench.runs import DRAIN_EVENTS, MEMORY_DURATION, Drain
@@ -35,6 +36,7 @@ class Results:
     pg_two_rows: int
     postgres_version: str
     console: ConsolePages
+    bursts: Bursts
 
     @property
     def ratio(self) -> float:
@@ -56,7 +58,7 @@ def check(r: Results) -> dict[str, bool]:
         "p99 <= 25 ms at 32 connections": r.ingest.p99_ms <= 25,
         "0 non-2xx": all(
             load.non_2xx == 0
-            for load in (r.ingest, r.duplicates, r.memory_load, r.pg_one, r.pg_two)
+            for load in (r.ingest, r.duplicates, r.memory_load, r.pg_one, r.pg_two, r.bursts)
         ),
         "every acknowledged event stored": all(
             rows >= load.requests - load.non_2xx and not load.wrapped
@@ -70,6 +72,7 @@ def check(r: Results) -> dict[str, bool]:
         "PostgreSQL two replicas >= 1.5 x one": r.pg_two.rps >= 1.5 * r.pg_one.rps,
         "RSS growth < 10 % over 60 s": r.growth < 10,
         "forwarder RSS flat over the drain (< 10 %)": r.drain_growth < 10,
+        f"RSS growth < 32 MiB under bursts of 1 to {LARGEST_BURST}": r.bursts.growth < 32,
         "every console page, admin listing and scrape <= 300 ms on a million events": max(
             r.console.median_ms.values()
         )
@@ -118,6 +121,11 @@ def render(r: Results, checks: dict[str, bool]) -> str:
         f"{r.console.events:,} events (a record, a delivery and an attempt each; rare types and "
         "outcomes, two destinations, 100,000 dead letters), median of 7 loads: "
         + ", ".join(f"{name} {ms:.0f} ms" for name, ms in r.console.median_ms.items()),
+        f"- bursts of every size from 1 to {LARGEST_BURST} concurrent webhooks "
+        f"({r.bursts.requests:,} in {r.bursts.seconds:.0f} s, {len(DESTINATIONS)} destinations; "
+        f"{r.bursts.batches:,} batches, {r.bursts.largest_batches} of more than 128 events): "
+        f"RSS {r.bursts.rss_before:.0f} to {r.bursts.rss_after:.0f} MiB "
+        f"(**{r.bursts.growth:+.1f} MiB**)",
         "",
         *(f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in checks.items()),
     ]
