@@ -32,13 +32,16 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.store.database import configure_sqlite, create_engine, sqlite_path
+from receiver.store.database import UNAVAILABLE, configure_sqlite, create_engine, sqlite_path
 from receiver.store.events import run_on
 from receiver.store.statements import Prepared, Run, prepare_statements
 
 T = TypeVar("T")
-# What a transaction raises when the database, not the work, failed, on either backend.
-DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
+# What a hot path's loop retries, whole, after a pause (the forwarder's outcomes and claims):
+# the database's absence (UNAVAILABLE, and what `database_unavailable` reads in a driver's
+# error), and any other failure of the database or its driver, such as a deadlock between
+# replicas. The writer tells the two apart instead (see `store.writer`).
+DATABASE_ERRORS = (*UNAVAILABLE, SQLAlchemyError, sqlite3.Error)
 
 
 Transaction = Callable[[Run, Dialect], T]
