@@ -24,6 +24,7 @@ from receiver.settings import Settings
 from receiver.signatures import StandardWebhooks
 from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.writer import EventWriter
+from receiver.urls import RefuseNulInURL
 
 log = structlog.get_logger("receiver.app")
 
@@ -101,7 +102,10 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
             admin_mount(settings.admin_token),
             *([console_mount(settings)] if settings.console else []),
         ],
-        middleware=[Middleware(RequestLogMiddleware, on_finished=metrics.observe_request)],
+        middleware=[
+            Middleware(RequestLogMiddleware, on_finished=metrics.observe_request),
+            Middleware(RefuseNulInURL),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,6 +14,7 @@ from receiver.console.charts import stacked_bars
 from receiver.console.rendering import page
 from receiver.exceptions import NotFoundError
 from receiver.model import GENERATION_STATUSES, Outcome
+from receiver.operators.moments import Moment
 from receiver.services import services_of
 from receiver.store.activity import hourly_activity
 from receiver.store.database import transaction
@@ -48,14 +49,22 @@ class _Query(BaseModel):
     def _blank_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # Nothing stored holds one, and PostgreSQL refuses it in any text: it was a 500.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("holds a NUL character")
+        return value
+
 
 Q = TypeVar("Q", bound=_Query)
 
 
 class ReplayQuery(_Query):
     type: str | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     delivery_state: DeliveryState | None = None
     destination: str | None = None
 
@@ -72,15 +81,15 @@ class ReplayQuery(_Query):
 class EventsQuery(_Query):
     type: str | None = None
     outcome: Outcome | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class FailedQuery(_Query):
     error_code: str | None = None
     model: str | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     q: str | None = None
 
 

@@ -65,6 +65,14 @@ class RequireAdminToken:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # Nothing stored holds one, and PostgreSQL refuses it in any text: it was a 500.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("holds a NUL character")
+        return value
+
 
 class Window(_Strict):
     since: Moment | None = None

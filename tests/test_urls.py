@@ -1,0 +1,67 @@
+"""A NUL character in a URL, in its path or in any query parameter of any admin route (as
+docs/openapi.json lists them) or console page: a 400 that names the URL, on both backends
+(on PostgreSQL, which refuses NUL in any text, each was a 500)."""
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import Rivya
+from tests.console.conftest import Browser
+from tests.helpers import HTTP
+
+DOCUMENT = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
+PARAMETERS = DOCUMENT["components"]["parameters"]
+
+
+def admin_urls_with_a_nul() -> list[str]:
+    """Each GET under /admin once per parameter, that parameter holding a NUL."""
+    urls = []
+    for path, operations in DOCUMENT["paths"].items():
+        if "get" not in operations or not path.startswith("/admin/"):
+            continue
+        declared = [
+            PARAMETERS[p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p
+            for p in operations["get"].get("parameters", [])
+        ]
+        in_path = {p["name"]: "a\x00b" for p in declared if p["in"] == "path"}
+        plain = path.format(**dict.fromkeys(in_path, "x"))
+        if in_path:
+            urls.append(path.format(**{k: quote(v, safe="") for k, v in in_path.items()}))
+        urls += [f"{plain}?{p['name']}=%00" for p in declared if p["in"] == "query"]
+    return urls
+
+
+CONSOLE_URLS = [
+    "/console/events?type=%00",
+    "/console/failed?q=a%00b",
+    "/console/records?q=%00",
+    "/console/deliveries?destination=%00",
+    "/console/replay?type=%00",
+    "/console/events/%00",
+    "/console/records/a%00",
+]
+
+
+@pytest.mark.parametrize("url", admin_urls_with_a_nul())
+def test_a_nul_in_an_admin_url_is_400(rivya: Rivya, url: str) -> None:
+    answer = rivya.admin(url.removeprefix("/admin"))
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"error": "invalid_request", "detail": "the URL holds a NUL character"}
+
+
+def test_a_nul_in_a_console_url_is_400(rivya: Rivya) -> None:
+    browser = Browser(rivya.server.url)
+    try:
+        assert browser.sign_in().status_code == 303
+        for url in CONSOLE_URLS:
+            assert browser.client.get(url).status_code == 400, url
+    finally:
+        browser.client.close()
+
+
+def test_the_webhook_endpoint_refuses_a_nul_in_its_url_too(rivya: Rivya) -> None:
+    answer = HTTP.post(f"{rivya.server.url}/webhooks/rivya?x=%00", content=b"{}")
+    assert answer.status_code == 400
