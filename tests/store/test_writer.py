@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -145,7 +145,8 @@ async def test_a_full_shared_pool_does_not_hold_up_ingest(
 
 def _asyncpg_error(error: Exception) -> sa_exc.DBAPIError:
     """`error` as SQLAlchemy hands asyncpg's errors on: a plain DBAPIError around it."""
-    adapted = AsyncAdapt_asyncpg_dbapi(asyncpg).Error(str(error), error)
+    dbapi: Any = AsyncAdapt_asyncpg_dbapi  # untyped in SQLAlchemy
+    adapted = dbapi(asyncpg).Error(str(error), error)
     return sa_exc.DBAPIError("INSERT ...", None, adapted)
 
 
