@@ -44,7 +44,7 @@ def destination(
     outcomes: set[str] | None = None,
     max_in_flight: int = 32,
 ) -> Destination:
-    """A destination as the configuration would make it; by default, one wanting everything."""
+    """A destination as the configuration would make it; by default, one with no filters."""
     return Destination(
         name=name,
         url=url,

@@ -74,9 +74,11 @@ async def replay_matching(request: Request) -> Response:
 
 async def reprocess_quarantined(request: Request) -> Response:
     await session_and_form(request)
-    engine = services_of(request).engine
-    found = await actions.matching_ids(engine, EventFilter(outcome=Outcome.QUARANTINED))
-    await actions.reprocess(engine, found, WHO)
+    services = services_of(request)
+    found = await actions.matching_ids(services.engine, EventFilter(outcome=Outcome.QUARANTINED))
+    await actions.reprocess(services.engine, found, WHO, services.settings.forwarding)
+    if services.forwarder is not None:
+        services.forwarder.wake()
     return _back("/console/events", "reprocessed")
 
 

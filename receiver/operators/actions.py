@@ -105,16 +105,21 @@ async def replay_served(
 
 
 async def reprocess(
-    engine: AsyncEngine, event_ids: list[str], who: str, progress: Progress = _no_progress
+    engine: AsyncEngine,
+    event_ids: list[str],
+    who: str,
+    destinations: Sequence[Destination],
+    progress: Progress = _no_progress,
 ) -> Counter[str]:
-    """Re-parse and re-apply each event; how many ended in each outcome."""
+    """Re-parse and re-apply each event, queueing it for each of `destinations` that wants
+    it now and was not sent it before; how many ended in each outcome."""
     outcomes: Counter[str] = Counter()
     for start in range(0, len(event_ids), CHUNK):
         chunk = event_ids[start : start + CHUNK]
         async with transaction(engine) as connection:
             for event_id in chunk:
                 outcome = await connection.run_sync(
-                    reprocess_event, event_id, datetime.now(UTC), parse_event
+                    reprocess_event, event_id, datetime.now(UTC), parse_event, destinations
                 )
                 outcomes[outcome.value] += 1
         progress(len(chunk))

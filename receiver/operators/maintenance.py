@@ -117,11 +117,12 @@ def reprocess(event_ids: tuple[str, ...], quarantined: bool, as_json: bool) -> N
     which = EventFilter(
         event_ids=event_ids or None, outcome=None if event_ids else Outcome.QUARANTINED
     )
+    destinations = load_settings().forwarding
 
     async def run(engine: AsyncEngine) -> dict[str, Any]:
         found = await _existing(engine, which)
         with progress(len(found), "Reprocessing", quiet=as_json) as advance:
-            outcomes = await actions.reprocess(engine, found, WHO, advance)
+            outcomes = await actions.reprocess(engine, found, WHO, destinations, advance)
         return {"reprocessed": len(found), "outcomes": dict(sorted(outcomes.items()))}
 
     def human(result: dict[str, Any]) -> str:

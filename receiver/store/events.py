@@ -29,7 +29,7 @@ from receiver.store.statements import (
     run_rows,
     upsert_records,
 )
-from receiver.store.tables import events
+from receiver.store.tables import deliveries, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +73,17 @@ def store_events(
 
 
 def reprocess_event(
-    connection: Connection, event_id: str, now: datetime, parse: Callable[[bytes, str], Event]
+    connection: Connection,
+    event_id: str,
+    now: datetime,
+    parse: Callable[[bytes, str], Event],
+    destinations: Sequence[Destination],
 ) -> Outcome:
     """Parse a stored body again with `parse` (ingest's parser, which the store does not
     import) and apply it, as if it had just arrived (after an upgrade taught us a shape).
-    Idempotent; adds no delivery."""
+    Queues a delivery to each of `destinations` that wants the event as it now reads and has
+    none of it: one that was sent it under its old outcome is not sent it twice, and a
+    repeat queues nothing more."""
     row = connection.execute(
         sa.select(events.c.webhook_id, events.c.body).where(events.c.id == event_id)
     ).first()
@@ -92,6 +98,18 @@ def reprocess_event(
     connection.execute(
         sa.update(events).where(events.c.id == event_id).values(**_parsed_columns(event, outcome))
     )
+    sent = set(
+        connection.scalars(
+            sa.select(deliveries.c.destination).where(deliveries.c.event_id == event_id)
+        )
+    )
+    outbox = [
+        _delivery_row(submission, destination.name)
+        for destination in destinations
+        if destination.name not in sent and destination.wants(event.type, outcome)
+    ]
+    if outbox:
+        connection.execute(sa.insert(deliveries), outbox)
     return outcome
 
 

@@ -7,13 +7,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import sqlalchemy as sa
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from receiver.store import tables
 from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
+from tests.databases import reading
 from tests.helpers import (
     HTTP,
     Downstream,
+    Operator,
     ReceiverProcess,
     make_event,
     only,
@@ -152,3 +157,41 @@ def _metric_lines(server: ReceiverProcess) -> list[str]:
     return HTTP.get(
         f"{server.url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
     ).text.splitlines()
+
+
+def test_an_event_reprocessing_applies_is_sent_once_where_applied_is_wanted(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """Quarantined by an older release (stored, sent nowhere that wants only `applied`),
+    then `receiver reprocess`: the destination subscribed to `applied` receives it, once,
+    however many times it is reprocessed."""
+    sink = own_downstream()
+    table = {"name": "applied", "url": sink.url, "signing_secrets": new_secrets()}
+    file = write_destinations(tmp_path / "d.toml", table | {"outcomes": ["applied"]})
+    server = start_server(**only(file))
+    event = make_event()
+    with reading(server.env["RECEIVER_DATABASE_URL"]) as db:
+        db.execute(
+            sa.insert(tables.events).values(
+                id=event["id"],
+                webhook_id=event["id"],
+                received_at=datetime.now(UTC),
+                outcome="quarantined",
+                quarantine_reason="old_release",
+                body=orjson.dumps(event),
+            )
+        )
+        db.commit()
+    operator = Operator(server)
+    assert operator.json("reprocess", "--quarantined")["outcomes"] == {"applied": 1}
+    wait_until(lambda: sink.ids() == [event["id"]], timeout=15)
+    assert operator.json("reprocess", event["id"])["outcomes"] == {"applied": 1}
+    stored = HTTP.get(
+        f"{server.url}/admin/events/{event['id']}",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+    ).json()
+    assert [d["destination"] for d in stored["deliveries"]] == ["applied"]
+    assert sink.ids() == [event["id"]]

@@ -18,9 +18,9 @@ from receiver.ingest.envelope import parse_event
 from receiver.model import TERMINAL_STATUSES, Event, Outcome
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
 from receiver.store.database import create_engine, sqlite_path, upgrade_schema
-from receiver.store.events import Submission, store_events
+from receiver.store.events import Submission, reprocess_event, run_on, store_events
 from receiver.store.statements import Run
-from receiver.store.tables import records
+from receiver.store.tables import deliveries, records
 from tests.helpers import destination, make_event
 
 T0 = datetime(2026, 5, 10, tzinfo=UTC)
@@ -148,3 +148,50 @@ def test_a_duplicate_within_one_batch_is_stored_once(
     outcomes, last = asyncio.run(store_all(new_database(tmp_path), [[first, first]], "dup"))
     assert outcomes == [Outcome.APPLIED, None]
     assert last == {"duptask1": "dupevt1"}
+
+
+async def _reprocess_twice(database_url: str) -> tuple[list[Outcome], list[tuple[str, str]]]:
+    """An event an older release quarantined (so only destinations wanting that were sent
+    it), reprocessed twice; the outcomes, and (destination, state) of each delivery."""
+    destinations = [
+        destination("applied", outcomes={"applied"}),
+        destination("everything"),
+        destination("stale", outcomes={"stale"}),
+    ]
+    event = make_event()
+    body = orjson.dumps(event)
+    earlier = Submission(Event(event["id"], quarantine_reason="old_release"), "msg", body, T0)
+    engine = create_engine(database_url, 5)
+    await upgrade_schema(engine)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: store_events(run_on(sync), sync.dialect, [earlier], destinations)
+            )
+        outcomes = []
+        for _ in range(2):
+            async with engine.begin() as connection:
+                outcome = await connection.run_sync(
+                    reprocess_event, event["id"], datetime.now(UTC), parse_event, destinations
+                )
+            outcomes.append(outcome)
+        async with engine.connect() as reader:
+            rows = await reader.execute(
+                sa.select(deliveries.c.destination, deliveries.c.state)
+                .where(deliveries.c.event_id == event["id"])
+                .order_by(deliveries.c.destination)
+            )
+            return outcomes, [tuple(row) for row in rows]
+    finally:
+        await engine.dispose()
+
+
+def test_reprocessing_queues_the_event_where_its_new_outcome_is_wanted_once(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """Quarantined, it went to `everything` only; applied by reprocessing, it is queued for
+    `applied` (which never heard of it), not again for `everything`, never for `stale`; a
+    second reprocess queues nothing."""
+    outcomes, queued = asyncio.run(_reprocess_twice(new_database(tmp_path)))
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+    assert queued == [("applied", "pending"), ("everything", "pending")]
