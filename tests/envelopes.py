@@ -53,6 +53,8 @@ texts = st.one_of(
     st.text(max_size=10).map(lambda text: f"{text}\x00{text}"),
     st.sampled_from(["\ud800", "a\udfff", "\x00", "\x7f\x1b[31m", "..", "a/b", "%00", "\ufffd"]),
     st.text(min_size=250, max_size=300),
+    # Past what PostgreSQL's btree takes in one index entry (about 2.7 kB), in 4-byte UTF-8.
+    st.text(st.characters(min_codepoint=0x10000, max_codepoint=0x1FFFF), min_size=700),
 )
 numbers = st.one_of(
     st.integers(-(2**80), 2**80),
