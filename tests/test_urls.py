@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import Rivya
 from tests.console.conftest import Browser
-from tests.helpers import HTTP
+from tests.helpers import HTTP, make_event
 
 DOCUMENT = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
 PARAMETERS = DOCUMENT["components"]["parameters"]
@@ -65,3 +65,18 @@ def test_a_nul_in_a_console_url_is_400(rivya: Rivya) -> None:
 def test_the_webhook_endpoint_refuses_a_nul_in_its_url_too(rivya: Rivya) -> None:
     answer = HTTP.post(f"{rivya.server.url}/webhooks/rivya?x=%00", content=b"{}")
     assert answer.status_code == 400
+
+
+@pytest.mark.parametrize("event_id", ["evt/a/b", "..", "evt/replay"])
+def test_an_id_with_a_slash_or_dots_is_one_segment_of_an_admin_url(
+    rivya: Rivya, event_id: str
+) -> None:
+    """IDs are Rivya's, so any text: its event and record are found, and it is replayed,
+    with the ID sent as one segment (slashes and dots encoded). (A slash was a 404.)"""
+    task_id = f"task/{event_id}"
+    assert rivya.send(make_event(event_id=event_id, task_id=task_id)).status_code == 200
+    segment = quote(event_id, safe="").replace(".", "%2E")
+    assert rivya.admin(f"/events/{segment}").json()["id"] == event_id
+    assert rivya.admin(f"/records/{quote(task_id, safe='')}").json()["task_id"] == task_id
+    replayed = rivya.admin(f"/events/{segment}/replay", "POST")
+    assert (replayed.status_code, replayed.json()) == (202, {"replayed": 1})

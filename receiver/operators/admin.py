@@ -240,13 +240,15 @@ def admin_mount(token: SecretStr | None) -> Mount:
         "/admin",
         routes=[
             Route("/events", show_events),
-            Route("/events/{event_id}", show_event),
-            Route("/events/{event_id}/replay", replay_event, methods=["POST"]),
+            # IDs are Rivya's, so any text: `path` takes one holding a slash too (sent as
+            # %2F; the path is decoded before routing), as the console's routes do.
+            Route("/events/{event_id:path}/replay", replay_event, methods=["POST"]),
+            Route("/events/{event_id:path}", show_event),
             Route("/replay", replay_matching, methods=["POST"]),
             Route("/deliveries", show_deliveries),
             Route("/destinations", show_destinations),
             Route("/records", show_records),
-            Route("/records/{task_id}", show_record),
+            Route("/records/{task_id:path}", show_record),
             Route("/tasks", register_task, methods=["POST"]),
             Route("/stats", show_stats),
             openapi_route(),
