@@ -52,8 +52,15 @@ def create_engine(
     if path is None:
         if connections is None:
             return create_async_engine(database_url, pool_pre_ping=True)
+        # A part with connections of its own waits for the server as long as a write waits
+        # for SQLite's lock, connecting or running any one statement (asyncpg's timeouts):
+        # a server that stopped answering, or a lock held too long, is a 503, not a hang.
         return create_async_engine(
-            database_url, pool_pre_ping=True, pool_size=connections, max_overflow=0
+            database_url,
+            pool_pre_ping=True,
+            pool_size=connections,
+            max_overflow=0,
+            connect_args={"timeout": busy_timeout_seconds, "command_timeout": busy_timeout_seconds},
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(database_url, connect_args={"timeout": busy_timeout_seconds})

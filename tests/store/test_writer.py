@@ -276,3 +276,33 @@ async def _look(admin: Any, condition: str, present: bool) -> Any:
         if (pid is not None) == present:
             return pid
         await asyncio.sleep(0.05)
+
+
+async def test_a_write_waits_for_postgresql_no_longer_than_the_busy_timeout(
+    postgres_server: PostgresServer,
+) -> None:
+    """A batch held up by a lock (or a server that stopped answering) is a 503 after the
+    busy timeout, as on SQLite, rather than a request that hangs; then writes go on."""
+    engine = create_engine(postgres_server.new_database(), 5)
+    await upgrade_schema(engine)
+    held = submission(make_event())
+    try:
+        async with EventWriter(
+            engine, destinations=[destination()], busy_timeout_seconds=0.5
+        ) as writer:
+            async with engine.connect() as blocker:
+                await blocker.execute(
+                    sa.insert(events).values(
+                        id=held.event.event_id,
+                        webhook_id="msg",
+                        received_at=datetime.now(UTC),
+                        outcome="ignored",
+                        body=b"{}",
+                    )
+                )
+                with pytest.raises(StoreUnavailableError):
+                    await writer.submit(held)
+                await blocker.rollback()
+            assert await writer.submit(held) == Outcome.APPLIED
+    finally:
+        await engine.dispose()
