@@ -90,10 +90,11 @@ UNAVAILABLE = (
     sqlite3.OperationalError,  # the SQLite writer's own connection: busy, full, I/O
 )
 # PostgreSQL's SQLSTATE classes for the same (postgresql.org/docs/current/errcodes-appendix):
-# 08 connection exception, 53 insufficient resources (disk full, out of memory, too many
+# 08 connection exception, 28 invalid authorization (a login refused), 3D invalid catalog
+# name (no such database), 53 insufficient resources (disk full, out of memory, too many
 # connections), 57 operator intervention (shutdown, terminated, cannot connect now, query
 # cancelled), 58 system error (I/O). asyncpg's errors reach us as a plain DBAPIError.
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "28", "3D", "53", "57", "58")
 # SQLite's result codes for a file that is not a database, or no longer one.
 UNAVAILABLE_SQLITE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 

@@ -1,17 +1,21 @@
-"""Migrations build exactly the schema the code declares, and can be walked back."""
+"""Migrations build exactly the schema the code declares, and can be walked back; an
+absent database is a 503 for operators' transactions."""
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from receiver.store.database import _is_current, alembic_config
+from receiver.exceptions import StoreUnavailableError
+from receiver.store.database import _is_current, alembic_config, create_engine, transaction
 from receiver.store.tables import metadata
-from tests.databases import sync_url
+from tests.databases import PostgresServer, sync_url
 
 
 def test_migrations_match_the_declared_tables_and_walk_back(
@@ -167,3 +171,35 @@ def _index_definitions(connection: sa.Connection) -> dict[str, str]:
     else:
         query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
     return {str(name): str(sql) for name, sql in connection.execute(sa.text(query))}
+
+
+@pytest.mark.anyio
+async def test_a_pool_with_no_connection_to_give_is_a_503(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """The pool's timeout says the database is not there for now, like a lost connection:
+    an operator's request is answered 503, not 500."""
+    engine = create_async_engine(
+        new_database(tmp_path), pool_size=1, max_overflow=0, pool_timeout=0.1
+    )
+    try:
+        async with engine.connect() as held:
+            await held.execute(sa.text("SELECT 1"))
+            with pytest.raises(StoreUnavailableError):
+                async with transaction(engine) as connection:
+                    await connection.execute(sa.text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_database_that_does_not_exist_is_a_503(postgres_server: PostgresServer) -> None:
+    """PostgreSQL refusing the connection (no such database) is the database's absence."""
+    database_url = postgres_server.new_database().rpartition("/")[0] + "/receiver_missing"
+    engine = create_engine(database_url, 5)
+    try:
+        with pytest.raises(StoreUnavailableError):
+            async with transaction(engine) as connection:
+                await connection.execute(sa.text("SELECT 1"))
+    finally:
+        await engine.dispose()
