@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import Destination
@@ -205,7 +206,18 @@ class Reconciler:
                     await release_claims(connection, claims[done:])
                 raise
             else:
-                state, changed = await self._apply(claim, answer)
+                try:
+                    state, changed = await self._apply(claim, answer)
+                except SQLAlchemyError as exc:
+                    # The database refused this record's row (an unavailable database is a
+                    # StoreUnavailableError, and stops the pass): the record fails, not the
+                    # pass, or every pass would stop at it for ever.
+                    log.warning(
+                        "reconcile_unstorable_answer",
+                        task_id=claim.task_id,
+                        error_class=type(exc).__name__,
+                    )
+                    state, changed = ReconcileState.FAILED, False
                 report.changed += changed
                 report.failed += state is ReconcileState.FAILED
             report.asked += 1

@@ -11,10 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.console.conftest import Browser
+from tests.databases import reading
 from tests.fake_rivya import Answer, FakeRivya, error
 from tests.helpers import (
     HTTP,
@@ -279,6 +281,43 @@ def test_answers_no_backend_can_store_fail_their_record_and_the_pass_goes_on(
     }
     events = [e["id"] for e in rivya.admin("/events").json()["events"]]
     assert events == ["reconciled:task_c_fine:failed"]
+
+
+REFUSE_MODEL = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_model BEFORE UPDATE ON records WHEN NEW.model = 'refused-model'"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_model() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.model = 'refused-model' THEN RAISE EXCEPTION 'refused'"
+        " USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_model BEFORE UPDATE ON records FOR EACH ROW"
+        " EXECUTE FUNCTION refuse_model()",
+    ],
+}
+
+
+def test_a_record_the_database_refuses_fails_alone_and_the_pass_goes_on(
+    operated: Rivya, fake_rivya: FakeRivya, backend: str
+) -> None:
+    """Whatever else makes the database refuse one record's row (here a trigger, standing in
+    for a constraint no parser can foresee): that record is `failed`, the next is completed;
+    before, the error ended the pass, and every later pass at the same record."""
+    rivya = operated
+    for task_id, model in (("task_r_refused", "refused-model"), ("task_s_fine", "z-image")):
+        fake_rivya.generations[task_id] = make_event()["data"] | {"id": task_id, "model": model}
+        assert register(rivya, task_id).status_code == 201
+    with reading(rivya.server.env["RECEIVER_DATABASE_URL"]) as db:
+        for statement in REFUSE_MODEL[backend]:
+            db.execute(sa.text(statement))
+        db.commit()
+    time.sleep(1)
+    report = Reconcile(rivya.server, fake_rivya).run("--stale-after", "1s")
+    assert report | {"result": "ok", "asked": 2, "changed": 1, "failed": 1} == report
+    refused, fine = (rivya.admin(f"/records/{t}").json() for t in ("task_r_refused", "task_s_fine"))
+    assert (refused["status"], refused["reconcile_state"]) == ("queued", "failed")
+    assert (fine["status"], fine["reconcile_state"]) == ("succeeded", "completed")
 
 
 def test_a_hanging_api_times_out_and_the_service_keeps_ingesting(
