@@ -92,7 +92,7 @@ def _storable(text: str) -> str:
 def read_timestamp(obj: dict[str, Any], key: str) -> datetime | None:
     """An ISO 8601 time with an offset, in UTC; `invalid_{key}` if it is not one."""
     reason = f"invalid_{key}"
-    text = read_text(obj, key, reason)
+    text = read_text(obj, key, reason, strict=False)  # fromisoformat refuses a NUL
     if text is None:
         return None
     try:
