@@ -15,7 +15,8 @@ the admin API, /readyz and /metrics; sharing it, ingest waited behind them for a
 (with a pool of one, 8 webhooks were answered after 9 s), then counted the pool's timeout
 as the events' own fault. The pool checks its connection before each transaction and
 replaces one that was lost (a restarted server, a terminated backend); one lost during a
-transaction fails that transaction, a 503, and the next one connects again.
+transaction fails that transaction, a 503, and the next one connects again. It waits for the
+server at most the busy timeout, to connect or for any one statement (see `create_engine`).
 
 Opening a write connection also compiles the hot paths' statements for its backend, so
 that no transaction compiles one (see `receiver.store.statements`).
