@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from receiver.exceptions import SettingsError
+from receiver.settings import Settings
 from receiver.store.tables import deliveries, events
 from tests.conftest import Rivya
 from tests.databases import reading
@@ -21,6 +24,7 @@ from tests.helpers import (
     Received,
     ReceiverProcess,
     make_event,
+    new_secret,
     only,
     wait_until,
     write_destinations,
@@ -184,3 +188,22 @@ def test_two_replicas_prune_one_database_together(start_server: StartServer, riv
     assert sum(sum(audits(replica, "prune")) for replica in replicas) == count
     for replica in replicas:
         assert "retention_failed" not in replica.output()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RECEIVER_RETENTION_DAYS", "-1"),
+        ("RECEIVER_RETENTION_DAYS", "nan"),
+        ("RECEIVER_RETENTION_DAYS", "1e308"),  # no date is that far back
+        ("RECEIVER_RETENTION_INTERVAL_SECONDS", "0"),
+        ("RECEIVER_RETENTION_INTERVAL_SECONDS", "inf"),
+        ("RECEIVER_RETENTION_INTERVAL_SECONDS", "86401"),
+    ],
+)
+def test_unusable_retention_settings_stop_the_start_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    environ = {"RECEIVER_SIGNING_SECRETS": new_secret(), variable: value}
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_environment(environ, None)
