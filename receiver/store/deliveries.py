@@ -155,7 +155,8 @@ def _split_by_existence(
         rows = _padded([{"id": record.delivery_id} for record in chunk])
         statement = statements.lock_deliveries(dialect, len(rows))
         existing.update(tuple(row) for row in run(statement, statement.parameters(rows)))
-    kept, gone = [], []
+    kept: list[AttemptRecord] = []
+    gone: list[AttemptRecord] = []
     for record in records:
         found = (record.delivery_id, record.event_id, record.destination) in existing
         (kept if found else gone).append(record)
@@ -232,6 +233,9 @@ async def replay_events(
             sa.literal(now, deliveries.c.next_attempt_at.type),
             sa.literal(now, deliveries.c.created_at.type),
         ).where(*wanted)
+        # On PostgreSQL, an event a prune has locked is waited for, then skipped if it went:
+        # without the lock the new row's foreign key would fail the whole replay.
+        selected = selected.with_for_update(read=True, key_share=True, of=events)
         result = await connection.execute(
             sa.insert(deliveries).from_select(
                 ["event_id", "destination", "state", "target_url", "next_attempt_at", "created_at"],
