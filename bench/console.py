@@ -162,6 +162,7 @@ def run_console(folder: Path, secret: WebhookSecret, events: int = EVENTS) -> Co
     base = f"http://127.0.0.1:{port}"
     day = f"{datetime.now(UTC) - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"
     old = [f"{datetime.now(UTC) - timedelta(days=d):%Y-%m-%dT%H:%M:%SZ}" for d in (20, 19)]
+    month = f"{datetime.now(UTC) - timedelta(days=31):%Y-%m-%dT%H:%M:%SZ}"
     pages = {
         "overview": "/console/",
         "failed jobs": "/console/failed",
@@ -186,6 +187,12 @@ def run_console(folder: Path, secret: WebhookSecret, events: int = EVENTS) -> Co
         "replay, dead": "/console/replay?delivery_state=dead",
         "replay, dead to default": "/console/replay?delivery_state=dead&destination=default",
         "replay, dead in a day": f"/console/replay?delivery_state=dead&since={day}",
+        "replay, dead on a day 20 days ago": "/console/replay?delivery_state=dead"
+        f"&since={old[0]}&until={old[1]}",
+        f"replay, dead to {SECOND} (none)": "/console/replay?delivery_state=dead"
+        f"&destination={SECOND}",
+        "replay, delivered": "/console/replay?delivery_state=delivered",
+        "replay, pending in a month": f"/console/replay?delivery_state=pending&since={month}",
         "replay, a rare type": f"/console/replay?type={RARE_TYPE}",
     }
     # The admin API's listings, with the admin token.

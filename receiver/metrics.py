@@ -6,13 +6,17 @@ over every record: 0.35 s at a million rows, measured), so a scrape never waits 
 reads the totals last computed, and if those are older than RECEIVER_METRICS_REFRESH_SECONDS
 it starts one computation in the background for the next scrape. Anyone scraping in a loop,
 or several Prometheus servers, cost one computation an interval; only a process's first
-scrape waits for one.
+scrape waits for one. The console's overview and GET /admin/destinations show the same
+totals (`totals`), with when they were computed, for the same reason; they wait only when
+nobody has asked for two intervals.
 
 Each app has a registry of its own, so several apps in one process never collide.
 """
 
 import asyncio
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -25,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from receiver.exceptions import StoreUnavailableError
 from receiver.services import Services, services_of
 from receiver.store.deliveries import DeliveryState
 from receiver.store.health import COUNTED
@@ -35,12 +40,21 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What collect_totals answered, and when."""
+
+    numbers: dict[str, Any]
+    counted_at: datetime
+
+
 class Metrics:
     def __init__(self, refresh_seconds: float) -> None:
         self.registry = CollectorRegistry()
         self._refresh_seconds = refresh_seconds
         self._refreshed_at: float | None = None  # time.monotonic() of the last computation
         self._refreshing: asyncio.Task[None] | None = None
+        self._totals: Totals | None = None  # the last computation that could read them
         self.webhook_requests = Counter(
             "receiver_webhook_requests",
             "Deliveries to POST /webhooks/rivya, by outcome and, for refusals, reason.",
@@ -196,6 +210,24 @@ class Metrics:
         return await self.respond(services_of(request))
 
     async def respond(self, services: Services) -> Response:
+        await self._refresh_when_due(services)
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def totals(self, services: Services) -> Totals:
+        """The totals the gauges were last set from, refreshed like a scrape's; waits for
+        the computation it starts when they are older than two intervals (nobody asked for
+        a while), so a page never shows older."""
+        await self._refresh_when_due(services)
+        oldest = datetime.now(UTC) - timedelta(seconds=2 * self._refresh_seconds)
+        if self._refreshing is not None and (
+            self._totals is None or self._totals.counted_at < oldest
+        ):
+            await asyncio.shield(self._refreshing)
+        if self._totals is None:
+            raise StoreUnavailableError("the database could not be read")
+        return self._totals
+
+    async def _refresh_when_due(self, services: Services) -> None:
         now = time.monotonic()
         due = self._refreshed_at is None or now - self._refreshed_at >= self._refresh_seconds
         if due and self._refreshing is None:
@@ -204,7 +236,6 @@ class Metrics:
             # Nothing computed yet: this scrape waits (shielded, so one that gives up does
             # not cancel the computation the others wait for).
             await asyncio.shield(self._refreshing)
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def stop_refreshing(self) -> None:
         """On the way out, before the engine closes."""
@@ -225,6 +256,7 @@ class Metrics:
         else:
             self.database_up.set(1)
             self._set_gauges(stats, services.settings.low_credits_threshold)
+            self._totals = Totals(stats, datetime.now(UTC))
         finally:
             self._refreshed_at = time.monotonic()
             self._refreshing = None
@@ -252,6 +284,11 @@ class Metrics:
             current = balance["current_credits"]
             self.rivya_credits.set(current)
             self.rivya_credits_low.set(int(low_credits is not None and current <= low_credits))
+
+
+def metrics_of(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 def loopback_app(app: Starlette) -> Starlette:

@@ -2,6 +2,7 @@
 database's state, behind the admin token unless opened, at most a refresh interval old."""
 
 import signal
+import time
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -153,3 +154,29 @@ def test_a_scrape_reads_gauges_computed_within_the_refresh_interval(
     accepted = ("receiver_webhook_requests_total", (("outcome", "accepted"), ("reason", "")))
     assert metrics[accepted] == 4
     assert metrics[succeeded] == 1
+
+
+def test_destinations_listing_shows_the_gauges_counts_and_when_they_were_counted(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    """GET /admin/destinations reads the totals the gauges were set from (no count of every
+    delivery per call), says when they were counted, and agrees with a scrape; after two
+    idle intervals it waits for a fresh count rather than show an older one."""
+    process = start_server("serve", "--no-forwarder", metrics_refresh_seconds="3600")
+    sender = Rivya(process, rivya.secret, rivya.sensitive)
+    first = HTTP.get(f"{process.url}/admin/destinations", headers=ADMIN).json()
+    assert sender.send(make_event()).status_code == 200
+    again = HTTP.get(f"{process.url}/admin/destinations", headers=ADMIN).json()
+    assert again == first, "the same count, within the interval"
+    assert [(d["destination"], d["pending"]) for d in again["destinations"]] == [("default", 0)]
+    assert scrape(process.url)[("receiver_pending_deliveries", (("destination", "default"),))] == 0
+
+    quick = start_server("serve", "--no-forwarder", metrics_refresh_seconds=QUICK)
+    sender = Rivya(quick, rivya.secret, rivya.sensitive)
+    before = HTTP.get(f"{quick.url}/admin/destinations", headers=ADMIN).json()
+    assert sender.send(make_event()).status_code == 200
+    time.sleep(3 * float(QUICK))
+    after = HTTP.get(f"{quick.url}/admin/destinations", headers=ADMIN).json()
+    assert after["counted_at"] > before["counted_at"]
+    pending = {d["destination"]: d["pending"] for d in after["destinations"]}
+    assert pending["default"] == before["destinations"][0]["pending"] + 1

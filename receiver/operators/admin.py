@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver.bodies import read_small_body
 from receiver.exceptions import InvalidRequestError, UnauthorizedError
+from receiver.metrics import metrics_of
 from receiver.model import Outcome
 from receiver.operators import actions
 from receiver.operators.moments import Moment
@@ -33,7 +34,6 @@ from receiver.settings import describe_errors
 from receiver.store.database import transaction
 from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter
-from receiver.store.health import collect_health
 from receiver.store.queries import (
     DeliveryFilter,
     get_event,
@@ -192,10 +192,15 @@ async def show_stats(request: Request) -> Response:
 
 
 async def show_destinations(request: Request) -> Response:
-    services = services_of(request)
-    async with transaction(services.engine) as connection:
-        found = await collect_health(connection, services.settings.forwarding)
-    return ORJSONResponse({"destinations": found})
+    """Counting every delivery takes longer than a listing may (a million: 55 ms quiet, 0.4 s
+    on a busy machine, measured): the counts /metrics last computed, and when."""
+    totals = await metrics_of(request).totals(services_of(request))
+    return ORJSONResponse(
+        {
+            "destinations": totals.numbers["destinations"],
+            "counted_at": totals.counted_at.isoformat(),
+        }
+    )
 
 
 async def replay_event(request: Request) -> Response:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.exceptions import NotFoundError
 from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
-from receiver.store.filters import EventFilter, count_matching_events, event_conditions
+from receiver.store.filters import EventFilter, count_matching_events, event_conditions, sides
 from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
 from receiver.store.tables import attempts, deliveries, events, records
 
@@ -95,8 +95,19 @@ async def list_events(
     return Page([jsonable(row) for row in rows], next_cursor)
 
 
-async def count_events(connection: AsyncConnection, which: EventFilter) -> int:
-    return (await connection.execute(count_matching_events(which))).scalar_one()
+async def count_events(connection: AsyncConnection, which: EventFilter, limit: int) -> int:
+    """How many events `which` matches, or `limit` + 1 for any number past `limit`."""
+    if connection.dialect.name == "postgresql":
+        # PostgreSQL compiles a query whose estimated cost is high (JIT); for this count it
+        # costs more than it saves (a day's dead letters of a million events: 237 ms with,
+        # 73 ms without, measured). For this transaction only.
+        await connection.execute(sa.text("SET LOCAL jit = off"))
+    from_events = False
+    if (both := sides(which)) is not None:
+        kept, in_state = [(await connection.execute(side)).scalar_one() for side in both]
+        # Both past the bound: the state's side, whose candidates the others rarely refuse.
+        from_events = kept < in_state
+    return (await connection.execute(count_matching_events(which, limit, from_events))).scalar_one()
 
 
 @dataclass(frozen=True, slots=True)
