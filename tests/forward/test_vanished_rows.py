@@ -50,8 +50,11 @@ def test_an_outcome_whose_delivery_was_deleted_is_dropped_and_forwarding_goes_on
     for event in later:
         assert sender.send(event).status_code == 200
     for event in later:
-        wait_until(lambda e=event: deliveries_of(sender, e["id"]) != [], timeout=10)
-        wait_until(lambda e=event: deliveries_of(sender, e["id"])[0][0] == "delivered", timeout=10)
+
+        def delivered(event_id: str = event["id"]) -> bool:
+            return [state for state, _ in deliveries_of(sender, event_id)] == ["delivered"]
+
+        wait_until(delivered, timeout=10)
         # Not one more: SQLite may give the deleted row's ID to a later delivery, which
         # must not take the dropped attempt.
         assert deliveries_of(sender, event["id"]) == [("delivered", 1)]
