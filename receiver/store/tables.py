@@ -179,6 +179,14 @@ deliveries = sa.Table(
         sqlite_where=sa.text("state = 'dead'"),
         postgresql_where=sa.text("state = 'dead'"),
     ),
+    # A destination's dead letters newest first, without walking every other one's.
+    sa.Index(
+        "ix_deliveries_dead_destination",
+        "destination",
+        "id",
+        sqlite_where=sa.text("state = 'dead'"),
+        postgresql_where=sa.text("state = 'dead'"),
+    ),
 )
 
 attempts = sa.Table(

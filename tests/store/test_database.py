@@ -165,6 +165,30 @@ def test_0008_adds_the_partial_filter_indexes_and_walks_back(
     engine.dispose()
 
 
+def test_0009_adds_the_dead_letters_by_destination_index_and_walks_back(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """Only dead deliveries are in it (its WHERE kept on both backends); a downgrade removes
+    it alone."""
+    engine = sa.create_engine(sync_url(new_database(tmp_path)))
+    name = "ix_deliveries_dead_destination"
+    with engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0008")
+        before = _index_definitions(connection)
+        assert name not in before
+        command.upgrade(config, "0009")
+        definition = _index_definitions(connection)[name]
+        assert "WHERE" in definition.upper()
+        assert "dead" in definition
+        command.downgrade(config, "0008")
+        assert _index_definitions(connection) == before
+        command.upgrade(config, "head")
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    engine.dispose()
+
+
 def _index_definitions(connection: sa.Connection) -> dict[str, str]:
     if connection.dialect.name == "postgresql":
         query = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
