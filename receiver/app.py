@@ -73,11 +73,11 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
                     )
                 )
                 reconciler.run_periodically()
-            verifier = StandardWebhooks(
             if settings.retention_days:
                 await stack.enter_async_context(
                     Pruner(engine, settings, on_run=metrics.observe_retention)
                 )
+            verifier = StandardWebhooks(
                 settings.signing_secrets, settings.timestamp_tolerance_seconds
             )
             app.state.services = Services(settings, engine, verifier, writer, forwarder)
