@@ -10,8 +10,10 @@ enough failures in a row its lane is paused, then probed one attempt at a time (
 loop owns the database: in one transaction it writes the outcomes of the attempts that
 finished since its last (releasing each lease) and claims more due deliveries for every
 lane with room, under a lease (so no other forwarder sends them). An outcome whose
-delivery was deleted while its attempt was in flight is logged and dropped: it can never be
-written, and must not hold up the transaction every other outcome and claim shares.
+delivery was deleted while its attempt was in flight, or that the database refuses for
+another reason than its absence (then each outcome is tried alone), is logged and dropped:
+it can never be written, and must not hold up the transaction every other outcome and claim
+shares.
 Deliveries of a destination no longer configured are never claimed: they wait, orphaned,
 until it is back, or until retention dead-letters them (see `store.retention`).
 
@@ -27,6 +29,7 @@ again once its lease expires. The downstream deduplicates by `webhook-id`, the e
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import secrets
 import socket
@@ -54,6 +57,7 @@ from receiver.store.connections import (
     WriteConnection,
     open_write_connection,
 )
+from receiver.store.database import database_unavailable
 from receiver.store.deliveries import (
     AttemptRecord,
     ClaimedDelivery,
@@ -210,6 +214,8 @@ class Forwarder:
                     log.warning("forwarder_write_failed", count=len(finished), exc_info=exc)
                     if self._stopping:
                         return  # their leases expire and the deliveries are sent again
+                    if finished and not database_unavailable(exc):
+                        finished = await self._write_alone(finished)
                     self._finished[:0] = finished
                     self._abandoned[:0] = released
                     await asyncio.sleep(WRITE_RETRY_SECONDS)
@@ -247,16 +253,41 @@ class Forwarder:
         gone, claimed = await self._transact(work)
         # Logged once committed, so once: a failed transaction is tried again, whole.
         for record in gone:
-            self._log.warning(
-                "delivery_outcome_dropped",
-                reason="delivery_gone",
-                delivery_id=record.delivery_id,
-                destination=record.destination,
-                event_id=record.event_id,
-                attempt=record.attempt,
-                delivery_state=record.state,
-            )
+            self._drop(record, "delivery_gone")
         return claimed
+
+    async def _write_alone(self, finished: list[AttemptRecord]) -> list[AttemptRecord]:
+        """After a failure that is not the database's absence: write each of `finished` in a
+        transaction of its own, so that one the database refuses for good (a constraint, a
+        trigger, a value it cannot hold) is dropped, not retried for ever in front of the
+        others. A dropped attempt loses only its line in the log of attempts: its delivery
+        keeps its lease, which expires, and it is sent again. What is returned was not
+        written because the database went away meanwhile: it is tried again, whole."""
+        for index, record in enumerate(finished):
+            try:
+                gone = await self._transact(
+                    functools.partial(record_attempts, owner=self._owner, records=[record])
+                )
+            except DATABASE_ERRORS as exc:
+                if database_unavailable(exc):
+                    return finished[index:]
+                self._drop(record, "refused", error_class=type(exc).__name__)
+            else:
+                for record_gone in gone:
+                    self._drop(record_gone, "delivery_gone")
+        return []
+
+    def _drop(self, record: AttemptRecord, reason: str, error_class: str | None = None) -> None:
+        self._log.warning(
+            "delivery_outcome_dropped",
+            reason=reason,
+            delivery_id=record.delivery_id,
+            destination=record.destination,
+            event_id=record.event_id,
+            attempt=record.attempt,
+            delivery_state=record.state,
+            error_class=error_class,
+        )
 
     def _start_attempts(self, lane: _Lane) -> None:
         # Claims too old to start are handed back even while the lane is full (its
