@@ -183,6 +183,9 @@ def run_console(folder: Path, secret: WebhookSecret, events: int = EVENTS) -> Co
         f"dead letters, to {SECOND} (none)": f"/console/deliveries?state=dead&destination={SECOND}",
         "pending": "/console/deliveries?state=pending",
         f"delivered, to {SECOND}": f"/console/deliveries?state=delivered&destination={SECOND}",
+        "delivered (most rows)": "/console/deliveries?state=delivered",
+        "delivered, to default (most rows)": "/console/deliveries?state=delivered"
+        "&destination=default",
         "replay, everything": "/console/replay",
         "replay, dead": "/console/replay?delivery_state=dead",
         "replay, dead to default": "/console/replay?delivery_state=dead&destination=default",
@@ -202,6 +205,7 @@ def run_console(folder: Path, secret: WebhookSecret, events: int = EVENTS) -> Co
         "admin deliveries, dead": "/admin/deliveries?state=dead",
         "admin deliveries, orphaned": "/admin/deliveries?state=orphaned",
         f"admin deliveries, to {SECOND}": f"/admin/deliveries?destination={SECOND}",
+        "admin deliveries, to default (most rows)": "/admin/deliveries?destination=default",
         "admin records, failed": "/admin/records?status=failed",
         "admin records, stale": "/admin/records?stale_after=15m",
         "admin destinations": "/admin/destinations",

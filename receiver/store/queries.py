@@ -1,6 +1,6 @@
 """Reading what was stored, for operators. Rows come back as JSON-ready dicts."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,28 +126,56 @@ async def list_deliveries(
     """Newest first; `cursor` continues from the previous page's end. A pending delivery
     of a destination not in `configured` is listed, and selected, as orphaned."""
     query = sa.select(*DELIVERY_COLUMNS).order_by(deliveries.c.id.desc()).limit(limit)
-    configured = sorted(configured)
-    if which.state == ORPHANED:
-        query = query.where(
-            deliveries.c.state == DeliveryState.PENDING.value,
-            deliveries.c.destination.not_in(configured),
-        )
-    elif which.state == DeliveryState.PENDING:
-        query = query.where(
-            deliveries.c.state == which.state, deliveries.c.destination.in_(configured)
-        )
-    elif which.state is not None:
-        query = query.where(deliveries.c.state == which.state)
-    if which.destination is not None:
-        query = query.where(deliveries.c.destination == which.destination)
     if cursor is not None:
         (before_id,) = decode_cursor(cursor, 1)
         query = query.where(deliveries.c.id < int(before_id))
-    rows = [jsonable(row._asdict()) for row in await connection.execute(query)]
+    conditions = _delivery_conditions(which, sorted(configured), _as_is)
+    # Dead letters come newest first from their own indexes (tables.py), without a sort.
+    # PostgreSQL weighs the two ways itself, from its statistics (5 ms, measured); SQLite
+    # has none and takes the index.
+    sorts = connection.dialect.name == "sqlite" and which.state != DeliveryState.DEAD
+    if conditions and sorts:
+        found = sa.select(deliveries.c.id).where(*conditions).limit(SORTED_AT_MOST + 1)
+        many = sa.select(sa.func.count()).select_from(found.subquery())
+        if (await connection.execute(many)).scalar_one() > SORTED_AT_MOST:
+            conditions = _delivery_conditions(which, sorted(configured), _unindexed)
+    rows = [jsonable(row._asdict()) for row in await connection.execute(query.where(*conditions))]
     for row in rows:
         row["state"] = shown_state(row["state"], row["destination"], configured)
     next_cursor = encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
     return Page(rows, next_cursor)
+
+
+# On SQLite, a filter that keeps more deliveries than this is listed by walking them newest
+# first and skipping the others; fewer are found from an index and sorted. It would otherwise
+# sort every match (the 900,000 delivered to one destination of a million: 0.48 s, measured),
+# and this many sort in a few ms.
+SORTED_AT_MOST = 10_000
+
+
+def _as_is(column: Any) -> Any:
+    return column
+
+
+def _unindexed(column: Any) -> Any:
+    # The same value, as an expression no index holds: the planner walks the primary key.
+    return column.op("||")("")
+
+
+def _delivery_conditions(
+    which: DeliveryFilter, configured: list[str], column: Callable[[Any], Any]
+) -> list[Any]:
+    state, destination = column(deliveries.c.state), column(deliveries.c.destination)
+    conditions = []
+    if which.state == ORPHANED:
+        conditions += [state == DeliveryState.PENDING.value, destination.not_in(configured)]
+    elif which.state == DeliveryState.PENDING:
+        conditions += [state == which.state, destination.in_(configured)]
+    elif which.state is not None:
+        conditions.append(state == which.state)
+    if which.destination is not None:
+        conditions.append(destination == which.destination)
+    return conditions
 
 
 async def record_history(connection: AsyncConnection, task_id: str) -> list[dict[str, Any]]:
