@@ -76,6 +76,11 @@ def main() -> None:
 def serve(host: str, port: int, no_forwarder: bool) -> None:
     """Run the HTTP service (brings the schema up to date first)."""
     settings = load_settings()
+    if settings.metrics_port == port:
+        # Else a bind error naming only an address, once the application had started.
+        raise click.ClickException(
+            f"RECEIVER_METRICS_PORT: {port} is the main port (--port); give it another"
+        )
     configure_logging(settings.log_level, settings.log_format)
     tune_process()
     run_server(
