@@ -93,8 +93,10 @@ UNAVAILABLE = (
 # 08 connection exception, 28 invalid authorization (a login refused), 3D invalid catalog
 # name (no such database), 53 insufficient resources (disk full, out of memory, too many
 # connections), 57 operator intervention (shutdown, terminated, cannot connect now, query
-# cancelled), 58 system error (I/O). asyncpg's errors reach us as a plain DBAPIError.
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "28", "3D", "53", "57", "58")
+# cancelled), 58 system error (I/O); and 25006, a read-only transaction: a standby, or a
+# primary a failover demoted, that the database's address still names takes no writes
+# until it points at the new primary. asyncpg's errors reach us as a plain DBAPIError.
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "28", "3D", "53", "57", "58", "25006")
 # SQLite's result codes for a file that is not a database, or no longer one.
 UNAVAILABLE_SQLITE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
