@@ -95,9 +95,14 @@ def reprocess_event(
     submission = Submission(event, row.webhook_id, row.body, now)
     if event.generation and _apply_all(run_on(connection), connection.dialect, [submission]):
         outcome = Outcome.STALE
-    connection.execute(
+    updated = connection.execute(
         sa.update(events).where(events.c.id == event_id).values(**_parsed_columns(event, outcome))
     )
+    if updated.rowcount == 0:
+        # Pruned since it was read (the read took no lock; on SQLite it is not even in the
+        # transaction): a delivery queued now would fail its foreign key. From here on, the
+        # update's lock keeps the event until this transaction ends.
+        raise NotFoundError(f"no event {event_id!r}")
     sent = set(
         connection.scalars(
             sa.select(deliveries.c.destination).where(deliveries.c.event_id == event_id)
