@@ -66,7 +66,12 @@ def run_server(
             **options,
         )
     )
-    with asyncio.Runner(loop_factory=main.config.get_loop_factory()) as runner:
+    # As uvicorn.run does: Ctrl-C, which uvicorn re-raises once the servers have stopped,
+    # is a stop like SIGTERM, not a failure (it was click's "Aborted!" and exit 1).
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=main.config.get_loop_factory()) as runner,
+    ):
         runner.run(_serve_both(main, beside))
     if not main.started:
         sys.exit(3)  # as uvicorn.run: the application failed to start
