@@ -8,7 +8,8 @@ database lock. Each request awaits its own future, resolved only after the commi
 If a batch fails because the database is unavailable (locked, full, gone, out of
 connections: `database_unavailable` decides), every request in it gets
 `StoreUnavailableError` (503) at once. If it fails for any other reason, its events are
-retried one per transaction, so one event that cannot be stored does not sink the others.
+retried one per transaction, so one event that cannot be stored does not sink the others;
+if the database goes meanwhile, the rest of the batch gets `StoreUnavailableError` at once.
 """
 
 import asyncio
@@ -88,7 +89,10 @@ class EventWriter:
         finally:
             await connection.close()
 
-    async def _commit(self, connection: WriteConnection, batch: list[_Pending]) -> None:
+    async def _commit(
+        self, connection: WriteConnection, batch: list[_Pending]
+    ) -> BaseException | None:
+        """Store `batch`; the error that said the database is unavailable, if one did."""
         submissions = [submission for submission, _ in batch]
         started = time.perf_counter()
         try:
@@ -98,9 +102,14 @@ class EventWriter:
         except Exception as exc:  # noqa: BLE001 - the database's absence, or one event's fault
             if database_unavailable(exc) or len(batch) == 1:
                 _fail(batch, exc)
-                return
-            for pending in batch:
-                await self._commit(connection, [pending])
+                return exc if database_unavailable(exc) else None
+            for index, pending in enumerate(batch):
+                # Gone meanwhile: the rest would each wait for it in turn (a server that
+                # stopped answering, the busy timeout each), so they are a 503 at once.
+                if absent := await self._commit(connection, [pending]):
+                    if rest := batch[index + 1 :]:
+                        _fail(rest, absent)
+                    return absent
         else:
             if self._observe:
                 self._observe(len(batch), time.perf_counter() - started)
@@ -109,6 +118,7 @@ class EventWriter:
                     future.set_result(outcome)
             if self._on_stored and any(outcome is not None for outcome in outcomes):
                 self._on_stored()
+        return None
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:
