@@ -4,7 +4,7 @@ orphaned deliveries."""
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.deliveries import DeliveryState, replay_events
 from receiver.store.filters import EventFilter
-from receiver.store.retention import CHUNK, dead_letter_orphans, prune, prune_chunk
+from receiver.store.retention import CHUNK, Pruned, dead_letter_orphans, prune, prune_chunk
 from receiver.store.tables import attempts, deliveries, events
 from tests.helpers import destination
 
@@ -91,43 +91,62 @@ async def rows(engine: AsyncEngine, query: sa.Select[Any]) -> list[Any]:
         return list((await connection.execute(query)).all())
 
 
+async def prune_beside(
+    engine: AsyncEngine, action: Callable[[AsyncEngine], Awaitable[Any]]
+) -> tuple[Pruned, dict[str, Any]]:
+    """Prune, running `action` (in a thread, on an engine of its own) between the first
+    chunk's choice and its deletes, for up to WINDOW_SECONDS before the deletes go on; what
+    went, and what `action` `returned` or the `error` it raised."""
+    url = engine.url.render_as_string(hide_password=False)
+    outcome: dict[str, Any] = {}
+
+    def act() -> None:
+        async def run() -> None:
+            own = create_engine(url, 10)
+            try:
+                outcome["returned"] = await action(own)
+            except Exception as exc:  # noqa: BLE001 - what it was is the caller's finding
+                outcome["error"] = exc
+            finally:
+                await own.dispose()
+
+        asyncio.run(run())
+
+    acting = threading.Thread(target=act)
+
+    def between_choice_and_deletes(*args: Any) -> None:
+        statement: str = args[2]
+        if statement.lstrip().upper().startswith("DELETE") and acting.ident is None:
+            acting.start()
+            acting.join(WINDOW_SECONDS)
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", between_choice_and_deletes)
+    try:
+        pruned = await prune(engine, CUTOFF)
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", between_choice_and_deletes)
+    acting.join()
+    return pruned, outcome
+
+
 async def test_a_replay_tried_while_prune_runs_is_never_deleted(engine: AsyncEngine) -> None:
     """A replay of an old, finished event, tried between prune's choice of that event and
     its deletes, either commits and keeps the event and its pending delivery, or is held
     off until the event is gone; it is never committed and then deleted."""
     (replayed,) = await add_events(engine, 1, "replayed")
     others = await add_events(engine, 3, "other")
-    url = engine.url.render_as_string(hide_password=False)
-    outcome: dict[str, Any] = {}
 
-    def replay() -> None:
-        async def run() -> int:
-            replaying = create_engine(url, 10)
-            try:
-                async with replaying.begin() as connection:
-                    return await replay_events(
-                        connection, EventFilter(event_ids=(replayed,)), NOW, [destination()]
-                    )
-            finally:
-                await replaying.dispose()
+    async def replay(replaying: AsyncEngine) -> int:
+        async with replaying.begin() as connection:
+            return await replay_events(
+                connection, EventFilter(event_ids=(replayed,)), NOW, [destination()]
+            )
 
-        outcome["queued"] = asyncio.run(run())
-
-    replaying = threading.Thread(target=replay)
-
-    def between_choice_and_deletes(*args: Any) -> None:
-        statement: str = args[2]
-        if statement.lstrip().upper().startswith("DELETE") and replaying.ident is None:
-            replaying.start()
-            replaying.join(WINDOW_SECONDS)
-
-    sa.event.listen(engine.sync_engine, "before_cursor_execute", between_choice_and_deletes)
-    pruned = await prune(engine, CUTOFF)
-    replaying.join()
+    pruned, outcome = await prune_beside(engine, replay)
     kept = await rows(
         engine, sa.select(deliveries.c.state).where(deliveries.c.event_id == replayed)
     )
-    if outcome["queued"]:
+    if outcome["returned"]:
         assert sorted(state for (state,) in kept) == ["delivered", "pending"]
         assert pruned.events == len(others)
     else:
