@@ -38,6 +38,12 @@ from receiver.store.stats import collect_totals
 WEBHOOK_PATH = "/webhooks/rivya"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# How long the database gauges' computation may take before it counts as the database not
+# answering (receiver_database_up 0): as long as a scrape could wait for it before the
+# gauges were cached (Prometheus's default scrape_timeout), thirty times the million-row
+# count. Without it, a server that stopped answering held the computation, and so every
+# later one, while each scrape still answered at once with the old gauges and database_up 1.
+COUNT_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +251,16 @@ class Metrics:
 
     async def _refresh(self, services: Services) -> None:
         try:
-            async with services.engine.connect() as connection:
+            async with (
+                asyncio.timeout(COUNT_TIMEOUT_SECONDS),
+                services.engine.connect() as connection,
+            ):
                 stats = await collect_totals(
                     connection,
                     services.settings.forwarding,
                     services.settings.reconcile_after,
                 )
-        except (SQLAlchemyError, OSError):
+        except (SQLAlchemyError, OSError):  # TimeoutError is an OSError
             self.database_up.set(0)
         else:
             self.database_up.set(1)

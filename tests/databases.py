@@ -49,6 +49,11 @@ class PostgresServer:
             self._url("postgres", "psycopg"), isolation_level="AUTOCOMMIT"
         )
 
+    @property
+    def data(self) -> Path:
+        """The cluster's data directory (its postmaster.pid names the server's process)."""
+        return self._data
+
     def _run(self, program: str, *args: str) -> None:
         subprocess.run(
             [*self._as_user, str(self._bin / program), *args],
