@@ -2,7 +2,8 @@
 RECEIVER_RETENTION_INTERVAL_SECONDS, orphaned deliveries older than RECEIVER_RETENTION_DAYS
 are dead-lettered, then the events older than that whose forwarding is finished are pruned
 (see `store.retention`: in chunks, each a short transaction, replicas taking different
-ones). Each run writes one audit line, and one more when it dead-lettered deliveries.
+ones). Each run writes one audit line, and one more when it dead-lettered deliveries, with
+what its committed chunks removed even when a later chunk failed.
 """
 
 import asyncio
@@ -14,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.logs import log
+from receiver.operators.actions import prune_older_than
 from receiver.settings import Settings
-from receiver.store.retention import Pruned, dead_letter_orphans, prune
+from receiver.store.retention import Pruned, dead_letter_orphans
 
 WHO = "retention"
 
@@ -66,11 +68,17 @@ class Pruner:
     async def run_once(self) -> RetentionRun:
         now = datetime.now(UTC)
         older_than = now - self._retention
-        orphaned = await dead_letter_orphans(self._engine, older_than, self._configured, now)
-        if orphaned:
-            log.info("audit", who=WHO, what="dead_letter_orphaned", count=orphaned)
-        pruned = await prune(self._engine, older_than)
-        log.info("audit", who=WHO, what="prune", count=pruned.events)
+        # Audited even when a later chunk fails, as `prune_older_than` audits: what the
+        # chunks before it committed is gone for good.
+        orphaned: list[int] = []
+        try:
+            await dead_letter_orphans(
+                self._engine, older_than, self._configured, now, on_chunk=orphaned.append
+            )
+        finally:
+            if sum(orphaned):
+                log.info("audit", who=WHO, what="dead_letter_orphaned", count=sum(orphaned))
+        pruned = await prune_older_than(self._engine, older_than, WHO)
         if self._on_run is not None:
-            self._on_run(pruned.events, orphaned)
-        return RetentionRun(orphaned, pruned)
+            self._on_run(pruned.events, sum(orphaned))
+        return RetentionRun(sum(orphaned), pruned)

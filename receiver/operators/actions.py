@@ -128,9 +128,14 @@ async def reprocess(
 
 
 async def prune_older_than(engine: AsyncEngine, older_than: datetime, who: str) -> Pruned:
-    pruned = await prune(engine, older_than)
-    log.info("audit", who=who, what="prune", count=pruned.events)
-    return pruned
+    # Counted chunk by chunk and audited even when a later chunk fails: what the chunks
+    # before it committed is gone for good.
+    removed: list[Pruned] = []
+    try:
+        await prune(engine, older_than, on_chunk=removed.append)
+    finally:
+        log.info("audit", who=who, what="prune", count=sum(removed, Pruned()).events)
+    return sum(removed, Pruned())
 
 
 async def register(

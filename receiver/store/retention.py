@@ -18,7 +18,7 @@ for ever; scheduled retention dead-letters those older than the retention, with 
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +46,13 @@ class Pruned:
     events: int = 0
     deliveries: int = 0
     attempts: int = 0
+
+    def __add__(self, other: "Pruned") -> "Pruned":
+        return Pruned(
+            self.events + other.events,
+            self.deliveries + other.deliveries,
+            self.attempts + other.attempts,
+        )
 
 
 def _pending_delivery() -> sa.Exists:
@@ -82,19 +89,22 @@ async def count_prunable(engine: AsyncEngine, older_than: datetime) -> Pruned:
 
 
 async def prune(
-    engine: AsyncEngine, older_than: datetime, pause_seconds: float = CHUNK_PAUSE_SECONDS
+    engine: AsyncEngine,
+    older_than: datetime,
+    pause_seconds: float = CHUNK_PAUSE_SECONDS,
+    on_chunk: Callable[[Pruned], None] | None = None,
 ) -> Pruned:
     """Remove the events received before `older_than` that have no pending delivery, with
-    their deliveries and attempts, a chunk at a time; what went."""
+    their deliveries and attempts, a chunk at a time; what went. `on_chunk` is told what
+    each chunk removed once it committed, so that a caller can account for the chunks done
+    when a later one fails."""
     total = Pruned()
     while True:
         async with _writing(engine) as connection:
             chosen, removed = await prune_chunk(connection, older_than)
-        total = Pruned(
-            events=total.events + removed.events,
-            deliveries=total.deliveries + removed.deliveries,
-            attempts=total.attempts + removed.attempts,
-        )
+        if on_chunk is not None:
+            on_chunk(removed)
+        total += removed
         if chosen < CHUNK:
             return total
         await asyncio.sleep(pause_seconds)
@@ -139,9 +149,11 @@ async def dead_letter_orphans(
     configured: Collection[str],
     now: datetime,
     pause_seconds: float = CHUNK_PAUSE_SECONDS,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> int:
     """Make dead, with the reason `orphaned`, every pending delivery created before
-    `older_than` to a destination not in `configured` and leased to no one; how many."""
+    `older_than` to a destination not in `configured` and leased to no one; how many
+    (`on_chunk`: as `prune`'s)."""
     unleased = deliveries.c.lease_expires_at.is_(None) | (deliveries.c.lease_expires_at < now)
     chosen = (
         sa.select(deliveries.c.id)
@@ -169,6 +181,8 @@ async def dead_letter_orphans(
     while True:
         async with _writing(engine) as connection:
             changed = (await connection.execute(orphaned)).rowcount
+        if on_chunk is not None:
+            on_chunk(changed)
         total += changed
         if changed < CHUNK:
             return total
