@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from receiver.console.forms import field, session_and_form
 from receiver.console.pages import ReplayQuery, read_query
-from receiver.console.rendering import segment
+from receiver.console.rendering import page_of
 from receiver.exceptions import NotFoundError, RejectedRequestError
 from receiver.model import Outcome
 from receiver.operators import actions
@@ -26,7 +26,7 @@ WHO = "console"
 
 def _back(path: str, notice: str) -> Response:
     # The notice is one of this module's own words, never the request's text; an ID in
-    # `path` is already one encoded segment (`segment`).
+    # `path` is already encoded (`page_of`).
     separator = "&" if "?" in path else "?"
     return RedirectResponse(f"{path}{separator}done={notice}", status_code=303)
 
@@ -61,7 +61,7 @@ async def replay_event(request: Request) -> Response:
     event_id = _posted_id(form, "event_id")
     which = EventFilter(event_ids=(event_id,))
     await _replay(services_of(request), which, field(form, "destination"))
-    return _back(f"/console/events/{segment(event_id)}", "replayed")
+    return _back(page_of(event_id, "event"), "replayed")
 
 
 async def replay_matching(request: Request) -> Response:
@@ -96,6 +96,6 @@ async def reconcile_task(request: Request) -> Response:
     async with Reconciler(services.engine, services.settings) as reconciler:
         report = await reconciler.run_pass(WHO, task_ids=[task_id])
     return _back(
-        f"/console/records/{segment(task_id)}",
+        page_of(task_id, "record"),
         "reconciled" if report.result == "ok" else report.result,
     )

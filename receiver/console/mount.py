@@ -25,10 +25,13 @@ def console_mount(settings: Settings) -> Mount:
             Route("/failed", pages.failed_jobs),
             Route("/records", pages.records),
             # IDs are Rivya's, so any text: `path` takes one with a slash too (`segment`
-            # encodes it as %2F; the path is decoded before routing). An action's ID
-            # travels in its form instead: a browser reads `%2E%2E` in a URL as `..`.
+            # encodes it as %2F; the path is decoded before routing). An ID made only of
+            # dots is in the query of /record or /event instead (`page_of`), and an action's
+            # ID travels in its form: a browser reads `%2E%2E` in a path as `..`.
+            Route("/record", pages.record),
             Route("/records/reconcile", actions.reconcile_task, methods=["POST"]),
             Route("/records/{task_id:path}", pages.record),
+            Route("/event", pages.event),
             Route("/events", pages.events),
             Route("/events/replay", actions.replay_event, methods=["POST"]),
             Route("/events/{event_id:path}", pages.event),

@@ -183,8 +183,17 @@ async def records(request: Request) -> Response:
     )
 
 
+def _id_of(request: Request, name: str) -> str:
+    """The ID a page is for: in its path, or in `?id=` where the path cannot hold it
+    (`page_of`)."""
+    found = request.path_params.get(name, request.query_params.get("id"))
+    if found is None:
+        raise HTTPException(400, "The address names no ID.")
+    return str(found)
+
+
 async def record(request: Request) -> Response:
-    task_id = request.path_params["task_id"]
+    task_id = _id_of(request, "task_id")
     async with transaction(services_of(request).engine) as connection:
         try:
             shown = await get_record(connection, task_id)
@@ -209,7 +218,7 @@ async def events(request: Request) -> Response:
 async def event(request: Request) -> Response:
     async with transaction(services_of(request).engine) as connection:
         try:
-            shown = await get_event(connection, request.path_params["event_id"])
+            shown = await get_event(connection, _id_of(request, "event_id"))
         except NotFoundError:
             raise HTTPException(404, "No such event.") from None
     return page(request, "event.html", event=shown)

@@ -2,7 +2,7 @@
 are hostile input), and the few filters the pages share."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import jinja2
@@ -19,13 +19,22 @@ STATIC = Path(__file__).parent / "static"
 
 def segment(value: str) -> str:
     """`value` as one path segment: every character but the unreserved ones (RFC 3986
-    section 2.3) percent-encoded, `/`, `?`, `#` and `%` included, and an ID made only of
-    dots encoded whole, so that RFC 3986's resolution does not take `.` or `..` for a
-    dot-segment. (Browsers follow the WHATWG URL standard, which also reads `%2E` and
-    `%2E%2E` as dot-segments: so no action puts its ID in its URL; they post it in a form
-    field.) Starlette decodes the path before routing, so the route sees `value` again."""
-    encoded = quote(value, safe="")
-    return encoded.replace(".", "%2E") if not encoded.strip(".") else encoded
+    section 2.3) percent-encoded, `/`, `?`, `#` and `%` included. Starlette decodes the path
+    before routing, so the route sees `value` again. Forms carry their IDs so encoded too."""
+    return quote(value, safe="")
+
+
+def page_of(value: str, kind: Literal["event", "record"]) -> str:
+    """The URL of the console's page for the event or record whose ID is `value`.
+
+    An ID is one path segment (`/console/events/{segment}`) unless it is made only of dots:
+    browsers follow the WHATWG URL standard, which reads `.`, `..` and their escapes (`%2E`,
+    `.%2e`, ...) in a path as dot-segments however encoded, so `/console/events/%2E%2E` led
+    to `/console/`. Such an ID travels in the query of a fixed route instead, where dots are
+    only text: `/console/event?id=..`."""
+    if value.strip("."):
+        return f"/console/{kind}s/{segment(value)}"
+    return f"/console/{kind}?id={segment(value)}"
 
 
 def _pretty(value: Any) -> str:
@@ -40,6 +49,7 @@ def _templates() -> Jinja2Templates:
     )
     env.filters["pretty"] = _pretty
     env.filters["segment"] = segment
+    env.filters["page_of"] = page_of
     return Jinja2Templates(env=env)
 
 
