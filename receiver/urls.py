@@ -3,7 +3,8 @@
 Nothing stored holds one (ingest reads a NUL as `invalid_characters`), so an ID or a filter
 with a NUL names nothing; and PostgreSQL refuses NUL in any text it is sent, so such a value
 that reached a query was a 500 on every admin lookup and listing and every console page
-(found by probing after schemathesis). Refused here, once, for every route: a 400.
+(found by probing after schemathesis). Refused here, once, for every route: a 400; and in
+every field of a console filter or an admin JSON body by `refuse_nul`, the same way.
 """
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,3 +29,11 @@ class RefuseNulInURL:
 def _holds_nul(scope: Scope) -> bool:
     query: bytes = scope.get("query_string", b"")
     return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+
+
+def refuse_nul(value: object) -> object:
+    """A field validator (pydantic) for what the console and the admin API read: a text
+    holding a NUL is invalid, a 400, for the reasons above."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("holds a NUL character")
+    return value

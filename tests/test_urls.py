@@ -7,7 +7,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from pydantic import ValidationError
 
+from receiver.console.pages import EventsQuery
+from receiver.operators.admin import ReplayRequest
+from receiver.urls import refuse_nul
 from tests.conftest import Rivya
 from tests.console.conftest import Browser
 from tests.helpers import HTTP, make_event
@@ -80,3 +84,16 @@ def test_an_id_with_a_slash_or_dots_is_one_segment_of_an_admin_url(
     assert rivya.admin(f"/records/{quote(task_id, safe='')}").json()["task_id"] == task_id
     replayed = rivya.admin(f"/events/{segment}/replay", "POST")
     assert (replayed.status_code, replayed.json()) == (202, {"replayed": 1})
+
+
+def test_console_filters_and_admin_bodies_refuse_a_nul_through_one_validator() -> None:
+    """A console filter and an admin JSON body read with the same validator, `refuse_nul`:
+    a NUL anywhere in a text is invalid, any other text passes as it is."""
+    assert refuse_nul("a/b ..") == "a/b .."
+    assert refuse_nul(3) == 3
+    with pytest.raises(ValueError, match="NUL"):
+        refuse_nul("a\x00b")
+    for model in (EventsQuery, ReplayRequest):
+        assert model.model_validate({"type": "a.b"}).type == "a.b"
+        with pytest.raises(ValidationError, match="NUL"):
+            model.model_validate({"type": "a\x00b"})

@@ -32,6 +32,7 @@ from receiver.store.queries import (
 )
 from receiver.store.records import RecordFilter, list_records
 from receiver.store.stats import credits_by_model
+from receiver.urls import refuse_nul
 
 PAGE_SIZE = 50
 # The replay page counts matches this far, then says "more than": each costs an index lookup
@@ -54,13 +55,8 @@ class _Query(BaseModel):
     def _blank_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # Nothing stored holds one, and PostgreSQL refuses it in any text: it was a 500.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("holds a NUL character")
-        return value
+    # Nothing stored holds one, and PostgreSQL refuses it in any text: it was a 500.
+    _no_nul = field_validator("*")(refuse_nul)
 
 
 Q = TypeVar("Q", bound=_Query)

@@ -43,6 +43,7 @@ from receiver.store.queries import (
 )
 from receiver.store.records import RecordFilter, list_records
 from receiver.store.stats import collect_stats
+from receiver.urls import refuse_nul
 
 M = TypeVar("M", bound=BaseModel)
 WHO = "admin-api"
@@ -65,13 +66,8 @@ class RequireAdminToken:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        # Nothing stored holds one, and PostgreSQL refuses it in any text: it was a 500.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("holds a NUL character")
-        return value
+    # Nothing stored holds one, and PostgreSQL refuses it in any text: it was a 500.
+    _no_nul = field_validator("*")(refuse_nul)
 
 
 class Window(_Strict):

@@ -73,6 +73,12 @@ BigID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 COMMON_TYPE = "generation.succeeded"
 COMMON_OUTCOME = Outcome.APPLIED.value
 
+
+def partial_index(name: str, *columns: str, where: str) -> sa.Index:
+    """An index of only the rows `where` holds for, on both backends."""
+    return sa.Index(name, *columns, sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+
+
 events = sa.Table(
     "events",
     metadata,
@@ -88,19 +94,14 @@ events = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     # A record's history on the console: its events, found without a scan.
     sa.Index("ix_events_task_id", "task_id"),
-    sa.Index(
-        "ix_events_type_received_at",
-        "type",
-        "received_at",
-        sqlite_where=sa.text(f"type <> '{COMMON_TYPE}'"),
-        postgresql_where=sa.text(f"type <> '{COMMON_TYPE}'"),
+    partial_index(
+        "ix_events_type_received_at", "type", "received_at", where=f"type <> '{COMMON_TYPE}'"
     ),
-    sa.Index(
+    partial_index(
         "ix_events_outcome_received_at",
         "outcome",
         "received_at",
-        sqlite_where=sa.text(f"outcome <> '{COMMON_OUTCOME}'"),
-        postgresql_where=sa.text(f"outcome <> '{COMMON_OUTCOME}'"),
+        where=f"outcome <> '{COMMON_OUTCOME}'",
     ),
 )
 
@@ -172,21 +173,9 @@ deliveries = sa.Table(
     ),
     # Dead letters newest first (the console's default list) without sorting every dead
     # one; only deliveries that die pay for it.
-    sa.Index(
-        "ix_deliveries_dead",
-        "state",
-        "id",
-        sqlite_where=sa.text("state = 'dead'"),
-        postgresql_where=sa.text("state = 'dead'"),
-    ),
+    partial_index("ix_deliveries_dead", "state", "id", where="state = 'dead'"),
     # A destination's dead letters newest first, without walking every other one's.
-    sa.Index(
-        "ix_deliveries_dead_destination",
-        "destination",
-        "id",
-        sqlite_where=sa.text("state = 'dead'"),
-        postgresql_where=sa.text("state = 'dead'"),
-    ),
+    partial_index("ix_deliveries_dead_destination", "destination", "id", where="state = 'dead'"),
 )
 
 attempts = sa.Table(
