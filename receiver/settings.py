@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from receiver.destinations import (
     DEFAULT_NAME,
@@ -34,6 +36,9 @@ from receiver.signatures import WebhookSecret
 
 ENV_PREFIX = "RECEIVER_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/receiver.db"
+# The async drivers the service is built and tested on; any other fails at its first query.
+DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+MAX_PORT = 65535
 MIN_ADMIN_TOKEN_CHARS = 16
 # Seconds before retry 1, 2, ...: quick first retry, then spread over about 36 hours.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -55,7 +60,11 @@ MAX_RETENTION_INTERVAL_SECONDS = 86_400
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # No float setting may be infinite or NaN: `inf` seconds would turn a deadline, a lease
+    # or a pause off (a comparison with NaN is always false), and `gt=0` lets inf through.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     database_busy_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -71,7 +80,7 @@ class Settings(BaseModel):
     # /metrics shows the credit balance, spend by model and destination names: behind the
     # admin token unless opened here, or served open on METRICS_PORT, bound to loopback.
     metrics_public: bool = False
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=MAX_PORT)
     # How old the database gauges may be when scraped (see receiver/metrics.py).
     metrics_refresh_seconds: float = Field(default=DEFAULT_METRICS_REFRESH_SECONDS, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -105,6 +114,26 @@ class Settings(BaseModel):
     @classmethod
     def _parse_signing_secrets(cls, value: Any) -> tuple[WebhookSecret, ...]:
         return parse_secrets(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        # Checked here, not at the first connection (a traceback), and never quoted back:
+        # the URL holds the database's password.
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a database URL, like postgresql+asyncpg://user:password@host:5432/name"
+            ) from None
+        if url.drivername not in DATABASE_DRIVERS:
+            schemes = " or ".join(f"{driver}://" for driver in DATABASE_DRIVERS)
+            raise ValueError(f"use a URL that starts {schemes}")
+        if url.port is not None and not 1 <= url.port <= MAX_PORT:
+            raise ValueError(f"the port must be from 1 to {MAX_PORT}")
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            raise ValueError("SQLite needs a file: an in-memory database loses every event")
+        return value
 
     @field_validator("forward_url")
     @classmethod

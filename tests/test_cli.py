@@ -62,6 +62,20 @@ def test_missing_signing_secret_stops_serve_naming_the_variable(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
+def test_an_unusable_database_url_stops_serve_in_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    """It was a traceback from the first connection, the URL (password included) in it."""
+    password = "pa55-w0rd-never-shown"  # noqa: S105 - a test's stand-in
+    for url in (f"postgresql+asyncpg://u:{password}@db:99999/r", f"mysql://u:{password}@db/r"):
+        env = {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_DATABASE_URL": url}
+        result = receiver("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.startswith("Error: RECEIVER_DATABASE_URL: ")
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert password not in result.stderr + result.stdout
+
+
 def test_env_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("RECEIVER_SIGNING_SECRETS=whsec_c2hvcnQ=\n")
     result = receiver("migrate", env={}, cwd=tmp_path)

@@ -1,12 +1,13 @@
 """Settings: read once from the environment and `.env`; unusable values name their variable
 and never echo a secret."""
 
+import typing
 from pathlib import Path
 
 import pytest
 
 from receiver.exceptions import SettingsError
-from receiver.settings import Settings
+from receiver.settings import Settings, env_variable
 from tests.helpers import new_secret
 
 SECRET = new_secret()
@@ -127,3 +128,80 @@ def test_the_rivya_api_key_is_never_shown() -> None:
             {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_RIVYA_API_KEY": "x" + key}, None
         )
     assert key not in str(raised.value)
+
+
+PASSWORD = "pa55-w0rd-never-shown"  # noqa: S105 - a test's stand-in for a database password
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"postgresql+asyncpg://u:{PASSWORD}@db:5432x/receiver", "not a database URL"),
+        (f"postgresql+asyncpg://u:{PASSWORD}@db:70000/receiver", "the port must be from 1"),
+        (f"postgresql+asyncpg://u:{PASSWORD}@db:0/receiver", "the port must be from 1"),
+        (f"postgresql://u:{PASSWORD}@db/receiver", "starts sqlite+aiosqlite:// or postgresql"),
+        (f"mysql+aiomysql://u:{PASSWORD}@db/receiver", "starts sqlite+aiosqlite://"),
+        ("sqlite:///./data/receiver.db", "starts sqlite+aiosqlite://"),
+        ("sqlite+aiosqlite:///:memory:", "SQLite needs a file"),
+        (PASSWORD, "not a database URL"),
+        (f"postgresql+asyncpg://u:{PASSWORD}@[::1/receiver", "not a database URL"),
+    ],
+)
+def test_an_unusable_database_url_is_one_line_naming_it_never_its_password(
+    url: str, message: str
+) -> None:
+    environ = {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_DATABASE_URL": url}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environment(environ, None)
+    text = str(raised.value)
+    assert text.startswith("RECEIVER_DATABASE_URL: ")
+    assert message in text
+    assert "\n" not in text
+    assert PASSWORD not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:///./data/receiver.db",
+        f"postgresql+asyncpg://u:{PASSWORD}@db:5432/receiver",
+        "postgresql+asyncpg://u@/receiver?host=/run/postgresql",
+    ],
+)
+def test_database_urls_of_both_backends_are_taken(url: str) -> None:
+    environ = {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_DATABASE_URL": url}
+    assert Settings.from_environment(environ, None).database_url == url
+
+
+def _holds_float(annotation: object) -> bool:
+    return annotation is float or float in typing.get_args(annotation)
+
+
+FLOAT_FIELDS = [name for name, f in Settings.model_fields.items() if _holds_float(f.annotation)]
+
+
+def test_the_float_fields_are_those_the_walk_below_tries() -> None:
+    """The walk finds the settings with deadlines, leases and pauses (and sees new ones)."""
+    assert {
+        "request_timeout_seconds",
+        "database_busy_timeout_seconds",
+        "forward_timeout_seconds",
+        "forward_lease_seconds",
+        "forward_poll_seconds",
+        "forward_retry_schedule",
+        "rivya_api_timeout_seconds",
+        "reconcile_interval_seconds",
+        "retention_interval_seconds",
+        "metrics_refresh_seconds",
+    } <= set(FLOAT_FIELDS)
+
+
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity", "1e999"])
+def test_no_float_setting_takes_an_infinity_or_nan(field: str, value: str) -> None:
+    """`inf` seconds turned a deadline off (RECEIVER_REQUEST_TIMEOUT_SECONDS=inf was taken):
+    every float setting refuses a value that is not finite, naming its variable."""
+    environ = {"RECEIVER_SIGNING_SECRETS": new_secret(), env_variable(field): value}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environment(environ, None)
+    assert str(raised.value).startswith(f"{env_variable(field)}: ")
