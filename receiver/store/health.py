@@ -90,7 +90,9 @@ def _configured_entry(destination: Destination) -> dict[str, Any]:
         "configured": True,
         "url": shown_url(destination.url),
         "event_types": sorted(destination.event_types or ()) or None,
-        "outcomes": sorted(destination.outcomes or ()) or None,
+        # What it is sent, its default included (stale only when named): null read as
+        # "every outcome", which it is not.
+        "outcomes": sorted(destination.wanted_outcomes),
         "max_in_flight": destination.max_in_flight,
     }
 

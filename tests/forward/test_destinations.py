@@ -86,6 +86,13 @@ def test_each_destination_gets_what_it_subscribed_to_signed_with_its_own_secret(
         ("applied", 2, 0),
         ("stale", 1, 0),
     ]
+    # The outcomes each is sent: without a filter, every one but stale (it was null).
+    assert [d["outcomes"] for d in listed] == [
+        ["applied", "ignored", "quarantined"],
+        ["applied", "ignored", "quarantined"],
+        ["applied"],
+        ["stale"],
+    ]
     assert all(d["last_success_at"] and d["consecutive_failures"] == 0 for d in listed)
 
 

@@ -359,6 +359,9 @@ def test_destinations_listing_and_replay_to_one_destination(
         ("default", 7, None),
         ("billing", 2, ["generation.failed"]),
     ]
+    # Without an outcomes filter, what each is sent by default: never stale (it was null).
+    assert [d["outcomes"] for d in listed] == [["applied", "ignored", "quarantined"]] * 2
+    assert '["applied","ignored","quarantined"]' in operator.run("destinations", "list")
     assert listed[1]["url"] == billing.url  # credentials stripped
     assert "user:pass" not in operator.run("destinations", "list")
     to_billing = operator.json("deliveries", "list", "--destination", "billing")["deliveries"]
