@@ -18,11 +18,11 @@ for ever; scheduled retention dead-letters those older than the retention, with 
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -98,16 +98,13 @@ async def prune(
     their deliveries and attempts, a chunk at a time; what went. `on_chunk` is told what
     each chunk removed once it committed, so that a caller can account for the chunks done
     when a later one fails."""
-    total = Pruned()
-    while True:
-        async with _writing(engine) as connection:
-            chosen, removed = await prune_chunk(connection, older_than)
-        if on_chunk is not None:
-            on_chunk(removed)
-        total += removed
-        if chosen < CHUNK:
-            return total
-        await asyncio.sleep(pause_seconds)
+    return await _chunk_by_chunk(
+        engine,
+        lambda connection: prune_chunk(connection, older_than),
+        Pruned(),
+        pause_seconds,
+        on_chunk,
+    )
 
 
 async def prune_chunk(connection: AsyncConnection, older_than: datetime) -> tuple[int, Pruned]:
@@ -177,14 +174,33 @@ async def dead_letter_orphans(
             lease_expires_at=None,
         )
     )
-    total = 0
+
+    async def dead_letter_chunk(connection: AsyncConnection) -> tuple[int, int]:
+        changed = (await connection.execute(orphaned)).rowcount
+        return changed, changed
+
+    return await _chunk_by_chunk(engine, dead_letter_chunk, 0, pause_seconds, on_chunk)
+
+
+Done = TypeVar("Done", int, Pruned)
+
+
+async def _chunk_by_chunk(
+    engine: AsyncEngine,
+    chunk: Callable[[AsyncConnection], Awaitable[tuple[int, Done]]],
+    total: Done,
+    pause_seconds: float,
+    on_chunk: Callable[[Done], None] | None,
+) -> Done:
+    """`chunk` in a transaction of its own (see `_writing`), again after a pause for as long
+    as it took a whole CHUNK; what the chunks did, summed on `total`."""
     while True:
         async with _writing(engine) as connection:
-            changed = (await connection.execute(orphaned)).rowcount
+            taken, done = await chunk(connection)
         if on_chunk is not None:
-            on_chunk(changed)
-        total += changed
-        if changed < CHUNK:
+            on_chunk(done)
+        total += done
+        if taken < CHUNK:
             return total
         await asyncio.sleep(pause_seconds)
 
