@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ADMIN_TOKEN, Rivya
@@ -149,7 +149,10 @@ def fuzz(
     fillings: st.SearchStrategy[dict[str, str]],
     send: Callable[[Form, dict[str, str]], int],
 ) -> None:
-    """EXAMPLES fillings of `form`, each sent: not one answered with a 5xx."""
+    """EXAMPLES fillings of `form`, each sent, and before them each edge in each field (the
+    others as the page fills them, no CSRF token but what `send` adds): not one answered
+    with a 5xx. (Drawn, an edge reached a given field too rarely: a 500 for an event ID
+    holding a slash went unseen.)"""
 
     @BOUNDED
     @given(filled=fillings)
@@ -157,6 +160,11 @@ def fuzz(
         status = send(form, filled)
         assert status < 500, (form.method, form.action, filled, status)
 
+    as_shown = {name: offered[0] for name, offered in form.fields.items() if offered}
+    as_shown.pop("csrf", None)
+    for name in sorted(form.fields.keys() - {"csrf"}):
+        for edge in EDGES:
+            attempt = example(filled={**as_shown, name: edge})(attempt)
     attempt()
 
 
