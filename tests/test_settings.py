@@ -166,6 +166,11 @@ def test_an_unusable_database_url_is_one_line_naming_it_never_its_password(
         "sqlite+aiosqlite:///./data/receiver.db",
         f"postgresql+asyncpg://u:{PASSWORD}@db:5432/receiver",
         "postgresql+asyncpg://u@/receiver?host=/run/postgresql",
+        "sqlite+aiosqlite:///relative/receiver.db",
+        "sqlite+aiosqlite:////var/lib/receiver/receiver.db",
+        f"postgresql+asyncpg://u:{PASSWORD}@db/receiver?ssl=require",
+        "postgresql+asyncpg://u:p%40ss%2Fw%3Ard%23%3F@[::1]:5432/receiver",
+        "postgresql+asyncpg://u:pw@/receiver?host=db1:5432&host=db2:5432",
     ],
 )
 def test_database_urls_of_both_backends_are_taken(url: str) -> None:
