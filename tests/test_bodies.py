@@ -158,6 +158,27 @@ def test_admin_json_over_64_kib_is_413_and_changes_nothing(
     assert small.status_code < 300, "a body under the cap is taken"
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_sign_in_form_just_past_64_kib_is_413_and_one_under_it_is_read(
+    server: ReceiverProcess, declared: bool
+) -> None:
+    """The sign-in form's cap is the documented one: a byte past it is refused, a body
+    just under it is read (and answered as the wrong token it holds)."""
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "cookie": f"{SIGN_IN_COOKIE}=csrf-of-the-test",
+    }
+
+    def post(size: int) -> int:
+        body = b"csrf=csrf-of-the-test&token=" + b"a" * (size - 28)
+        content: bytes | Iterator[bytes] = body if declared else iter([body[:1000], body[1000:]])
+        response = HTTP.post(f"{server.url}/console/login", content=content, headers=headers)
+        return response.status_code
+
+    assert post(DOCUMENTED_CAP_BYTES + 1) == 413
+    assert post(DOCUMENTED_CAP_BYTES) in (401, 429), "a form under the cap is read"
+
+
 def test_a_form_with_too_many_fields_is_refused(server: ReceiverProcess) -> None:
     fields = "&".join(f"f{n}=x" for n in range(MAX_FORM_FIELDS + 1))
     response = HTTP.post(
