@@ -211,8 +211,8 @@ def isolation(figures: Figures) -> list[Row]:
     return [
         (
             "a hanging destination and one answering 503 beside a healthy one",
-            f"{module.ROUNDS} rounds x {module.ISOLATION_EVENTS} deliveries x "
-            f"{len(BACKENDS)} backends",
+            f"{module.ROUNDS} rounds x {n(module.ISOLATION_EVENTS)} deliveries x "
+            f"{len(BACKENDS)} backends, the best round of each compared",
             "-",
             "-",
             f"every delivery reached the healthy one, which took {'; '.join(timings)} (the "
