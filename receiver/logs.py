@@ -85,6 +85,14 @@ def keep_allowed_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     }
 
 
+def renders_for_people(log_format: str, stream: TextIO) -> bool:
+    """`auto` reads the stream the lines go to: a terminal has a person watching it, anything
+    else (a pipe, a file, a container's log collector) wants one JSON object per line."""
+    if log_format == "auto":
+        return stream.isatty()
+    return log_format == "console"
+
+
 def configure_logging(level: str, log_format: str, stream: TextIO = sys.stdout) -> None:
     enrich: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -93,7 +101,7 @@ def configure_logging(level: str, log_format: str, stream: TextIO = sys.stdout) 
     ]
     renderer: Processor = (
         structlog.dev.ConsoleRenderer()
-        if log_format == "console"
+        if renders_for_people(log_format, stream)
         else structlog.processors.JSONRenderer(serializer=_dumps)
     )
     redact_and_render: list[Processor] = [summarize_exception, keep_allowed_fields, renderer]

@@ -84,7 +84,8 @@ class Settings(BaseModel):
     # How old the database gauges may be when scraped (see receiver/metrics.py).
     metrics_refresh_seconds: float = Field(default=DEFAULT_METRICS_REFRESH_SECONDS, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    # `auto`: `console` when the log stream is a terminal, `json` otherwise (see receiver/logs.py).
+    log_format: Literal["auto", "json", "console"] = "auto"
     # Not in repr: a downstream URL may carry credentials.
     forward_url: str | None = Field(default=None, repr=False)
     forward_signing_secrets: tuple[WebhookSecret, ...] = ()

@@ -68,3 +68,67 @@ def test_library_debug_lines_are_silenced(json_logs: io.StringIO) -> None:
     logging.getLogger("aiosqlite").warning("kept")
     logging.getLogger("aiosqlite").info("executing with parameters")
     assert [line["event"] for line in lines(json_logs)] == ["kept"]
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as a person's shell is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
+
+
+def log_one_line(log_format: str, stream: io.StringIO) -> str:
+    configure_logging("info", log_format, stream)
+    log.info("request", event_id="evt_1", signature="v1,abc")
+    logging.getLogger("uvicorn.error").info("Started server process")
+    return stream.getvalue()
+
+
+def is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_auto_renders_for_people_on_a_terminal_through_the_same_allow_list() -> None:
+    output = log_one_line("auto", Terminal())
+    ours, uvicorns = output.splitlines()
+    assert not is_json(ours)
+    assert "request" in ours
+    assert "evt_1" in ours
+    assert "Started server process" in uvicorns
+    assert "signature" not in output
+    assert "v1,abc" not in output
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_auto_writes_json_when_the_stream_is_not_a_terminal() -> None:
+    ours, uvicorns = [json.loads(line) for line in log_one_line("auto", io.StringIO()).splitlines()]
+    assert (ours["event"], ours["event_id"]) == ("request", "evt_1")
+    assert "signature" not in ours
+    assert uvicorns["logger"] == "uvicorn.error"
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(
+    ("log_format", "stream", "json_expected"),
+    [("json", Terminal(), True), ("console", io.StringIO(), False)],
+    ids=["json-on-a-terminal", "console-into-a-pipe"],
+)
+def test_an_explicit_format_wins_over_the_terminal_check(
+    log_format: str, stream: io.StringIO, json_expected: bool
+) -> None:
+    first_line = log_one_line(log_format, stream).splitlines()[0]
+    assert is_json(first_line) is json_expected

@@ -22,7 +22,7 @@ def test_defaults_need_only_a_signing_secret() -> None:
     assert settings.admin_token is None
     # Private metrics and no admin token still start (metrics then answer 401 to all).
     assert (settings.metrics_public, settings.metrics_port) == (False, None)
-    assert (settings.log_level, settings.log_format) == ("info", "json")
+    assert (settings.log_level, settings.log_format) == ("info", "auto")
     assert [s.reveal() for s in settings.signing_secrets] == [secret]
 
 
