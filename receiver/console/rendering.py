@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from receiver.console.guard import session_of
+from receiver.forward.failures import describe_failure
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -50,6 +51,7 @@ def _templates() -> Jinja2Templates:
     env.filters["pretty"] = _pretty
     env.filters["segment"] = segment
     env.filters["page_of"] = page_of
+    env.filters["failure"] = describe_failure
     return Jinja2Templates(env=env)
 
 

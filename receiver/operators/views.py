@@ -4,6 +4,7 @@ from typing import Any
 
 import orjson
 
+from receiver.forward.failures import describe_failure
 from receiver.operators.terminal import details, table
 from receiver.store.tables import GENERATION_COLUMNS
 
@@ -33,10 +34,11 @@ DELIVERY_COLUMNS = (
     "state",
     "attempts",
     "last_status_code",
+    "reason",
     "last_error",
     "next_attempt_at",
 )
-ATTEMPT_COLUMNS = ("attempted_at", "status_code", "error_class", "duration_ms")
+ATTEMPT_COLUMNS = ("attempted_at", "status_code", "reason", "error_class", "duration_ms")
 DESTINATION_COUNTS = ("destination", "pending", "delivered", "dead", "orphaned")
 DESTINATION_KEYS = (
     "url",
@@ -59,7 +61,11 @@ def event_page(page: dict[str, Any]) -> str:
 
 
 def delivery_page(page: dict[str, Any]) -> str:
-    listing = table(page["deliveries"], DELIVERY_COLUMNS, "No deliveries.")
+    worded = [
+        d | {"reason": describe_failure(d["last_error"], d["last_status_code"])}
+        for d in page["deliveries"]
+    ]
+    listing = table(worded, DELIVERY_COLUMNS, "No deliveries.")
     return _with_cursor(listing, page["next_cursor"])
 
 
@@ -71,7 +77,11 @@ def event(shown: dict[str, Any]) -> str:
             f"Delivery {delivery['id']} to {delivery['destination']}: {delivery['state']},"
             f" {delivery['attempts']} attempts"
         )
-        parts.append(table(delivery["attempt_log"], ATTEMPT_COLUMNS, "(no attempt yet)"))
+        worded = [
+            a | {"reason": describe_failure(a["error_class"], a["status_code"], a["duration_ms"])}
+            for a in delivery["attempt_log"]
+        ]
+        parts.append(table(worded, ATTEMPT_COLUMNS, "(no attempt yet)"))
     if not shown["deliveries"]:
         parts.append("No deliveries.")
     return "\n".join(parts)
