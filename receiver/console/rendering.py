@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from receiver.console.guard import session_of
+from receiver.credits import CreditsExplained, explain_credits
 from receiver.forward.failures import describe_failure
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -38,6 +39,10 @@ def page_of(value: str, kind: Literal["event", "record"]) -> str:
     return f"/console/{kind}?id={segment(value)}"
 
 
+def _credits(record: dict[str, Any]) -> CreditsExplained:
+    return explain_credits(record["reserved_credits"], record["final_credits"])
+
+
 def _pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
@@ -52,6 +57,7 @@ def _templates() -> Jinja2Templates:
     env.filters["segment"] = segment
     env.filters["page_of"] = page_of
     env.filters["failure"] = describe_failure
+    env.filters["credits"] = _credits
     return Jinja2Templates(env=env)
 
 

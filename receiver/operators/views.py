@@ -4,6 +4,7 @@ from typing import Any
 
 import orjson
 
+from receiver.credits import explain_credits
 from receiver.forward.failures import describe_failure
 from receiver.operators.terminal import details, table
 from receiver.store.tables import GENERATION_COLUMNS
@@ -20,6 +21,7 @@ EVENT_KEYS = (
 )
 RECORD_KEYS = (
     *GENERATION_COLUMNS,
+    "credits_returned",
     "reference",
     "registered_at",
     "reconciled_at",
@@ -88,7 +90,13 @@ def event(shown: dict[str, Any]) -> str:
 
 
 def record(shown: dict[str, Any]) -> str:
-    return details(shown, RECORD_KEYS)
+    explained = explain_credits(shown["reserved_credits"], shown["final_credits"])
+    worded = {
+        "reserved_credits": explained.reserved,
+        "final_credits": explained.final,
+        "credits_returned": explained.returned,
+    }
+    return details(shown | worded, RECORD_KEYS)
 
 
 def record_page(page: dict[str, Any]) -> str:

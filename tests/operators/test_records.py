@@ -89,3 +89,29 @@ def test_a_webhook_for_a_registered_task_applies_and_keeps_its_registration(
         }
         == record
     )
+
+
+def test_records_show_words_credits_as_the_console_does(rivya: Rivya) -> None:
+    """`records show` says what was returned, and "not reported yet" where Rivya has not."""
+    operator = Operator(rivya.server)
+    charged = make_event()
+    charged["data"] |= {"reserved_credits": 120, "final_credits": 80}
+    unreported = make_event("generation.failed")
+    unreported["data"] |= {"reserved_credits": 120, "final_credits": None}
+    for event in (charged, unreported):
+        assert rivya.send(event).json()["status"] == "accepted"
+
+    def credit_lines(event: dict[str, Any]) -> list[str]:
+        shown = operator.run("records", "show", event["data"]["id"]).splitlines()
+        return [" ".join(line.split()) for line in shown if "credits" in line]
+
+    assert credit_lines(charged) == [
+        "reserved_credits 120",
+        "final_credits 80",
+        "credits_returned 40 returned",
+    ]
+    assert credit_lines(unreported) == [
+        "reserved_credits 120",
+        "final_credits not reported yet",
+        "credits_returned not reported yet",
+    ]
