@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
 INSTALLED := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
 .PHONY: help run test postgres browser screenshots lint audit bench lock clean
@@ -17,21 +19,27 @@ help:
 	@echo "make screenshots  retake the console screenshots in docs/ (a real browser)"
 
 # constraints.txt pins every package we install, so a fresh machine gets the tested set.
-$(INSTALLED): pyproject.toml constraints.txt
+# Serving needs only the service's own dependencies (asyncpg too, so a PostgreSQL URL in .env
+# works); the development toolchain is a separate, larger step that `run` never waits for.
+$(RUNTIME): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,postgres]'
+	$(PIP) pip
+	$(PIP) -e '.[postgres]'
 	touch $@
 
-.env: | $(INSTALLED)
+$(INSTALLED): $(RUNTIME)
+	$(PIP) -e '.[dev,postgres]'
+	touch $@
+
+.env: | $(RUNTIME)
 	@umask 077 && printf 'RECEIVER_SIGNING_SECRETS=%s\nRECEIVER_ADMIN_TOKEN=%s\n' \
 		"$$($(BIN)/receiver secret new)" \
 		"$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" > .env
 	@echo "Created .env with fresh development secrets (mode 0600): keep it out of version control."
 
-run: $(INSTALLED) .env
-	@echo "Serving on http://127.0.0.1:8000. From another terminal, send a signed test event:"
-	@echo "    $(BIN)/receiver send-test"
+run: $(RUNTIME) .env
+	@echo "Console: http://127.0.0.1:8000/console/ (sign in with RECEIVER_ADMIN_TOKEN from .env)"
+	@echo "From another terminal, send a signed test event:  $(BIN)/receiver send-test"
 	@$(BIN)/receiver serve
 
 # Most tests wait on real servers, sinks and a browser more than they compute: two workers
