@@ -21,7 +21,7 @@ def test_env_written_by_make_run_is_private_and_holds_fresh_secrets(tmp_path: Pa
     for _ in range(2):
         subprocess.run(
             # -o: the venv is installed already; use it as it is.
-            [make, "--silent", ".env", f"VENV={venv}", "-o", str(venv / ".installed")],
+            [make, "--silent", ".env", f"VENV={venv}", "-o", str(venv / ".runtime")],
             cwd=tmp_path,
             check=True,
             timeout=60,
