@@ -100,9 +100,10 @@ class EventWriter:
                 lambda run, dialect: store_events(run, dialect, submissions, self._destinations)
             )
         except Exception as exc:  # noqa: BLE001 - the database's absence, or one event's fault
-            if database_unavailable(exc) or len(batch) == 1:
+            unavailable = database_unavailable(exc)
+            if unavailable or len(batch) == 1:
                 _fail(batch, exc)
-                return exc if database_unavailable(exc) else None
+                return exc if unavailable else None
             for index, pending in enumerate(batch):
                 # Gone meanwhile: the rest would each wait for it in turn (a server that
                 # stopped answering, the busy timeout each), so they are a 503 at once.
