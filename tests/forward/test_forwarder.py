@@ -261,7 +261,10 @@ def test_two_workers_on_one_database_do_not_double_send(
     rivya: Rivya,
     tmp_path: Path,
 ) -> None:
-    downstream = own_downstream(delay=0.01)
+    # Slow enough that one worker, 8 attempts at a time, takes several of the other's polls
+    # (0.5 s apart) to drain the backlog: at 0.01 s, on a fast machine, one worker sent all
+    # 120 between two polls of the other.
+    downstream = own_downstream(delay=0.1)
     server = start_server(**forwarding_to(downstream, forward_concurrency="8"))
     server.stop()
     server.args = ("serve", "--no-forwarder")
