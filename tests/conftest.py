@@ -1,3 +1,4 @@
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,16 @@ import sqlalchemy as sa
 from hypothesis import settings as hypothesis_settings
 
 from tests.databases import BACKENDS, PostgresServer, reading
-from tests.helpers import ANSWER_200, HTTP, Downstream, ReceiverProcess, Respond, new_secret, signed
+from tests.helpers import (
+    ANSWER_200,
+    HTTP,
+    LEFT_RUNNING,
+    Downstream,
+    ReceiverProcess,
+    Respond,
+    new_secret,
+    signed,
+)
 
 # Shared machines are slow and noisy; a property's worth is in its examples, not its speed.
 hypothesis_settings.register_profile("default", deadline=None)
@@ -33,6 +43,14 @@ class Sensitive:
 
 # Every module's secrets and tokens, for the scan of the whole run's logs at its end.
 SECRETS_OF_THE_RUN = Sensitive()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_service_left_running() -> Iterator[None]:
+    """After the last test: stop every service a failed test left running."""
+    yield
+    for server in list(LEFT_RUNNING):
+        server.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -154,6 +154,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Services started and not stopped yet. A test that fails before its `stop` leaves its service
+# here, not to the garbage collector: collected while running, its process object warns
+# (an error under this suite's filters) inside whichever test happens to run then. The run's
+# end stops them (conftest.py).
+LEFT_RUNNING: set["ReceiverProcess"] = set()
+
+
 class ReceiverProcess:
     """`receiver serve` (or `receiver worker`) as an operator runs it: its own process and
     log file, on a free loopback port."""
@@ -184,6 +191,7 @@ class ReceiverProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        LEFT_RUNNING.add(self)
         wait_until(self._ready, timeout=20, what=lambda: f"receiver ready:\n{self.output()}")
         return self
 
@@ -203,6 +211,7 @@ class ReceiverProcess:
         self._process.send_signal(sig)
         code = self._process.wait(timeout=30)
         self._process = None
+        LEFT_RUNNING.discard(self)
         return code
 
     @property
