@@ -6,8 +6,6 @@ ones). Each run writes one audit line, and one more when it dead-lettered delive
 what its committed chunks removed even when a later chunk failed.
 """
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.logs import log
 from receiver.operators.actions import prune_older_than
+from receiver.periodic import Periodic
 from receiver.settings import Settings
 from receiver.store.retention import Pruned, dead_letter_orphans
 
@@ -41,29 +40,19 @@ class Pruner:
             raise ValueError("RECEIVER_RETENTION_DAYS=0 keeps everything: nothing to prune")
         self._engine = engine
         self._retention = timedelta(days=settings.retention_days)
-        self._interval = settings.retention_interval_seconds
         self._configured = {destination.name for destination in settings.forwarding}
         self._on_run = on_run
-        self._loop: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "pruner", settings.retention_interval_seconds, self.run_once, "retention_failed"
+        )
 
     async def __aenter__(self) -> "Pruner":
-        self._loop = asyncio.create_task(self._periodically(), name="pruner")
+        self._periodic.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         # A chunk cut short is rolled back whole; the next run does it again.
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-
-    async def _periodically(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - a run's failure must not end the loop
-                log.warning("retention_failed", exc_info=exc)
-            await asyncio.sleep(self._interval)
+        await self._periodic.stop()
 
     async def run_once(self) -> RetentionRun:
         now = datetime.now(UTC)

@@ -18,8 +18,6 @@ retries, or our endpoint disabled by Rivya), and then a record would stay `queue
 Each pass also reads the credit balance, and writes one audit line.
 """
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ from receiver.destinations import Destination
 from receiver.generations import Unparseable, parse_generation
 from receiver.logs import log
 from receiver.model import APPLIED_TYPES, TERMINAL_STATUSES, Event, Generation, Outcome
+from receiver.periodic import Periodic
 from receiver.reconcile.rivya_api import (
     RivyaAPI,
     RivyaAuthError,
@@ -106,31 +105,25 @@ class Reconciler:
         )
         self._on_pass = on_pass
         self._on_stored = on_stored
-        self._loop: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "reconciler",
+            settings.reconcile_interval_seconds,
+            lambda: self.run_pass("reconciler"),
+            "reconcile_pass_failed",
+        )
 
     async def __aenter__(self) -> "Reconciler":
         await self._api.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        await self._periodic.stop()
         await self._api.__aexit__(*exc_info)
 
     def run_periodically(self) -> None:
         """A pass every RECEIVER_RECONCILE_INTERVAL_SECONDS until the context ends."""
-        self._loop = asyncio.create_task(self._periodically(), name="reconciler")
+        self._periodic.start()
         log.info("reconciler_started")
-
-    async def _periodically(self) -> None:
-        while True:
-            try:
-                await self.run_pass("reconciler")
-            except Exception as exc:  # noqa: BLE001 - a pass's failure must not end the loop
-                log.warning("reconcile_pass_failed", exc_info=exc)
-            await asyncio.sleep(self._settings.reconcile_interval_seconds)
 
     async def run_pass(
         self,
