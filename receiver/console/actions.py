@@ -87,7 +87,9 @@ async def reconcile_task(request: Request) -> Response:
     services = services_of(request)
     task_id = _posted_id(form, "task_id")
     if services.settings.rivya_api_key is None:
-        raise HTTPException(409, "Reconciliation is off: set RECEIVER_RIVYA_API_KEY.")
+        raise HTTPException(
+            409, "Asking Rivya is off: this service has no Rivya API key (RECEIVER_RIVYA_API_KEY)."
+        )
     async with transaction(services.engine) as connection:
         try:
             await get_record(connection, task_id)

@@ -2,8 +2,9 @@
 
 Every answer gets a Content-Security-Policy that allows nothing from another origin and no
 inline script or style, refuses framing, sends no referrer and is never cached. A request
-without a valid session is sent to sign-in (a GET) or refused (anything else); sign-in and
-the static files need none.
+without a valid session is sent to sign-in (a GET) or refused with a 403 page (anything
+else); sign-in and the static files need none. The error pages (`receiver.console.errors`)
+sit between the two, so that they carry the headers and a refusal here is a page too.
 """
 
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.console.access import COOKIE, Session, Tokens
@@ -32,6 +33,23 @@ SECURITY_HEADERS = {
 OPEN_PATHS = ("/login", "/static/")
 
 
+class SecurityHeaders:
+    """Outermost on the console: every answer carries the headers, error pages included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class ConsoleGuard:
     def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
         self.app = app
@@ -41,37 +59,25 @@ class ConsoleGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers[name] = value
-            await send(message)
-
         path = scope["path"].removeprefix(scope.get("root_path", ""))
-        session = await self._session(scope)
+        cookie = HTTPConnection(scope).cookies.get(COOKIE)
+        session = await self._session(scope, cookie)
         scope.setdefault("state", {})["console_session"] = session
         if session is None and not path.startswith(OPEN_PATHS):
-            response: Response
             if scope["method"] in ("GET", "HEAD"):
-                response = RedirectResponse("/console/login", status_code=303)
-            else:
-                response = PlainTextResponse("Sign in first.", status_code=403)
-            await response(scope, receive, send_with_headers)
-            return
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except HTTPException as exc:
-            # Raised before the handler answered (a refused form): answered here, so that
-            # it carries the headers too.
-            await PlainTextResponse(str(exc.detail), exc.status_code)(
-                scope, receive, send_with_headers
+                await RedirectResponse("/console/login", status_code=303)(scope, receive, send)
+                return
+            # A page (`receiver.console.errors`), like every other refusal.
+            raise HTTPException(
+                403,
+                "Your sign-in has ended (it expired, or you signed out): sign in again."
+                if cookie
+                else "Sign in first.",
             )
+        await self.app(scope, receive, send)
 
-    async def _session(self, scope: Scope) -> Session | None:
-        value = HTTPConnection(scope).cookies.get(COOKIE)
-        found = self.tokens.read_cookie(value) if value else None
+    async def _session(self, scope: Scope, cookie: str | None) -> Session | None:
+        found = self.tokens.read_cookie(cookie) if cookie else None
         if found is None:
             return None
         role, session_id = found
@@ -85,5 +91,6 @@ class ConsoleGuard:
 
 
 def session_of(connection: HTTPConnection) -> Session | None:
-    session: Session | None = connection.scope["state"].get("console_session")
+    # Absent where the guard never ran (a failure before it, answered by an error page).
+    session: Session | None = connection.scope.get("state", {}).get("console_session")
     return session

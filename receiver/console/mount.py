@@ -1,12 +1,14 @@
 """The console at /console/: its routes, listed, behind its guard."""
 
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from receiver.console import actions, pages
 from receiver.console.access import Tokens
-from receiver.console.guard import ConsoleGuard
+from receiver.console.errors import CONSOLE_EXCEPTION_HANDLERS
+from receiver.console.guard import ConsoleGuard, SecurityHeaders
 from receiver.console.rendering import STATIC
 from receiver.console.signin import SignIn, sign_out
 from receiver.settings import Settings
@@ -41,5 +43,12 @@ def console_mount(settings: Settings) -> Mount:
             Route("/reprocess", actions.reprocess_quarantined, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
         ],
-        middleware=[Middleware(ConsoleGuard, tokens=tokens)],
+        # Outermost first. The console's own exception handlers answer every failure under
+        # it (a route's, the guard's, an unknown address's) with a page; the app's, outside
+        # the mount, keep /admin and the webhook in JSON.
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(ExceptionMiddleware, handlers=CONSOLE_EXCEPTION_HANDLERS),
+            Middleware(ConsoleGuard, tokens=tokens),
+        ],
     )

@@ -102,7 +102,7 @@ class RecordsQuery(_Query):
     @classmethod
     def _known(cls, value: str | None) -> str | None:
         if value is not None and value not in GENERATION_STATUSES:
-            raise ValueError("unknown status")
+            raise ValueError(f"give one of {', '.join(sorted(GENERATION_STATUSES))}")
         return value
 
 
@@ -190,13 +190,16 @@ def _id_of(request: Request, name: str) -> str:
 
 async def record(request: Request) -> Response:
     task_id = _id_of(request, "task_id")
-    async with transaction(services_of(request).engine) as connection:
+    services = services_of(request)
+    async with transaction(services.engine) as connection:
         try:
             shown = await get_record(connection, task_id)
         except NotFoundError:
             raise HTTPException(404, "No such record.") from None
         history = await record_history(connection, task_id)
-    return page(request, "record.html", record=shown, history=history)
+    # Asking Rivya about the task is offered only where it can work.
+    reconciling = services.settings.rivya_api_key is not None
+    return page(request, "record.html", record=shown, history=history, reconciling=reconciling)
 
 
 async def events(request: Request) -> Response:

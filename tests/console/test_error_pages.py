@@ -1,0 +1,265 @@
+"""Every console error is a page inside the layout, against a real server: the status, the
+navigation of the signed-in role, the failure's own sentence (a bad filter names its field
+and what it accepts), a way back, and the console's headers; signed out, the same page with
+no navigation. /admin and the webhook keep answering JSON. And actions that cannot work
+(no Rivya API key; the support role) are not offered."""
+
+import html
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
+from tests.console.conftest import SUPPORT_TOKEN, Browser
+from tests.console.test_pages import assert_headers
+from tests.fake_rivya import FakeRivya
+from tests.helpers import HTTP, ReceiverProcess, make_event, wait_until
+from tests.reconcile.conftest import reconciling
+
+PROBLEM = re.compile(r'<p class="problem" role="alert">(.*?)</p>', re.S)
+NAVIGATION = '<a href="/console/deliveries">Deliveries</a>'
+# Past the console's form cap (receiver.bodies.SMALL_BODY_BYTES, 64 KiB).
+OVERSIZED = "x" * (64 * 1024 + 1)
+
+
+@dataclass
+class Console:
+    rivya: Rivya
+    event: dict[str, Any]
+    admin: Browser
+    support: Browser
+    anonymous: Browser
+
+
+@pytest.fixture(scope="module")
+def console(
+    workdir: Path, server_env: dict[str, str], secrets_in_use: tuple[str, str], sensitive: Sensitive
+) -> Iterator[Console]:
+    """A server with a support token and no Rivya API key, one event delivered, and a
+    browser signed in per role (and one signed out)."""
+    server = ReceiverProcess(workdir, {**server_env, "RECEIVER_SUPPORT_TOKEN": SUPPORT_TOKEN})
+    server.start()
+    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    event = make_event()
+    assert rivya.send(event).json()["status"] == "accepted"
+    wait_until(lambda: rivya.admin(f"/events/{event['id']}").json()["deliveries"], timeout=10)
+    admin, support, anonymous = (Browser(server.url) for _ in range(3))
+    assert admin.sign_in().status_code == 303
+    assert support.sign_in(SUPPORT_TOKEN).status_code == 303
+    yield Console(rivya, event, admin, support, anonymous)
+    for browser in (admin, support, anonymous):
+        browser.client.close()
+    server.stop()
+    assert sensitive.found_in(server.output()) == [], "a sensitive value reached the logs"
+
+
+def error_page(response: httpx.Response, status: int, signed_in: bool = True) -> str:
+    """The page's one sentence, after checking that `response` is the error page of
+    `status`, in the layout, with the console's headers and a way back."""
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"].startswith("text/html")
+    assert_headers(response)
+    text = response.text
+    assert f"Error {status}" in text
+    assert (NAVIGATION in text) is signed_in, "navigation only for a signed-in role"
+    assert 'class="button" href="/console/' in text, "no way back"
+    found = PROBLEM.search(text)
+    assert found, text[:500]
+    return html.unescape(found[1])
+
+
+# (page, field as the query names it, a value it cannot read, a word of what it accepts)
+BAD_FILTERS = (
+    ("/console/events", "since", "soonish", "24h"),
+    ("/console/events", "until", "2026-13-45", "24h"),
+    ("/console/events", "outcome", "maybe", "applied"),
+    ("/console/failed", "since", "yesterday", "24h"),
+    ("/console/failed", "until", "99999999999d", "24h"),
+    ("/console/records", "status", "maybe", "failed"),
+    ("/console/deliveries", "state", "maybe", "dead"),
+    ("/console/replay", "since", "soonish", "24h"),
+    ("/console/replay", "until", "<b>late</b>", "24h"),
+    ("/console/replay", "delivery_state", "maybe", "dead"),
+)
+
+
+@pytest.mark.parametrize(("path", "name", "value", "accepted"), BAD_FILTERS)
+def test_a_bad_filter_is_a_400_page_naming_the_field_and_what_it_accepts(
+    console: Console, path: str, name: str, value: str, accepted: str
+) -> None:
+    for browser in (console.admin, console.support):
+        sentence = error_page(browser.get(path, **{name: value}), 400)
+        assert sentence.startswith(f"{name}: "), sentence
+        assert accepted in sentence, sentence
+        assert "check its values" not in sentence
+    page = console.admin.get(path, **{name: value}).text
+    assert "<b>late</b>" not in page, "the value is shown escaped, if at all"
+    assert f'href="{path}"' in page, "the way back is the same list, without filters"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("since", "soonish", "24h"),
+        ("delivery_state", "maybe", "dead"),
+        ("type", "generation\x00succeeded", "NUL"),
+    ],
+)
+def test_a_bad_field_in_the_replay_confirmation_is_a_400_page_naming_it(
+    console: Console, name: str, value: str, accepted: str
+) -> None:
+    admin = console.admin
+    posted = admin.post("/console/replay", csrf=admin.csrf(), **{name: value})
+    sentence = error_page(posted, 400)
+    assert sentence.startswith(f"{name}: "), sentence
+    assert accepted in sentence, sentence
+
+
+def test_what_does_not_exist_is_a_404_page_and_outside_the_console_still_json(
+    console: Console,
+) -> None:
+    admin = console.admin
+    for path in (
+        "/console/events/evt_nowhere",
+        "/console/records/task_nowhere",
+        "/console/nowhere",
+        "/console/static/nowhere.css",
+    ):
+        sentence = error_page(admin.get(path), 404)
+        assert sentence, path
+    for kind in ("event", "record"):
+        assert kind in error_page(admin.get(f"/console/{kind}", id=".."), 404).lower()
+    replayed = admin.post(
+        "/console/events/replay", csrf=admin.csrf(), event_id=quote("evt_nowhere", safe="")
+    )
+    assert "event" in error_page(replayed, 404).lower()
+    # Signed out, an address under the console's open paths: the same page, no navigation,
+    # and sign-in as the way back.
+    missing = console.anonymous.get("/console/static/nowhere.css")
+    error_page(missing, 404, signed_in=False)
+    assert 'href="/console/login"' in missing.text
+    # Outside the console, the same failures stay JSON.
+    rivya = console.rivya
+    unknown_event = rivya.admin("/events/evt_nowhere")
+    assert (unknown_event.status_code, unknown_event.json()["error"]) == (404, "not_found")
+    unknown_path = rivya.admin("/nowhere")
+    assert (unknown_path.status_code, unknown_path.json()["error"]) == (404, "http_error")
+    unsigned = HTTP.post(f"{rivya.server.url}/webhooks/rivya", json={})
+    assert unsigned.headers["content-type"] == "application/json"
+
+
+def test_an_action_the_role_may_not_do_is_a_403_page(console: Console) -> None:
+    admin, support, event = console.admin, console.support, console.event
+    forms = {
+        "/console/events/replay": {"event_id": quote(event["id"], safe="")},
+        "/console/replay": {"type": event["type"]},
+        "/console/reprocess": {},
+        "/console/records/reconcile": {"task_id": quote(event["data"]["id"], safe="")},
+    }
+    for path, fields in forms.items():
+        forced = support.post(path, csrf=support.csrf(), **fields)
+        assert "can read, not act" in error_page(forced, 403), path
+        forged = admin.post(path, csrf="not-the-token", **fields)
+        assert "form expired" in error_page(forged, 403), path
+        signed_out = console.anonymous.post(path, **fields)
+        assert error_page(signed_out, 403, signed_in=False) == "Sign in first."
+        assert 'href="/console/login"' in signed_out.text
+
+
+def test_an_ended_session_is_a_403_page_that_says_so(console: Console) -> None:
+    ended = Browser(console.rivya.server.url)
+    try:
+        assert ended.sign_in().status_code == 303
+        csrf = ended.csrf()
+        cookies = dict(ended.client.cookies)
+        assert ended.post("/console/logout", csrf=csrf).status_code == 303
+        ended.client.cookies.update(cookies)
+        refused = ended.post("/console/reprocess", csrf=csrf)
+        assert "sign in again" in error_page(refused, 403, signed_in=False)
+        assert ended.get("/console/").headers["location"] == "/console/login"
+    finally:
+        ended.client.close()
+
+
+def test_an_action_this_service_cannot_do_is_a_409_page(console: Console) -> None:
+    admin, event = console.admin, console.event
+    asked = admin.post(
+        "/console/records/reconcile",
+        csrf=admin.csrf(),
+        task_id=quote(event["data"]["id"], safe=""),
+    )
+    assert "RECEIVER_RIVYA_API_KEY" in error_page(asked, 409)
+    nowhere = admin.post(
+        "/console/events/replay",
+        csrf=admin.csrf(),
+        event_id=quote(event["id"], safe=""),
+        destination="nowhere",
+    )
+    assert "nowhere" in error_page(nowhere, 409)
+
+
+def test_unreadable_forms_and_methods_are_pages(console: Console) -> None:
+    admin = console.admin
+    oversized = admin.post("/console/reprocess", csrf=admin.csrf(), note=OVERSIZED)
+    error_page(oversized, 413)
+    multipart = admin.client.post(
+        "/console/reprocess", data={"csrf": admin.csrf()}, files={"f": ("a.txt", b"a")}
+    )
+    error_page(multipart, 415)
+    too_many = admin.post(
+        "/console/reprocess", csrf=admin.csrf(), **{f"f{n}": "x" for n in range(40)}
+    )
+    assert "fields" in error_page(too_many, 400)
+    wrong_method = admin.client.put("/console/replay")
+    error_page(wrong_method, 405)
+    assert wrong_method.headers["allow"]
+    signed_out = console.anonymous.post("/console/login", csrf="x", token=OVERSIZED)
+    error_page(signed_out, 413, signed_in=False)
+
+
+def test_actions_that_cannot_work_are_not_offered(
+    console: Console,
+    start_server: Callable[..., ReceiverProcess],
+    fake_rivya: FakeRivya,
+    browsers: list[Browser],
+) -> None:
+    """Asking Rivya needs an API key and the admin role; support sees no action at all:
+    every page it reads holds one form that posts, its own sign-out."""
+    event = console.event
+    # (page, its query, whether an administrator is offered an action there)
+    for path, query, admin_acts in (
+        ("/console/", {}, False),
+        ("/console/events", {}, True),
+        (f"/console/events/{quote(event['id'], safe='')}", {}, True),
+        (f"/console/records/{quote(event['data']['id'], safe='')}", {}, False),  # no API key
+        ("/console/deliveries", {"state": "delivered"}, False),
+        ("/console/replay", {"type": event["type"]}, True),
+    ):
+        shown = console.support.get(path, **query)
+        assert shown.status_code == 200, path
+        assert shown.text.count('method="post"') == 1, path
+        assert 'action="/console/logout"' in shown.text
+        acting = console.admin.get(path, **query).text
+        assert (acting.count('method="post"') > 1) is admin_acts, path
+
+    task = quote(event["data"]["id"], safe="")
+    without_key = console.admin.get(f"/console/records/{task}").text
+    assert "Ask Rivya" not in without_key
+    assert "RECEIVER_RIVYA_API_KEY" in without_key, "the page says why it is not offered"
+
+    server = start_server(support_token=SUPPORT_TOKEN, **reconciling(fake_rivya))
+    event = make_event()
+    assert Rivya(server, console.rivya.secret, console.rivya.sensitive).send(event).status_code
+    task = quote(event["data"]["id"], safe="")
+    for token, offered in ((ADMIN_TOKEN, True), (SUPPORT_TOKEN, False)):
+        browsers.append(Browser(server.url))
+        assert browsers[-1].sign_in(token).status_code == 303
+        shown = browsers[-1].get(f"/console/records/{task}").text
+        assert ("Ask Rivya about this task now" in shown) is offered, token
+        assert "RECEIVER_RIVYA_API_KEY" not in shown
