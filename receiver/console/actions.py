@@ -67,7 +67,7 @@ async def replay_event(request: Request) -> Response:
 async def replay_matching(request: Request) -> Response:
     """The confirmed second step of a replay by filter (the first is the replay page)."""
     _, form = await session_and_form(request)
-    query = read_query(ReplayQuery, form)
+    query = read_query(ReplayQuery, request, form)
     await _replay(services_of(request), query.event_filter(), query.destination)
     return _back("/console/deliveries?state=pending", "replayed")
 

@@ -2,20 +2,28 @@
 CLI and the admin API use, and renders one template. Every list is a cursor page."""
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Annotated, Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.console.charts import stacked_bars
+from receiver.console.charts import hourly_chart
 from receiver.console.rendering import page
-from receiver.exceptions import NotFoundError
+from receiver.console.zones import zone_of
+from receiver.exceptions import InvalidRequestError, NotFoundError
 from receiver.metrics import metrics_of
 from receiver.model import GENERATION_STATUSES, Outcome
-from receiver.operators.moments import Moment
+from receiver.operators.moments import read_moment
 from receiver.services import services_of
 from receiver.store.activity import hourly_activity
 from receiver.store.database import transaction
@@ -43,6 +51,18 @@ REPLAY_COUNT_LIMIT = 10_000
 DELIVERY_STATES = (DeliveryState.DEAD.value, DeliveryState.PENDING.value, ORPHANED, "delivered")
 
 
+def _zoned_moment(value: Any, info: ValidationInfo) -> datetime:
+    """A filter's time, as the CLI reads it, but read in the browser's zone (`read_query`)."""
+    zone, now = cast(tuple[tzinfo, datetime], info.context)
+    return read_moment(str(value), str(info.field_name), zone, now)
+
+
+# A time the console's filters read: 24h, 7d, 2026-12-01, 2026-12-01T09:00 (the browser's
+# zone), or with a zone. The replay page's confirmation carries it back as ISO 8601 in UTC,
+# so what it replays is what it counted, not what "24h" means a minute later.
+ZonedMoment = Annotated[datetime, PlainValidator(_zoned_moment)]
+
+
 class _Query(BaseModel):
     """A page's query string: blank fields mean no filter; anything unreadable is a 400."""
 
@@ -64,8 +84,8 @@ Q = TypeVar("Q", bound=_Query)
 
 class ReplayQuery(_Query):
     type: str | None = None
-    since: Moment | None = None
-    until: Moment | None = None
+    since: ZonedMoment | None = None
+    until: ZonedMoment | None = None
     delivery_state: DeliveryState | None = None
     destination: str | None = None
 
@@ -82,15 +102,15 @@ class ReplayQuery(_Query):
 class EventsQuery(_Query):
     type: str | None = None
     outcome: Outcome | None = None
-    since: Moment | None = None
-    until: Moment | None = None
+    since: ZonedMoment | None = None
+    until: ZonedMoment | None = None
 
 
 class FailedQuery(_Query):
     error_code: str | None = None
     model: str | None = None
-    since: Moment | None = None
-    until: Moment | None = None
+    since: ZonedMoment | None = None
+    until: ZonedMoment | None = None
     q: str | None = None
 
 
@@ -118,15 +138,20 @@ class DeliveriesQuery(_Query):
         return value
 
 
-def read_query(model: type[Q], values: Mapping[str, Any]) -> Q:
+def read_query(model: type[Q], request: Request, values: Mapping[str, Any]) -> Q:
+    """`values` (a query string or a form) as `model`; a bad one is a 400 naming its field.
+    A time raises its own InvalidRequestError (`read_moment`), which pydantic lets through."""
     try:
-        return model.model_validate(dict(values))
-    except ValidationError:
-        raise HTTPException(400, "That filter cannot be read: check its values.") from None
+        return model.model_validate(dict(values), context=(zone_of(request), datetime.now(UTC)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "filter"
+        reason = first["msg"].removeprefix("Value error, ")
+        raise InvalidRequestError(f"{name}: {reason}") from None
 
 
 def _read(model: type[Q], request: Request) -> Q:
-    return read_query(model, request.query_params)
+    return read_query(model, request, request.query_params)
 
 
 async def overview(request: Request) -> Response:
@@ -146,8 +171,10 @@ async def overview(request: Request) -> Response:
         "overview.html",
         numbers=totals.numbers | {"credits": day_credits},
         counted_at=totals.counted_at.isoformat(timespec="seconds"),
-        events_chart=stacked_bars(hours, ("events",)),
-        deliveries_chart=stacked_bars(hours, ("delivered", "failed")),
+        events_chart=hourly_chart("events", hours, ("events",), zone_of(request)),
+        deliveries_chart=hourly_chart(
+            "deliveries", hours, ("delivered", "failed"), zone_of(request)
+        ),
         received_today=sum(hour["events"] for hour in hours),
         reconciling=settings.rivya_api_key is not None,
         any_events=any_events,

@@ -18,9 +18,15 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.exceptions import RejectedRequestError, SettingsError, StoreUnavailableError
+from receiver.exceptions import (
+    InvalidRequestError,
+    RejectedRequestError,
+    SettingsError,
+    StoreUnavailableError,
+)
 from receiver.logs import configure_logging
-from receiver.operators.spans import is_span, parse_span
+from receiver.operators.moments import read_moment
+from receiver.operators.spans import parse_span
 from receiver.settings import Settings
 from receiver.store.database import create_engine, schema_is_current, sqlite_path
 
@@ -69,18 +75,13 @@ def run_with_store(operation: Callable[[AsyncEngine], Awaitable[T]]) -> T:
 
 
 def parse_moment(text: str | None, option: str) -> datetime | None:
-    """ISO 8601 (UTC when no zone is given), or a span back from now: 90m, 24h, 7d, 2w."""
+    """As the console reads it (`read_moment`), a time without a zone in UTC."""
     if text is None:
         return None
-    if is_span(text):
-        return datetime.now(UTC) - parse_duration(text, option)
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.ClickException(
-            f"{option}: {text!r} is neither an ISO 8601 time nor a span like 24h or 7d"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return read_moment(text, option, UTC, datetime.now(UTC))
+    except InvalidRequestError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def parse_duration(text: str, option: str) -> timedelta:
