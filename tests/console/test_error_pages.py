@@ -261,11 +261,12 @@ def test_actions_that_cannot_work_are_not_offered(
 
     server = start_server(support_token=SUPPORT_TOKEN, **reconciling(fake_rivya))
     event = make_event()
-    assert Rivya(server, console.rivya.secret, console.rivya.sensitive).send(event).status_code
+    sent = Rivya(server, console.rivya.secret, console.rivya.sensitive).send(event)
+    assert sent.json()["status"] == "accepted"
     task = quote(event["data"]["id"], safe="")
     for token, offered in ((ADMIN_TOKEN, True), (SUPPORT_TOKEN, False)):
         browsers.append(Browser(server.url))
         assert browsers[-1].sign_in(token).status_code == 303
-        shown = browsers[-1].get(f"/console/records/{task}").text
-        assert ("Ask Rivya about this task now" in shown) is offered, token
-        assert "RECEIVER_RIVYA_API_KEY" not in shown
+        record_page = browsers[-1].get(f"/console/records/{task}").text
+        assert ("Ask Rivya about this task now" in record_page) is offered, token
+        assert "RECEIVER_RIVYA_API_KEY" not in record_page
