@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 .PHONY: help run test postgres browser screenshots lint audit bench lock clean
 
 help:
-	@echo "make run   serve on 127.0.0.1:8000 with the embedded SQLite database"
+	@echo "make run   serve on 127.0.0.1:8000 (HOST=, PORT= to change) with the embedded SQLite database"
 	@echo "make test  run the test suite"
 	@echo "make lint  ruff, formatting, mypy --strict, bandit, hadolint, yamllint, Kubernetes schemas"
 	@echo "make audit pip-audit of every pinned package (needs PyPI's vulnerability API)"
@@ -37,10 +37,16 @@ $(INSTALLED): $(RUNTIME)
 		"$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" > .env
 	@echo "Created .env with fresh development secrets (mode 0600): keep it out of version control."
 
+# Where `make run` serves: `make run PORT=8080` when 8000 is taken. Set here, not with ?=,
+# so that only the command line changes them (a shell's own HOST or PORT does not).
+HOST := 127.0.0.1
+PORT := 8000
+
 run: $(RUNTIME) .env
-	@echo "Console: http://127.0.0.1:8000/console/ (sign in with RECEIVER_ADMIN_TOKEN from .env)"
-	@echo "From another terminal, send a signed test event:  $(BIN)/receiver send-test"
-	@$(BIN)/receiver serve
+	@echo "Console: http://$(HOST):$(PORT)/console/ (sign in with RECEIVER_ADMIN_TOKEN from .env)"
+	@echo "From another terminal, send a signed test event:" \
+		"$(BIN)/receiver send-test --url http://$(HOST):$(PORT)/webhooks/rivya"
+	@$(BIN)/receiver serve --host $(HOST) --port $(PORT)
 
 # Most tests wait on real servers, sinks and a browser more than they compute: two workers
 # (whole modules each, so a module's server is made once). The fault and timing tests in
