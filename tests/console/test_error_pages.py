@@ -6,6 +6,7 @@ no navigation. /admin and the webhook keep answering JSON. And actions that cann
 
 import html
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ OFFERED = re.compile(
     r'method="post" action="/console/(?!logout")|href="/console/(?:replay|reprocess)\b'
     r'|href="/console/destinations/[^"]*/replay'
 )
+# Short, so that a form sent too slowly is refused soon (408).
+REQUEST_TIMEOUT_SECONDS = 2
 # Past the console's form cap (receiver.bodies.SMALL_BODY_BYTES, 64 KiB).
 OVERSIZED = "x" * (64 * 1024 + 1)
 
@@ -48,7 +51,12 @@ def console(
 ) -> Iterator[Console]:
     """A server with a support token and no Rivya API key, one event delivered, and a
     browser signed in per role (and one signed out)."""
-    server = ReceiverProcess(workdir, {**server_env, "RECEIVER_SUPPORT_TOKEN": SUPPORT_TOKEN})
+    env = {
+        **server_env,
+        "RECEIVER_SUPPORT_TOKEN": SUPPORT_TOKEN,
+        "RECEIVER_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_SECONDS),
+    }
+    server = ReceiverProcess(workdir, env)
     server.start()
     rivya = Rivya(server, secrets_in_use[0], sensitive)
     event = make_event()
@@ -224,6 +232,19 @@ def test_unreadable_forms_and_methods_are_pages(console: Console) -> None:
     wrong_method = admin.client.put("/console/replay")
     error_page(wrong_method, 405)
     assert wrong_method.headers["allow"]
+    csrf = admin.csrf()
+
+    def slowly() -> Iterator[bytes]:
+        yield f"csrf={csrf}".encode()
+        time.sleep(REQUEST_TIMEOUT_SECONDS + 1)
+        yield b"&note=late"
+
+    late = admin.client.post(
+        "/console/reprocess",
+        content=slowly(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    error_page(late, 408)
     signed_out = console.anonymous.post("/console/login", csrf="x", token=OVERSIZED)
     error_page(signed_out, 413, signed_in=False)
 
