@@ -3,6 +3,7 @@ support, posted with generated values (Hypothesis): no answer is a 5xx, and with
 valid CSRF token (or, for support, without the right to act) nothing changes: not a row of
 the database, not an audit line."""
 
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,10 +16,12 @@ import sqlalchemy as sa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ADMIN_TOKEN, Rivya
+from tests.conftest import ADMIN_TOKEN, SECRETS_OF_THE_RUN, Rivya, Sensitive
 from tests.console.conftest import SUPPORT_TOKEN, Browser
 from tests.databases import reading
+from tests.fake_rivya import FakeRivya
 from tests.helpers import ReceiverProcess, make_event, wait_until
+from tests.reconcile.conftest import reconciling
 
 # Per form, role and kind of token. 15 gives each field its edge values (empty, NUL,
 # non-ASCII, long, the page's own values) and keeps the module near half a minute a backend.
@@ -169,8 +172,24 @@ def fuzz(
 
 
 @pytest.fixture(scope="module")
-def server_env(server_env: dict[str, str]) -> dict[str, str]:
-    return {**server_env, "RECEIVER_SUPPORT_TOKEN": SUPPORT_TOKEN}
+def module_rivya_api(sensitive: Sensitive) -> Iterator[FakeRivya]:
+    """Rivya's API for the module's server: "Ask Rivya" is offered only with a key."""
+    key = f"rvya_sk_{secrets.token_hex(16)}"
+    for registry in (sensitive, SECRETS_OF_THE_RUN):
+        registry.add(key)
+    api = FakeRivya(key)
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def server_env(server_env: dict[str, str], module_rivya_api: FakeRivya) -> dict[str, str]:
+    asking = reconciling(module_rivya_api, reconcile_after_seconds="3600")
+    return {
+        **server_env,
+        "RECEIVER_SUPPORT_TOKEN": SUPPORT_TOKEN,
+        **{f"RECEIVER_{name.upper()}": value for name, value in asking.items()},
+    }
 
 
 @pytest.fixture(scope="module")
