@@ -15,7 +15,9 @@ import pytest
 from receiver.console.rendering import page_of, segment
 from tests.conftest import Rivya, Sensitive
 from tests.console.conftest import Browser
+from tests.fake_rivya import FakeRivya
 from tests.helpers import Downstream, Received, ReceiverProcess, make_event, wait_until
+from tests.reconcile.conftest import reconciling
 
 AWKWARD_IDS = ("..", ".", "a/b", "%2e%2e", "a?b#c", "../replay")
 ACTIONS = ("/console/events/replay", "/console/records/reconcile")
@@ -127,11 +129,15 @@ def dead_letters(
     own_downstream: Callable[..., Downstream],
     secrets_in_use: tuple[str, str],
     sensitive: Sensitive,
+    fake_rivya: FakeRivya,
 ) -> tuple[Rivya, Downstream]:
     """A server whose every event's delivery is dead after three attempts (its downstream
-    takes an event the fourth time), one event and one record per awkward ID."""
+    takes an event the fourth time), one event and one record per awkward ID. It has a Rivya
+    API key, so that a record's page offers its action ("Ask Rivya") too."""
     sink = own_downstream(failing_three_times)
-    server = start_server(forward_url=sink.url)
+    server = start_server(
+        forward_url=sink.url, **reconciling(fake_rivya, reconcile_after_seconds="3600")
+    )
     rivya = Rivya(server, secrets_in_use[0], sensitive)
     for awkward in AWKWARD_IDS:
         assert rivya.send(make_event(event_id=awkward, task_id=awkward)).status_code == 200
