@@ -132,7 +132,9 @@ def hourly_chart(
                 bars.append(
                     Bar(x + GAP / 2, base, slot_width - GAP, height, label, label in HATCHED)
                 )
-        title = f"{local:%H:%M}-{until:%H:%M}: {_counts(hour, series)}"
+        # The hour a clock goes back or forward names both offsets: 02:00 CEST-02:00 CET.
+        wall = "%H:%M %Z" if until.utcoffset() != local.utcoffset() else "%H:%M"
+        title = f"{local:{wall}}-{until:{wall}}: {_counts(hour, series)}"
         slots.append(Slot(x, slot_width, title, tuple(bars)))
         # Labels fall on the zone's round hours, midnight among them; the first label and
         # each midnight's carry the date.
