@@ -85,6 +85,8 @@ class Chart:
     hatched: tuple[str, ...]
     zone: str
     summary: str  # what a screen reader says instead of the picture
+    start: str | None  # the window, ISO 8601 in UTC (the page shows it in the browser's zone)
+    end: str | None
 
 
 def scale_top(peak: int) -> tuple[int, int]:
@@ -164,6 +166,8 @@ def hourly_chart(
         hatched=tuple(label for label in series if label in HATCHED),
         zone=str(zone),
         summary=_summary(hours, series, zone),
+        start=hours[0]["hour"].isoformat() if hours else None,
+        end=(hours[-1]["hour"] + timedelta(hours=1)).isoformat() if hours else None,
     )
 
 
