@@ -20,7 +20,7 @@ from typing import Any
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from receiver.exceptions import SettingsError
+from receiver.exceptions import InvalidRequestError, SettingsError
 from receiver.model import Outcome
 from receiver.signatures import WebhookSecret
 
@@ -60,6 +60,15 @@ class Destination:
         return (
             self.event_types is None or event_type in self.event_types
         ) and outcome in self.wanted_outcomes
+
+
+def find_destination(destinations: Sequence[Destination], name: str) -> Destination:
+    """The destination called `name`. Every command and endpoint that takes a destination's
+    name refuses an unknown one here, so in the same words."""
+    for destination in destinations:
+        if destination.name == name:
+            return destination
+    raise InvalidRequestError(f"destination: {name!r} is not configured")
 
 
 def check_http_url(value: str) -> str:

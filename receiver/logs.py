@@ -100,7 +100,8 @@ def configure_logging(level: str, log_format: str, stream: TextIO = sys.stdout) 
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Processor = (
-        structlog.dev.ConsoleRenderer()
+        # Colours for a terminal only: forced on a pipe or a file, they are escape codes.
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
         if renders_for_people(log_format, stream)
         else structlog.processors.JSONRenderer(serializer=_dumps)
     )

@@ -2,10 +2,26 @@
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tests.helpers import ReceiverProcess, free_port, new_secret, run_cli
+import pytest
+
+from tests.conftest import Rivya, Sensitive
+from tests.helpers import (
+    Downstream,
+    Operator,
+    ReceiverProcess,
+    always,
+    free_port,
+    make_event,
+    new_secret,
+    run_cli,
+    wait_until,
+    write_destinations,
+)
 
 receiver = run_cli
 
@@ -140,3 +156,126 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         result = receiver(*command, "--help", env={}, cwd=tmp_path)
         assert result.returncode == 0, command
         assert result.stdout.startswith("Usage: "), command
+
+
+@pytest.fixture
+def delivered_and_dead(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    new_secrets: Callable[[], str],
+    tmp_path: Path,
+) -> tuple[Operator, Rivya, dict[str, Any]]:
+    """One event, delivered to `default` at the first attempt and dead at `billing` (503,
+    twice)."""
+    billing = {"name": "billing", "url": own_downstream(always(503)).url}
+    server = start_server(
+        destinations_file=write_destinations(
+            tmp_path / "d.toml", billing | {"signing_secrets": new_secrets()}
+        ),
+        forward_retry_schedule="0.2",
+    )
+    sender, operator = Rivya(server, secrets_in_use[0], sensitive), Operator(server)
+    event = make_event()
+    assert sender.send(event).status_code == 200
+
+    def finished() -> set[str]:
+        return {d["state"] for d in operator.json("events", "show", event["id"])["deliveries"]}
+
+    wait_until(lambda: finished() == {"delivered", "dead"}, timeout=20)
+    return operator, sender, event
+
+
+def test_an_unknown_destination_is_refused_in_the_same_line_by_every_command(
+    delivered_and_dead: tuple[Operator, Rivya, dict[str, Any]],
+) -> None:
+    operator, _, event = delivered_and_dead
+    refusal = "Error: destination: 'nope' is not configured\n"
+    for command in (
+        ("deliveries", "list", "--destination", "nope"),
+        ("deliveries", "list", "--destination", "nope", "--state", "dead"),
+        ("replay", event["id"], "--destination", "nope"),
+        ("replay", event["id"], "--destination", "nope", "--to", "http://127.0.0.1:9/x"),
+        ("replay", "--since", "1h", "--destination", "nope", "--dry-run"),
+    ):
+        for as_json in ((), ("--json",)):
+            assert operator.run(*command, *as_json, code=1) == refusal, command
+    to_billing = operator.json("deliveries", "list", "--destination", "billing")["deliveries"]
+    assert [d["state"] for d in to_billing] == ["dead"]
+    # No longer configured, still named by its deliveries: listed, not refused.
+    unconfigured = {
+        k: v for k, v in operator.server.env.items() if k != "RECEIVER_DESTINATIONS_FILE"
+    }
+    listed = receiver(
+        "deliveries",
+        "list",
+        "--destination",
+        "billing",
+        "--json",
+        env=unconfigured,
+        cwd=operator.server.workdir,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [d["destination"] for d in json.loads(listed.stdout)["deliveries"]] == ["billing"]
+
+
+def test_audit_lines_go_to_stderr_as_log_lines_and_stdout_holds_the_answer_alone(
+    delivered_and_dead: tuple[Operator, Rivya, dict[str, Any]],
+) -> None:
+    operator, _, event = delivered_and_dead
+    server = operator.server
+    changes = {
+        "replay": ("replay", event["id"]),
+        "reprocess": ("reprocess", event["id"]),
+        "prune": ("prune", "--older-than", "30d"),
+        "register": ("tasks", "register", "task_registered_by_hand"),
+    }
+    for what, command in changes.items():
+        for log_format in ("json", "console"):
+            env = server.env | {"RECEIVER_LOG_FORMAT": log_format}
+            result = receiver(*command, env=env, cwd=server.workdir)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip()
+            assert "audit" not in result.stdout, (what, log_format)
+            (line,) = result.stderr.splitlines()
+            if log_format == "json":
+                audit = json.loads(line)
+                assert (audit["event"], audit["who"], audit["what"]) == ("audit", "cli", what)
+            else:
+                assert "audit" in line
+                assert f"what={what}" in line
+        # --json: stdout is one JSON document, the answer.
+        answer = receiver(*command, "--json", env=server.env, cwd=server.workdir)
+        assert "audit" not in json.dumps(json.loads(answer.stdout))
+
+
+def test_result_urls_show_on_a_record_and_an_event_alone(
+    delivered_and_dead: tuple[Operator, Rivya, dict[str, Any]],
+) -> None:
+    """Never in a listing, the admin API's or the CLI's (JSON or human), nor in a log line:
+    they can be signed links."""
+    operator, sender, event = delivered_and_dead
+    url = event["data"]["result"]["primary_url"]
+    for command in (
+        ("events", "list"),
+        ("records", "list"),
+        ("deliveries", "list"),
+        ("destinations", "list"),
+        ("stats",),
+    ):
+        for as_json in ((), ("--json",)):
+            result = receiver(
+                *command, *as_json, env=operator.server.env, cwd=operator.server.workdir
+            )
+            assert result.returncode == 0, result.stderr
+            assert url not in result.stdout + result.stderr, command
+    for listing in ("/events", "/records", "/deliveries", "/destinations", "/stats"):
+        answer = sender.admin(listing)
+        assert answer.status_code == 200
+        assert url not in answer.text, listing
+    for shown in (("records", "show", event["data"]["id"]), ("events", "show", event["id"])):
+        assert url in operator.run(*shown)
+        assert url in json.dumps(operator.json(*shown))
+    assert url in sender.admin(f"/records/{event['data']['id']}").json()["result_urls"]
+    assert url not in operator.server.output()

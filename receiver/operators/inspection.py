@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from receiver.destinations import find_destination
 from receiver.model import GENERATION_STATUSES, Outcome
 from receiver.operators import views
 from receiver.operators.terminal import (
@@ -22,6 +23,7 @@ from receiver.store.database import transaction
 from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
 from receiver.store.health import collect_health
+from receiver.store.pages import Page
 from receiver.store.queries import (
     DeliveryFilter,
     get_event,
@@ -152,8 +154,18 @@ def deliveries_list(
 ) -> None:
     """List deliveries, newest first."""
     which = DeliveryFilter(state=state, destination=destination)
-    configured = [d.name for d in load_settings().forwarding]
-    page = read(lambda connection: list_deliveries(connection, which, configured, limit, cursor))
+    forwarding = load_settings().forwarding
+    configured = [d.name for d in forwarding]
+
+    async def listed(connection: AsyncConnection) -> Page:
+        # A destination no longer configured is still listed while deliveries name it.
+        if destination is not None and destination not in configured:
+            stored = [entry["destination"] for entry in await collect_health(connection, ())]
+            if destination not in stored:
+                find_destination(forwarding, destination)  # refuses it, as replay does
+        return await list_deliveries(connection, which, configured, limit, cursor)
+
+    page = read(listed)
     data: dict[str, Any] = {"deliveries": page.items, "next_cursor": page.next_cursor}
     emit(data, as_json, views.delivery_page)
 

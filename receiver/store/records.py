@@ -20,6 +20,7 @@ from receiver.store.queries import get_record
 from receiver.store.tables import records
 
 MAX_REFERENCE_CHARS = 128
+LISTED_COLUMNS = tuple(column for column in records.c if column.name != "result_urls")
 
 
 async def register_task(
@@ -121,9 +122,10 @@ async def list_records(
     limit: int,
     cursor: str | None = None,
 ) -> Page:
-    """Most recently changed first; `cursor` continues from the previous page's end."""
+    """Most recently changed first; `cursor` continues from the previous page's end. Without
+    result URLs: they can be signed links, shown on a record's own page alone."""
     query = (
-        sa.select(records)
+        sa.select(*LISTED_COLUMNS)
         .where(*record_conditions(which, now))
         .order_by(records.c.changed_at.desc(), records.c.task_id.desc())
     )
