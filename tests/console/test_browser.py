@@ -109,6 +109,15 @@ def test_an_operator_and_a_support_person_use_the_console(
     assert "content_policy_violation" in details
     assert "reserved 12, final 0" in details
 
+    # A filter the console cannot read: a page in the layout that names the field and what
+    # it takes, and leads back to the list.
+    driver.get(f"{base}/console/events?since=last+tuesday")
+    assert driver.find_element(By.CSS_SELECTOR, ".error .problem").text.startswith("since: ")
+    assert driver.find_element(By.TAG_NAME, "nav").is_displayed()
+    screenshot(driver, shots, "console-error.png")
+    driver.find_element(By.LINK_TEXT, "Back to events, without filters").click()
+    wait_until(lambda: driver.current_url == f"{base}/console/events", timeout=10)
+
     # A dead letter, replayed, reaches the sink once it answers.
     failing[0] = False
     driver.get(f"{base}/console/deliveries?state=dead")
