@@ -49,6 +49,8 @@ ALLOWED_FIELDS = frozenset(
         "destinations",
         "failures",
         "changed",
+        "unchanged",
+        "by_destination",
         "not_found",
         "failed",
         "credits",

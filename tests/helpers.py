@@ -135,12 +135,16 @@ def signed(secret: str, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     return body, sign(secret, body, event["id"])
 
 
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`receiver ARGS...` as an operator types it, in its own process."""
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, answer: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`receiver ARGS...` as an operator types it, in its own process; `answer` is typed
+    in (to a confirmation; none by default, never the test runner's own input)."""
     return subprocess.run(
         [sys.executable, "-m", "receiver", *args],
         env={"PATH": os.environ.get("PATH", ""), **env},
         cwd=cwd,
+        input=answer,
         capture_output=True,
         text=True,
         timeout=60,
@@ -387,8 +391,8 @@ class Operator:
     def __init__(self, server: ReceiverProcess) -> None:
         self.server = server
 
-    def run(self, *args: str, code: int = 0) -> str:
-        result = run_cli(*args, env=self.server.env, cwd=self.server.workdir)
+    def run(self, *args: str, code: int = 0, answer: str = "") -> str:
+        result = run_cli(*args, env=self.server.env, cwd=self.server.workdir, answer=answer)
         assert result.returncode == code, result.stderr
         assert "Traceback" not in result.stderr
         return result.stdout if code == 0 else result.stderr

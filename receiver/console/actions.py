@@ -47,7 +47,9 @@ def _posted_id(form: FormData, name: str) -> str:
     return found
 
 
-async def _replay(services: Services, which: EventFilter, destination: str | None) -> int:
+async def _replay(
+    services: Services, which: EventFilter, destination: str | None
+) -> actions.Replayed:
     try:
         return await actions.replay_served(services, which, destination, WHO)
     except NotFoundError:

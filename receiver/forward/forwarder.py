@@ -342,7 +342,9 @@ class Forwarder:
             self._on_attempt(destination.name, status_code, error_class)
         attempt = delivery.attempts_made + 1
         verdict = self._policy.judge(attempt, status_code, retry_after, datetime.now(UTC))
-        self._log.info(
+        # The last attempt of a delivery that goes dead needs an operator: a warning.
+        dead = verdict.state is DeliveryState.DEAD
+        (self._log.warning if dead else self._log.info)(
             "delivery_attempt",
             delivery_id=delivery.id,
             destination=destination.name,
@@ -366,6 +368,7 @@ class Forwarder:
                 delivery_id=delivery.id,
                 destination=destination.name,
                 event_id=delivery.event_id,
+                target_url=delivery.target_url,
                 attempt=attempt,
                 attempted_at=attempted_at,
                 duration_ms=duration_ms,

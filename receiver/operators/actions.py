@@ -6,7 +6,7 @@ Each action that changes data writes one `audit` log line: who asked ("cli" or
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,12 +17,14 @@ from receiver.exceptions import ForwardingDisabledError, InvalidRequestError, No
 from receiver.generations import MAX_ID_CHARS
 from receiver.ingest.envelope import parse_event
 from receiver.logs import log
+from receiver.operators.nouns import counted
 from receiver.services import Services
 from receiver.settings import Settings
 from receiver.store.database import transaction
 from receiver.store.deliveries import replay_events
 from receiver.store.events import reprocess_event
 from receiver.store.filters import EventFilter, matching_event_ids
+from receiver.store.queries import count_replay
 from receiver.store.records import MAX_REFERENCE_CHARS, register_task
 from receiver.store.retention import Pruned, prune
 
@@ -62,46 +64,170 @@ def replay_destinations(
         name = settings.forwarding[0].name
     for destination in settings.forwarding:
         if destination.name == name:
-            return [replace(destination, event_types=None, outcomes=EVERY_OUTCOME)]
+            return [_whatever_its_filters(destination)]
     raise InvalidRequestError(f"destination: {name!r} is not configured")
+
+
+def _whatever_its_filters(destination: Destination) -> Destination:
+    return replace(destination, event_types=None, outcomes=EVERY_OUTCOME)
+
+
+# What a replay sends one destination: the events `which` matches (those it wants, by its
+# filters, unless it was named or a delivery state chose them).
+Leg = tuple[Destination, EventFilter]
+
+
+def plan_replay(
+    settings: Settings, which: EventFilter, name: str | None, target_url: str | None = None
+) -> list[Leg]:
+    """Where a replay goes, and what each destination is sent. With a delivery state, each
+    destination (the one named, or every one) is sent the events whose latest delivery to
+    it is in that state, whatever its filters: they were sent there before. So a replay of
+    dead letters goes only where they died, never to a destination that has them."""
+    destinations = replay_destinations(settings, name, target_url)
+    if which.delivery_state is None:
+        return [(destination, which) for destination in destinations]
+    return [
+        (_whatever_its_filters(destination), replace(which, destination=destination.name))
+        for destination in destinations
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """Deliveries a replay queued, or in a dry run would queue, by destination (those with
+    none left out). A dry run counts each destination's no further than REPLAY_COUNT_LIMIT:
+    REPLAY_COUNT_LIMIT + 1 reads "more than REPLAY_COUNT_LIMIT"."""
+
+    by_destination: dict[str, int]
+    dry_run: bool = False
+
+    @property
+    def deliveries(self) -> int:
+        return sum(self.by_destination.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "deliveries": self.deliveries,
+            "by_destination": self.by_destination,
+        }
+
+    def __str__(self) -> str:
+        """In words: 4 deliveries: analytics 3, billing 1 (or 0 deliveries)."""
+        shown = ", ".join(f"{name} {_capped(n)}" for name, n in self.by_destination.items())
+        total = sum(min(n, REPLAY_COUNT_LIMIT) for n in self.by_destination.values())
+        head = counted(total, "delivery", "deliveries")
+        if any(n > REPLAY_COUNT_LIMIT for n in self.by_destination.values()):
+            head = f"more than {total:,} deliveries"
+        return f"{head}: {shown}" if shown else head
+
+
+def _capped(n: int) -> str:
+    return f"more than {REPLAY_COUNT_LIMIT:,}" if n > REPLAY_COUNT_LIMIT else f"{n:,}"
+
+
+# A dry run counts each destination's deliveries this far, then says "more than": each
+# match costs an index lookup or two, and past ten thousand the exact number changes
+# nothing an operator decides (the console's replay page counts to the same bound).
+REPLAY_COUNT_LIMIT = 10_000
+
+
+async def count_planned(engine: AsyncEngine, plan: Sequence[Leg]) -> Replayed:
+    """What `plan` would queue, changing nothing."""
+    counted: dict[str, int] = {}
+    async with transaction(engine) as connection:
+        for destination, which in plan:
+            if n := await count_replay(connection, which, destination, REPLAY_COUNT_LIMIT):
+                counted[destination.name] = n
+    return Replayed(counted, dry_run=True)
+
+
+async def resolve_plan(
+    engine: AsyncEngine, plan: Sequence[Leg]
+) -> list[tuple[Destination, list[str]]]:
+    """Each leg's matching event IDs, read before anything is queued: queueing changes the
+    delivery states a leg may be chosen by."""
+    return [(destination, await matching_ids(engine, which)) for destination, which in plan]
 
 
 async def replay(
     engine: AsyncEngine,
-    event_ids: list[str],
+    legs: Sequence[tuple[Destination, list[str]]],
     who: str,
-    destinations: Sequence[Destination],
     target_url: str | None = None,
     progress: Progress = _no_progress,
-) -> int:
-    """Queue a new delivery of each event (same webhook-id) to each of `destinations` whose
-    filters it passes; how many were queued."""
-    replayed = 0
-    for start in range(0, len(event_ids), CHUNK):
-        chunk = EventFilter(event_ids=tuple(event_ids[start : start + CHUNK]))
-        async with transaction(engine) as connection:
-            replayed += await replay_events(
-                connection, chunk, datetime.now(UTC), destinations, target_url
-            )
-        progress(len(chunk.event_ids or ()))
-    log.info("audit", who=who, what="replay", count=replayed)
+) -> Replayed:
+    """Queue a new delivery of each leg's events (same webhook-id) to its destination, if
+    its filters pass them; what was queued, by destination."""
+    queued: Counter[str] = Counter()
+    for destination, event_ids in legs:
+        for start in range(0, len(event_ids), CHUNK):
+            chunk = EventFilter(event_ids=tuple(event_ids[start : start + CHUNK]))
+            async with transaction(engine) as connection:
+                queued.update(
+                    await replay_events(
+                        connection, chunk, datetime.now(UTC), [destination], target_url
+                    )
+                )
+            progress(len(chunk.event_ids or ()))
+    replayed = Replayed({d.name: queued[d.name] for d, _ in legs if queued[d.name]})
+    log.info(
+        "audit",
+        who=who,
+        what="replay",
+        count=replayed.deliveries,
+        by_destination=replayed.by_destination,
+    )
     return replayed
 
 
 async def replay_served(
-    services: Services, which: EventFilter, destination: str | None, who: str
-) -> int:
-    """A replay asked of a running service (the admin API, the console): what `which`
-    matches, to `destination` or to each destination that wants it; an event named by ID
-    must exist. Wakes this process's forwarder."""
-    destinations = replay_destinations(services.settings, destination, None)
-    event_ids = await matching_ids(services.engine, which)
-    if which.event_ids and not event_ids:
+    services: Services, which: EventFilter, destination: str | None, who: str, dry_run: bool = False
+) -> Replayed:
+    """A replay asked of a running service (the admin API, the console): see `plan_replay`;
+    an event named by ID must exist. Wakes this process's forwarder."""
+    plan = plan_replay(services.settings, which, destination)
+    if which.event_ids and not await matching_ids(services.engine, which):
         raise NotFoundError(f"no event {which.event_ids[0]!r}")
-    replayed = await replay(services.engine, event_ids, who, destinations)
+    if dry_run:
+        return await count_planned(services.engine, plan)
+    replayed = await replay(services.engine, await resolve_plan(services.engine, plan), who)
     if services.forwarder is not None:
         services.forwarder.wake()
     return replayed
+
+
+@dataclass(frozen=True, slots=True)
+class ReprocessCounts:
+    """What a reprocess did: how many events ended in each outcome, and how many of them
+    changed outcome (the rest read as they did)."""
+
+    outcomes: dict[str, int]
+    changed: int
+
+    @property
+    def reprocessed(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def unchanged(self) -> int:
+        return self.reprocessed - self.changed
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reprocessed": self.reprocessed,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "outcomes": self.outcomes,
+        }
+
+    def __str__(self) -> str:
+        """In words: reprocessed 12 events: 3 changed outcome, 9 unchanged."""
+        return (
+            f"reprocessed {counted(self.reprocessed, 'event')}: "
+            f"{self.changed:,} changed outcome, {self.unchanged:,} unchanged"
+        )
 
 
 async def reprocess(
@@ -110,21 +236,44 @@ async def reprocess(
     who: str,
     destinations: Sequence[Destination],
     progress: Progress = _no_progress,
-) -> Counter[str]:
+) -> ReprocessCounts:
     """Re-parse and re-apply each event, queueing it for each of `destinations` that wants
-    it now and was not sent it before; how many ended in each outcome."""
+    it now and was not sent it before; how many ended in each outcome, how many changed."""
     outcomes: Counter[str] = Counter()
+    changed = 0
     for start in range(0, len(event_ids), CHUNK):
         chunk = event_ids[start : start + CHUNK]
         async with transaction(engine) as connection:
             for event_id in chunk:
-                outcome = await connection.run_sync(
+                done = await connection.run_sync(
                     reprocess_event, event_id, datetime.now(UTC), parse_event, destinations
                 )
-                outcomes[outcome.value] += 1
+                outcomes[done.outcome.value] += 1
+                changed += done.changed
         progress(len(chunk))
-    log.info("audit", who=who, what="reprocess", count=sum(outcomes.values()))
-    return outcomes
+    counts = ReprocessCounts(dict(sorted(outcomes.items())), changed)
+    log.info(
+        "audit",
+        who=who,
+        what="reprocess",
+        count=counts.reprocessed,
+        changed=counts.changed,
+        unchanged=counts.unchanged,
+    )
+    return counts
+
+
+async def reprocess_served(services: Services, which: EventFilter, who: str) -> ReprocessCounts:
+    """A reprocess asked of a running service (the admin API, the console): every event
+    `which` matches; each event named by ID must exist. Wakes this process's forwarder."""
+    event_ids = await matching_ids(services.engine, which)
+    missing = sorted(set(which.event_ids or ()) - set(event_ids))
+    if missing:
+        raise NotFoundError(f"no event {missing[0]!r}")
+    counts = await reprocess(services.engine, event_ids, who, services.settings.forwarding)
+    if services.forwarder is not None:
+        services.forwarder.wake()
+    return counts
 
 
 async def prune_older_than(engine: AsyncEngine, older_than: datetime, who: str) -> Pruned:

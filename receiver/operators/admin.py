@@ -12,6 +12,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -82,7 +83,36 @@ class ReplayOne(_Strict):
 
 class ReplayRequest(Window, ReplayOne):
     type: str | None = None
+    # Of each event's latest delivery to each destination (or to `destination`): each event
+    # is replayed only where its latest delivery is in this state.
     delivery_state: DeliveryState | None = None
+    # Count what would be queued, by destination; change nothing.
+    dry_run: bool = False
+
+
+# Event IDs one reprocess may name: a 64 KiB body (`receiver.bodies`) holds about a thousand
+# of Rivya's, and more is the work of a filter (`quarantined`).
+MAX_REPROCESS_IDS = 1000
+
+
+class ReprocessRequest(_Strict):
+    """Event IDs, or every quarantined event: one of the two."""
+
+    event_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_REPROCESS_IDS)
+    quarantined: bool = False
+
+    @field_validator("event_ids")
+    @classmethod
+    def _check_ids(cls, value: list[str] | None) -> list[str] | None:
+        for event_id in value or ():
+            refuse_nul(event_id)
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_the_two(self) -> "ReprocessRequest":
+        if (self.event_ids is None) == (not self.quarantined):
+            raise ValueError("give event_ids or quarantined: true, not both")
+        return self
 
 
 class EventsQuery(Window):
@@ -204,7 +234,7 @@ async def replay_event(request: Request) -> Response:
     wanted = await _body(ReplayOne, request)
     which = EventFilter(event_ids=(event_id,))
     replayed = await actions.replay_served(services_of(request), which, wanted.destination, WHO)
-    return ORJSONResponse({"replayed": replayed}, status_code=202)
+    return ORJSONResponse(replayed.as_json(), status_code=202)
 
 
 async def replay_matching(request: Request) -> Response:
@@ -216,8 +246,21 @@ async def replay_matching(request: Request) -> Response:
         delivery_state=wanted.delivery_state,
         destination=wanted.destination,
     )
-    replayed = await actions.replay_served(services_of(request), which, wanted.destination, WHO)
-    return ORJSONResponse({"replayed": replayed}, 202)
+    replayed = await actions.replay_served(
+        services_of(request), which, wanted.destination, WHO, wanted.dry_run
+    )
+    return ORJSONResponse(replayed.as_json(), status_code=200 if wanted.dry_run else 202)
+
+
+async def reprocess_events(request: Request) -> Response:
+    wanted = await _body(ReprocessRequest, request)
+    which = (
+        EventFilter(event_ids=tuple(wanted.event_ids))
+        if wanted.event_ids
+        else EventFilter(outcome=Outcome.QUARANTINED)
+    )
+    counts = await actions.reprocess_served(services_of(request), which, WHO)
+    return ORJSONResponse(counts.as_json())
 
 
 async def _body(model: type[M], request: Request) -> M:
@@ -246,6 +289,7 @@ def admin_mount(token: SecretStr | None) -> Mount:
             Route("/events/{event_id:path}/replay", replay_event, methods=["POST"]),
             Route("/events/{event_id:path}", show_event),
             Route("/replay", replay_matching, methods=["POST"]),
+            Route("/reprocess", reprocess_events, methods=["POST"]),
             Route("/deliveries", show_deliveries),
             Route("/destinations", show_destinations),
             Route("/records", show_records),

@@ -12,6 +12,7 @@ from receiver.exceptions import RejectedRequestError
 from receiver.model import Outcome
 from receiver.operators import actions
 from receiver.operators.inspection import STATES, since_option, type_option, until_option
+from receiver.operators.nouns import counted
 from receiver.operators.terminal import (
     emit,
     json_option,
@@ -36,12 +37,26 @@ async def _existing(engine: AsyncEngine, which: EventFilter) -> list[str]:
     return found
 
 
+yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation first.")
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask on stderr (stdout stays clean for --json); no answer, or no, stops the command."""
+    if not yes:
+        click.confirm(question, abort=True, err=True)
+
+
 @click.command()
 @click.argument("event_ids", nargs=-1)
 @type_option
 @since_option
 @until_option
-@click.option("--delivery-state", type=STATES, help="State of the event's latest delivery.")
+@click.option(
+    "--delivery-state",
+    type=STATES,
+    help="State of the event's latest delivery to each destination (or to --destination); "
+    "each event is replayed only where it is in that state.",
+)
 @click.option(
     "--destination",
     help="Only to this destination (whatever its filters); default: each that wants the event.",
@@ -52,6 +67,7 @@ async def _existing(engine: AsyncEngine, which: EventFilter) -> list[str]:
     help="Deliver to this endpoint instead, this once, signed as --destination.",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
+@yes_option
 @json_option
 def replay(
     event_ids: tuple[str, ...],
@@ -62,12 +78,14 @@ def replay(
     destination: str | None,
     target_url: str | None,
     dry_run: bool,
+    yes: bool,
     as_json: bool,
 ) -> None:
     """Queue stored events for delivery again (same webhook-id), by ID or by filter.
 
-    A running `receiver serve` or `receiver worker` delivers them, signed as usual. With
-    --delivery-state and --destination, the state is that of the latest delivery there."""
+    A running `receiver serve` or `receiver worker` delivers them, signed as usual. A replay
+    by filter shows its count by destination and asks first (unless --yes). A destination's
+    dead letters: `receiver replay --destination NAME --delivery-state dead`."""
     if bool(event_ids) == any(f is not None for f in (event_type, since, until, delivery_state)):
         raise click.UsageError(
             "give event IDs, or filters: --type, --since, --until, --delivery-state"
@@ -77,10 +95,6 @@ def replay(
             check_http_url(target_url)
         except ValueError as exc:
             raise click.UsageError(f"--to: {exc}") from exc
-    try:
-        destinations = actions.replay_destinations(load_settings(), destination, target_url)
-    except RejectedRequestError as exc:
-        raise click.ClickException(str(exc)) from exc
     which = EventFilter(
         event_ids=event_ids or None,
         type=event_type,
@@ -89,29 +103,36 @@ def replay(
         delivery_state=delivery_state,
         destination=destination,
     )
+    try:
+        plan = actions.plan_replay(load_settings(), which, destination, target_url)
+    except RejectedRequestError as exc:
+        raise click.ClickException(str(exc)) from exc
 
-    async def run(engine: AsyncEngine) -> dict[str, int]:
-        found = await _existing(engine, which)
+    async def run(engine: AsyncEngine) -> actions.Replayed:
+        if event_ids:
+            await _existing(engine, which)
         if dry_run:
-            return {"would_replay": len(found)}
-        with progress(len(found), "Replaying", quiet=as_json) as advance:
-            replayed = await actions.replay(engine, found, WHO, destinations, target_url, advance)
-            return {"replayed": replayed}
+            return await actions.count_planned(engine, plan)
+        if not event_ids:
+            _confirm(f"Replay {await actions.count_planned(engine, plan)}?", yes)
+        legs = await actions.resolve_plan(engine, plan)
+        total = sum(len(found) for _, found in legs)
+        with progress(total, "Replaying", quiet=as_json) as advance:
+            return await actions.replay(engine, legs, WHO, target_url, advance)
 
     result = run_with_store(run)
-    if dry_run:
-        emit(result, as_json, lambda r: f"Would replay {r['would_replay']} events.")
-    else:
-        emit(result, as_json, lambda r: f"Queued {r['replayed']} deliveries.")
+    verb = "Would queue" if dry_run else "Queued"
+    emit(result.as_json(), as_json, lambda _: f"{verb} {result}.")
 
 
 @click.command()
 @click.argument("event_ids", nargs=-1)
-@click.option("--quarantined", is_flag=True, help="Every quarantined event.")
+@click.option("--quarantined", is_flag=True, help="Every quarantined event (asks first).")
+@yes_option
 @json_option
-def reprocess(event_ids: tuple[str, ...], quarantined: bool, as_json: bool) -> None:
+def reprocess(event_ids: tuple[str, ...], quarantined: bool, yes: bool, as_json: bool) -> None:
     """Parse stored events again and apply them to their records, as after an upgrade
-    that understands more. Safe to repeat."""
+    that understands more. Safe to repeat. Says how many events changed outcome."""
     if bool(event_ids) == quarantined:
         raise click.UsageError("give event IDs or --quarantined")
     which = EventFilter(
@@ -119,19 +140,15 @@ def reprocess(event_ids: tuple[str, ...], quarantined: bool, as_json: bool) -> N
     )
     destinations = load_settings().forwarding
 
-    async def run(engine: AsyncEngine) -> dict[str, Any]:
+    async def run(engine: AsyncEngine) -> actions.ReprocessCounts:
         found = await _existing(engine, which)
+        if quarantined and found:
+            _confirm(f"Reprocess {counted(len(found), 'quarantined event')}?", yes)
         with progress(len(found), "Reprocessing", quiet=as_json) as advance:
-            outcomes = await actions.reprocess(engine, found, WHO, destinations, advance)
-        return {"reprocessed": len(found), "outcomes": dict(sorted(outcomes.items()))}
+            return await actions.reprocess(engine, found, WHO, destinations, advance)
 
-    def human(result: dict[str, Any]) -> str:
-        by_outcome = ", ".join(f"{n} {outcome}" for outcome, n in result["outcomes"].items())
-        return f"Reprocessed {result['reprocessed']} events" + (
-            f": {by_outcome}." if by_outcome else "."
-        )
-
-    emit(run_with_store(run), as_json, human)
+    counts = run_with_store(run)
+    emit(counts.as_json(), as_json, lambda _: str(counts).capitalize() + ".")
 
 
 @click.command()

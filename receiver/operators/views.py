@@ -1,11 +1,13 @@
 """Human-readable renderings of what the operator commands return (`--json` skips these)."""
 
+import shlex
 from typing import Any
 
 import orjson
 
 from receiver.credits import explain_credits
 from receiver.forward.failures import describe_failure
+from receiver.operators.nouns import counted
 from receiver.operators.terminal import details, table
 from receiver.store.tables import GENERATION_COLUMNS
 
@@ -41,7 +43,15 @@ DELIVERY_COLUMNS = (
     "next_attempt_at",
 )
 ATTEMPT_COLUMNS = ("attempted_at", "status_code", "reason", "error_class", "duration_ms")
-DESTINATION_COUNTS = ("destination", "pending", "delivered", "dead", "orphaned")
+DESTINATION_COUNTS = (
+    "destination",
+    "pending",
+    "delivered",
+    "dead",
+    "replayed",
+    "recovered",
+    "orphaned",
+)
 DESTINATION_KEYS = (
     "url",
     "event_types",
@@ -50,6 +60,8 @@ DESTINATION_KEYS = (
     "pending",
     "delivered",
     "dead",
+    "replayed",
+    "recovered",
     "orphaned",
     "oldest_pending",
     "last_success_at",
@@ -160,8 +172,19 @@ def destinations(listing: dict[str, Any]) -> str:
         title = entry["destination"] + ("" if entry["configured"] else " (not configured)")
         oldest = entry["oldest_pending"]
         shown = {**entry, "oldest_pending": f"{oldest['age_seconds']} s ago" if oldest else None}
-        parts.append(f"{title}\n" + details(shown, DESTINATION_KEYS))
+        parts.append(f"{title}\n" + details(shown, DESTINATION_KEYS) + _dead_letters_hint(entry))
     return "\n\n".join(parts)
+
+
+def _dead_letters_hint(entry: dict[str, Any]) -> str:
+    """The one command that replays a destination's dead letters, there alone."""
+    if not entry["dead"] or not entry["configured"]:
+        return ""
+    name = shlex.quote(entry["destination"])
+    return (
+        f"\nReplay its {counted(entry['dead'], 'dead letter')}: "
+        f"receiver replay --destination {name} --delivery-state dead"
+    )
 
 
 def _with_cursor(listing: str, cursor: str | None) -> str:

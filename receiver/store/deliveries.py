@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.destinations import Destination
+from receiver.destinations import EVERY_OUTCOME, Destination
 from receiver.store import statements
 from receiver.store.filters import EventFilter, event_conditions
 from receiver.store.statements import Run
@@ -24,9 +24,16 @@ from receiver.store.tables import deliveries, events
 
 
 class DeliveryState(StrEnum):
+    """Stored states. `dead` alone means "needs action": every figure of dead letters reads
+    `state = 'dead'` and nothing else. A dead letter leaves it when its pair (the event, the
+    destination, the target URL) is queued again (`replayed`: a retry is in flight) or
+    delivered (`recovered`); both stay as history."""
+
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    REPLAYED = "replayed"
+    RECOVERED = "recovered"
 
 
 # Not stored: how listings show a pending delivery whose destination is no longer configured.
@@ -56,6 +63,7 @@ class AttemptRecord:
     delivery_id: int
     destination: str
     event_id: str
+    target_url: str | None
     attempt: int
     attempted_at: datetime
     duration_ms: float
@@ -140,7 +148,33 @@ def record_attempts(
         outcomes = _padded(outcomes)
         statement = statements.record_outcomes(dialect, len(outcomes))
         run(statement, statement.parameters(outcomes))
+        _settle_pairs(run, dialect, chunk)
     return gone
+
+
+def _settle_pairs(run: Run, dialect: Dialect, records: list[AttemptRecord]) -> None:
+    """In the outcomes' transaction: a delivered record recovers its pair's dead letters
+    (and the replays that led to it); one gone dead makes its pair's older dead letters
+    replayed, so that a pair counts once however often it was replayed. Only those two
+    outcomes pay for a statement; most batches are all delivered, so one."""
+    for state, build in (
+        (DeliveryState.DELIVERED, statements.settle_recovered),
+        (DeliveryState.DEAD, statements.settle_replayed),
+    ):
+        pairs = [
+            {
+                "id": record.delivery_id,
+                "event_id": record.event_id,
+                "destination": record.destination,
+                "target_url": record.target_url,
+            }
+            for record in records
+            if record.state is state
+        ]
+        if pairs:
+            pairs = _padded(pairs)
+            statement = build(dialect, len(pairs))
+            run(statement, statement.parameters(pairs))
 
 
 def _split_by_existence(
@@ -209,22 +243,29 @@ def _chunks(items: list[T]) -> list[list[T]]:
     return [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
 
 
+def replay_conditions(which: EventFilter, destination: Destination) -> list[Any]:
+    """The events of `which` that `destination` wants (by their type and outcome as stored)."""
+    wanted = [*event_conditions(which)]
+    if destination.event_types is not None:
+        wanted.append(events.c.type.in_(sorted(destination.event_types)))
+    if destination.wanted_outcomes != EVERY_OUTCOME:
+        wanted.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
+    return wanted
+
+
 async def replay_events(
     connection: AsyncConnection,
     which: EventFilter,
     now: datetime,
     destinations: Sequence[Destination],
     target_url: str | None = None,
-) -> int:
+) -> dict[str, int]:
     """Queue a new delivery of every matching event to each of `destinations` whose filters
     it passes (by its type and outcome as stored), to `target_url` instead of the
-    destination's URL if given; how many."""
-    queued = 0
+    destination's URL if given; how many, by destination. Each queued pair's dead letters
+    become `replayed` at once: a retry is in flight, and nobody should replay them twice."""
+    queued: dict[str, int] = {}
     for destination in destinations:
-        wanted = [*event_conditions(which)]
-        if destination.event_types is not None:
-            wanted.append(events.c.type.in_(sorted(destination.event_types)))
-        wanted.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
         selected = sa.select(
             events.c.id,
             sa.literal(destination.name, sa.Text),
@@ -232,15 +273,35 @@ async def replay_events(
             sa.literal(target_url, sa.Text),
             sa.literal(now, deliveries.c.next_attempt_at.type),
             sa.literal(now, deliveries.c.created_at.type),
-        ).where(*wanted)
+        ).where(*replay_conditions(which, destination))
         # On PostgreSQL, an event a prune has locked is waited for, then skipped if it went:
         # without the lock the new row's foreign key would fail the whole replay.
         selected = selected.with_for_update(read=True, key_share=True, of=events)
-        result = await connection.execute(
-            sa.insert(deliveries).from_select(
+        inserted = await connection.scalars(
+            sa.insert(deliveries)
+            .from_select(
                 ["event_id", "destination", "state", "target_url", "next_attempt_at", "created_at"],
                 selected,
             )
+            .returning(deliveries.c.event_id)
         )
-        queued += result.rowcount
+        event_ids = list(inserted)
+        for start in range(0, len(event_ids), REPLAYED_CHUNK):
+            await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.event_id.in_(event_ids[start : start + REPLAYED_CHUNK]),
+                    deliveries.c.destination == destination.name,
+                    deliveries.c.target_url.is_not_distinct_from(sa.literal(target_url, sa.Text)),
+                    deliveries.c.state == DeliveryState.DEAD.value,
+                )
+                .values(state=DeliveryState.REPLAYED.value)
+            )
+        if event_ids:
+            queued[destination.name] = len(event_ids)
     return queued
+
+
+# Event IDs a statement names when a replay marks dead letters replayed: the actions replay
+# 500 events a transaction, and 500 parameters are far inside both backends' limits.
+REPLAYED_CHUNK = 500

@@ -11,7 +11,7 @@ whole batch can run on the SQLite writer's thread in one hand-over; on an async 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
@@ -72,20 +72,29 @@ def store_events(
     return [final.pop(s.event.event_id) if s.event.event_id in final else None for s in batch]
 
 
+class Reprocessed(NamedTuple):
+    outcome: Outcome
+    # Whether the outcome differs from the one stored before (a quarantined event that now
+    # applies); reapplying what a record already reflects changes nothing an operator sees.
+    changed: bool
+
+
 def reprocess_event(
     connection: Connection,
     event_id: str,
     now: datetime,
     parse: Callable[[bytes, str], Event],
     destinations: Sequence[Destination],
-) -> Outcome:
+) -> Reprocessed:
     """Parse a stored body again with `parse` (ingest's parser, which the store does not
     import) and apply it, as if it had just arrived (after an upgrade taught us a shape).
     Queues a delivery to each of `destinations` that wants the event as it now reads and has
     none of it: one that was sent it under its old outcome is not sent it twice, and a
     repeat queues nothing more."""
     row = connection.execute(
-        sa.select(events.c.webhook_id, events.c.body).where(events.c.id == event_id)
+        sa.select(events.c.webhook_id, events.c.body, events.c.outcome).where(
+            events.c.id == event_id
+        )
     ).first()
     if row is None:
         raise NotFoundError(f"no event {event_id!r}")
@@ -115,7 +124,7 @@ def reprocess_event(
     ]
     if outbox:
         connection.execute(sa.insert(deliveries), outbox)
-    return outcome
+    return Reprocessed(outcome, outcome != row.outcome)
 
 
 def run_on(connection: Connection) -> Run:

@@ -8,8 +8,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from receiver.destinations import EVERY_OUTCOME, Destination
 from receiver.exceptions import NotFoundError
-from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
+from receiver.store.deliveries import ORPHANED, DeliveryState, replay_conditions, shown_state
 from receiver.store.filters import EventFilter, count_matching_events, event_conditions, sides
 from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
 from receiver.store.tables import attempts, deliveries, events, records
@@ -83,7 +84,7 @@ async def list_events(
         .limit(limit)
     )
     if cursor is not None:
-        received_at, event_id = decode_cursor(cursor, 2)
+        received_at, event_id = decode_cursor(cursor, str, str)
         moment = parse_moment(received_at)
         query = query.where(
             sa.tuple_(events.c.received_at, events.c.id)
@@ -110,6 +111,19 @@ async def count_events(connection: AsyncConnection, which: EventFilter, limit: i
     return (await connection.execute(count_matching_events(which, limit, from_events))).scalar_one()
 
 
+async def count_replay(
+    connection: AsyncConnection, which: EventFilter, destination: Destination, limit: int
+) -> int:
+    """How many deliveries `replay_events` would queue to `destination`, or `limit` + 1 for
+    any number past `limit`. A destination that takes every event is counted as the events
+    are (`count_events`, which starts from the fewer side); one with filters, with them."""
+    if destination.event_types is None and destination.wanted_outcomes == EVERY_OUTCOME:
+        return await count_events(connection, which, limit)
+    found = sa.select(events.c.id).where(*replay_conditions(which, destination))
+    counted = sa.select(sa.func.count()).select_from(found.limit(limit + 1).subquery())
+    return (await connection.execute(counted)).scalar_one()
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryFilter:
     state: str | None = None  # a DeliveryState, or ORPHANED
@@ -127,7 +141,7 @@ async def list_deliveries(
     of a destination not in `configured` is listed, and selected, as orphaned."""
     query = sa.select(*DELIVERY_COLUMNS).order_by(deliveries.c.id.desc()).limit(limit)
     if cursor is not None:
-        (before_id,) = decode_cursor(cursor, 1)
+        (before_id,) = decode_cursor(cursor, int)
         query = query.where(deliveries.c.id < int(before_id))
     conditions = _delivery_conditions(which, sorted(configured), _as_is)
     # Dead letters come newest first from their own indexes (tables.py), without a sort.

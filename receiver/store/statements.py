@@ -150,6 +150,19 @@ def lock_deliveries(dialect: Dialect, rows: int) -> Prepared:
     return _prepared(dialect, "lock_deliveries", rows)
 
 
+def settle_recovered(dialect: Dialect, rows: int) -> Prepared:
+    """Mark `recovered` every dead or replayed delivery of each pair given (event_id,
+    destination, target_url a row): the pair has now been delivered."""
+    return _prepared(dialect, "settle_recovered", rows)
+
+
+def settle_replayed(dialect: Dialect, rows: int) -> Prepared:
+    """Mark `replayed` every dead delivery of each pair given (event_id, destination,
+    target_url a row) older than the row's `id`, the delivery that has just gone dead: a
+    pair keeps at most one dead letter."""
+    return _prepared(dialect, "settle_replayed", rows)
+
+
 def prepare_statements(dialect: Dialect) -> None:
     """Compile every statement at every size in SIZES for `dialect` (a tenth of a second),
     so that no transaction compiles one."""
@@ -342,6 +355,45 @@ def _lock_deliveries(_: Any, rows: int) -> Any:
     )
 
 
+def _settle_recovered(_: Any, rows: int) -> Any:
+    return _settle(rows, ("dead", "replayed"), "recovered", older_only=False)
+
+
+def _settle_replayed(_: Any, rows: int) -> Any:
+    return _settle(rows, ("dead",), "replayed", older_only=True)
+
+
+def _settle(rows: int, states: tuple[str, ...], to: str, older_only: bool) -> Any:
+    """Move the deliveries in `states` of each row's pair to `to`. The pair's event IDs are
+    listed on their own as well, so that both backends find the rows by the event_id
+    index (a pair has a handful of deliveries) rather than by walking every dead one."""
+    event_ids = [sa.bindparam(f"event_id__{i}", type_=sa.Text) for i in range(rows)]
+
+    def older(i: int) -> list[Any]:
+        return [deliveries.c.id < sa.bindparam(f"id__{i}", type_=deliveries.c.id.type)]
+
+    pairs = [
+        sa.and_(
+            deliveries.c.event_id == event_ids[i],
+            deliveries.c.destination == sa.bindparam(f"destination__{i}", type_=sa.Text),
+            deliveries.c.target_url.is_not_distinct_from(
+                sa.bindparam(f"target_url__{i}", type_=sa.Text)
+            ),
+            *(older(i) if older_only else []),
+        )
+        for i in range(rows)
+    ]
+    return (
+        sa.update(deliveries)
+        .where(
+            deliveries.c.event_id.in_(event_ids),
+            deliveries.c.state.in_([sa.literal_column(f"'{state}'") for state in states]),
+            sa.or_(*pairs),
+        )
+        .values(state=sa.literal_column(f"'{to}'"))
+    )
+
+
 def _ids(column: sa.Column[Any], rows: int) -> list[Any]:
     """One `id` parameter a row, typed as `column`."""
     return [sa.bindparam(f"id__{i}", type_=column.type) for i in range(rows)]
@@ -368,4 +420,6 @@ _BUILDERS: dict[str, Callable[[Any, int], Any]] = {
     "update_health": _update_health,
     "release_claims": _release_claims,
     "lock_deliveries": _lock_deliveries,
+    "settle_recovered": _settle_recovered,
+    "settle_replayed": _settle_replayed,
 }

@@ -4,8 +4,11 @@ import json
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 
+from receiver.operators.admin import MAX_REPROCESS_IDS
 from tests.conftest import ADMIN_TOKEN, Rivya
+from tests.databases import reading
 from tests.helpers import HTTP, ReceiverProcess, make_event, wait_until
 
 
@@ -105,3 +108,44 @@ def test_admin_replay_is_audited(rivya: Rivya) -> None:
     wait_until(lambda: '"what":"replay"' in rivya.server.output(), timeout=5)
     audits = [json.loads(line) for line in rivya.server.output().splitlines() if '"audit"' in line]
     assert {"who": "admin-api", "what": "replay", "count": 1}.items() <= audits[-1].items()
+
+
+def test_admin_reprocess_counts_events_that_changed_outcome_and_those_that_did_not(
+    start_server: Callable[..., ReceiverProcess], rivya: Rivya
+) -> None:
+    sender = Rivya(start_server(), rivya.secret, rivya.sensitive)
+    event = make_event()
+    sender.send(event)
+    # As if an older release had quarantined it.
+    with reading(sender.server.env["RECEIVER_DATABASE_URL"]) as db:
+        db.execute(sa.text("UPDATE events SET outcome = 'quarantined', quarantine_reason = 'old'"))
+        db.commit()
+    first = sender.admin("/reprocess", "POST", json={"quarantined": True})
+    assert (first.status_code, first.json()) == (
+        200,
+        {"reprocessed": 1, "changed": 1, "unchanged": 0, "outcomes": {"applied": 1}},
+    )
+    again = sender.admin("/reprocess", "POST", json={"event_ids": [event["id"]]}).json()
+    assert (again["changed"], again["unchanged"]) == (0, 1)
+    missing = sender.admin("/reprocess", "POST", json={"event_ids": [event["id"], "evt_nowhere"]})
+    assert (missing.status_code, missing.json()["detail"]) == (404, "no event 'evt_nowhere'")
+    refusals: list[dict[str, object]] = [
+        {},
+        {"quarantined": False},
+        {"event_ids": [event["id"]], "quarantined": True},
+        {"event_ids": []},
+        {"event_ids": ["evt\x00"]},
+        {"event_ids": ["evt"] * (MAX_REPROCESS_IDS + 1)},
+    ]
+    for bad in refusals:
+        refused = sender.admin("/reprocess", "POST", json=bad)
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_request"), bad
+    audits = [json.loads(line) for line in sender.server.output().splitlines() if '"audit"' in line]
+    assert [
+        (a["what"], a["count"], a["changed"], a["unchanged"])
+        for a in audits
+        if a["who"] == "admin-api"
+    ] == [
+        ("reprocess", 1, 1, 0),
+        ("reprocess", 1, 0, 1),
+    ]

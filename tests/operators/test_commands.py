@@ -88,7 +88,7 @@ def test_events_list_filters_and_shows(fresh: tuple[Rivya, Operator]) -> None:
     assert [a["status_code"] for a in shown["deliveries"][0]["attempt_log"]] == [200]
     human = operator.run("events", "show", event["id"])
     assert "Payload:" in human
-    assert "delivered, 1 attempts" in human
+    assert "delivered, 1 attempt\n" in human
 
 
 def test_listings_page_with_a_cursor(fresh: tuple[Rivya, Operator]) -> None:
@@ -161,7 +161,7 @@ def test_replay_is_picked_up_by_the_running_forwarder(
     event = make_event()
     sender.send(event)
     wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=5)
-    assert operator.run("replay", event["id"]).strip() == "Queued 1 deliveries."
+    assert operator.run("replay", event["id"]).strip() == "Queued 1 delivery: default 1."
     wait_until(lambda: len(downstream.of(event["id"])) == 2, timeout=5)
     assert operator.run("replay", "evt_missing", event["id"], code=1).strip() == (
         "Error: no event evt_missing"
@@ -177,14 +177,24 @@ def test_replay_by_filter_dry_run_then_to_another_endpoint(
     before = operator.json("deliveries", "list")["deliveries"]
 
     assert operator.json("replay", "--type", "generation.failed", "--dry-run") == {
-        "would_replay": 2
+        "dry_run": True,
+        "deliveries": 2,
+        "by_destination": {"default": 2},
     }
-    assert operator.run("replay", "--since", "1h", "--dry-run").strip() == "Would replay 7 events."
+    assert operator.run("replay", "--since", "1h", "--dry-run").strip() == (
+        "Would queue 7 deliveries: default 7."
+    )
     assert operator.json("deliveries", "list")["deliveries"] == before
 
     other = own_downstream()
-    assert operator.json("replay", "--type", "generation.failed", "--to", other.url) == {
-        "replayed": 2
+    # A replay by filter asks first, with the numbers; no answer is no.
+    asked = operator.run("replay", "--type", "generation.failed", "--to", other.url, code=1)
+    assert "Replay 2 deliveries: default 2? [y/N]" in asked
+    assert operator.json("deliveries", "list")["deliveries"] == before
+    assert operator.json("replay", "--type", "generation.failed", "--to", other.url, "--yes") == {
+        "dry_run": False,
+        "deliveries": 2,
+        "by_destination": {"default": 2},
     }
     wait_until(lambda: len(other.received) == 2, timeout=5)
     assert sorted(other.ids()) == sorted(e["id"] for e in mix["failed"])
@@ -278,14 +288,25 @@ def test_reprocess_reapplies_and_is_idempotent(fresh: tuple[Rivya, Operator]) ->
         db.execute(sa.text("UPDATE events SET outcome = 'quarantined', quarantine_reason = 'old'"))
         db.execute(sa.text("DELETE FROM records"))
         db.commit()
-    assert operator.json("reprocess", "--quarantined") == {
+    # Every quarantined event is a bulk run: it asks first, and "n" changes nothing.
+    asked = operator.run("reprocess", "--quarantined", code=1, answer="n\n")
+    assert "Reprocess 1 quarantined event? [y/N]" in asked
+    assert operator.json("events", "show", event["id"])["outcome"] == "quarantined"
+    assert json.loads(operator.run("reprocess", "--quarantined", "--json", answer="y\n")) == {
         "reprocessed": 1,
+        "changed": 1,
+        "unchanged": 0,
         "outcomes": {"applied": 1},
     }
     assert operator.json("records", "show", event["data"]["id"])["last_event_id"] == event["id"]
     again = operator.run("reprocess", event["id"])
-    assert again.strip() == "Reprocessed 1 events: 1 applied."
-    assert operator.json("reprocess", "--quarantined") == {"reprocessed": 0, "outcomes": {}}
+    assert again.strip() == "Reprocessed 1 event: 0 changed outcome, 1 unchanged."
+    assert operator.json("reprocess", "--quarantined", "--yes") == {
+        "reprocessed": 0,
+        "changed": 0,
+        "unchanged": 0,
+        "outcomes": {},
+    }
     assert "give event IDs or --quarantined" in operator.run("reprocess", code=2)
 
 
@@ -371,15 +392,17 @@ def test_destinations_listing_and_replay_to_one_destination(
 
     succeeded = mix["succeeded"][0]["id"]
     # By default, to every destination that wants the event now: not billing.
-    assert operator.json("replay", succeeded) == {"replayed": 1}
+    assert operator.json("replay", succeeded)["by_destination"] == {"default": 1}
     # Named, whatever its filters.
-    assert operator.json("replay", succeeded, "--destination", "billing") == {"replayed": 1}
+    assert operator.json("replay", succeeded, "--destination", "billing")["by_destination"] == {
+        "billing": 1
+    }
     wait_until(lambda: len(billing.of(succeeded)) == 1, timeout=5)
     wait_until(lambda: len(downstream.of(succeeded)) >= 1, timeout=5)
     replayed = sender.admin(
         "/replay", "POST", json={"type": "generation.failed", "destination": "billing"}
     )
-    assert replayed.json() == {"replayed": 2}
+    assert replayed.json() == {"dry_run": False, "deliveries": 2, "by_destination": {"billing": 2}}
     assert operator.run("replay", succeeded, "--destination", "nope", code=1).strip() == (
         "Error: destination: 'nope' is not configured"
     )

@@ -189,6 +189,73 @@ def test_0009_adds_the_dead_letters_by_destination_index_and_walks_back(
     engine.dispose()
 
 
+def test_0010_settles_stored_dead_letters_by_their_pairs_and_walks_back(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """Stored before 0010: a dead letter later delivered (same event, destination and
+    target URL) becomes recovered, with the replay that died between; one replayed and still
+    dead keeps only its latest dead; a dead letter whose pair differs by destination or
+    target URL (NULL against a URL) stays dead. A downgrade makes them all dead again."""
+    engine = sa.create_engine(sync_url(new_database(tmp_path)))
+    now = datetime.now(UTC)
+    rows = [
+        ("evt_1", "billing", None, "dead"),
+        ("evt_1", "billing", None, "dead"),
+        ("evt_1", "billing", None, "delivered"),
+        ("evt_1", "product", None, "dead"),
+        ("evt_1", "billing", "https://other.example/hook", "dead"),
+        ("evt_2", "billing", None, "dead"),
+        ("evt_2", "billing", None, "dead"),
+        ("evt_2", "product", "https://other.example/hook", "delivered"),
+        ("evt_2", "product", None, "dead"),
+    ]
+    with engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0009")
+        for event_id in ("evt_1", "evt_2"):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO events (id, webhook_id, received_at, outcome, body)"
+                    " VALUES (:id, :id, :now, 'applied', :body)"
+                ),
+                {"id": event_id, "now": now, "body": b"{}"},
+            )
+        for event_id, destination, target_url, state in rows:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO deliveries (event_id, destination, target_url, state,"
+                    " attempts, next_attempt_at, created_at)"
+                    " VALUES (:event_id, :destination, :target_url, :state, 1, :now, :now)"
+                ),
+                {
+                    "event_id": event_id,
+                    "destination": destination,
+                    "target_url": target_url,
+                    "state": state,
+                    "now": now,
+                },
+            )
+        states = sa.text("SELECT state FROM deliveries ORDER BY id")
+        command.upgrade(config, "0010")
+        assert list(connection.scalars(states)) == [
+            "recovered",
+            "recovered",
+            "delivered",
+            "dead",
+            "dead",
+            "replayed",
+            "dead",
+            "delivered",
+            "dead",
+        ]
+        command.downgrade(config, "0009")
+        assert list(connection.scalars(states)) == [state for *_, state in rows]
+        command.upgrade(config, "head")
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    engine.dispose()
+
+
 def _index_definitions(connection: sa.Connection) -> dict[str, str]:
     if connection.dialect.name == "postgresql":
         query = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"

@@ -18,7 +18,7 @@ from receiver.ingest.envelope import parse_event
 from receiver.model import TERMINAL_STATUSES, Event, Outcome
 from receiver.store.connections import EngineConnection, SQLiteConnection, WriteConnection
 from receiver.store.database import create_engine, sqlite_path, upgrade_schema
-from receiver.store.events import Submission, reprocess_event, run_on, store_events
+from receiver.store.events import Reprocessed, Submission, reprocess_event, run_on, store_events
 from receiver.store.statements import Run
 from receiver.store.tables import deliveries, records
 from tests.helpers import destination, make_event
@@ -150,7 +150,7 @@ def test_a_duplicate_within_one_batch_is_stored_once(
     assert last == {"duptask1": "dupevt1"}
 
 
-async def _reprocess_twice(database_url: str) -> tuple[list[Outcome], list[tuple[str, str]]]:
+async def _reprocess_twice(database_url: str) -> tuple[list[Reprocessed], list[tuple[str, str]]]:
     """An event an older release quarantined (so only destinations wanting that were sent
     it), reprocessed twice; the outcomes, and (destination, state) of each delivery."""
     destinations = [
@@ -193,5 +193,6 @@ def test_reprocessing_queues_the_event_where_its_new_outcome_is_wanted_once(
     `applied` (which never heard of it), not again for `everything`, never for `stale`; a
     second reprocess queues nothing."""
     outcomes, queued = asyncio.run(_reprocess_twice(new_database(tmp_path)))
-    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+    # The first changes the outcome (quarantined to applied), the second does not.
+    assert outcomes == [Reprocessed(Outcome.APPLIED, True), Reprocessed(Outcome.APPLIED, False)]
     assert queued == [("applied", "pending"), ("everything", "pending")]

@@ -10,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.exceptions import NotFoundError, StoreUnavailableError
 from receiver.ingest.envelope import parse_event
-from receiver.model import Outcome
 from receiver.store.database import transaction
-from receiver.store.events import reprocess_event
+from receiver.store.events import Reprocessed, reprocess_event
 from receiver.store.tables import deliveries, events
 from tests.helpers import destination, make_event
 from tests.store.test_retention import OLD, add_events, engine, prune_beside, rows
@@ -44,7 +43,7 @@ async def test_a_reprocess_tried_while_prune_runs_keeps_the_event_or_finds_it_go
         )
     await add_events(engine, 3, "other")
 
-    async def reprocess(reprocessing: AsyncEngine) -> Outcome:
+    async def reprocess(reprocessing: AsyncEngine) -> Reprocessed:
         async with transaction(reprocessing) as connection:
             return await connection.run_sync(
                 reprocess_event, event_id, datetime.now(UTC), parse_event, [destination()]

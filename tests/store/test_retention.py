@@ -136,7 +136,7 @@ async def test_a_replay_tried_while_prune_runs_is_never_deleted(engine: AsyncEng
     (replayed,) = await add_events(engine, 1, "replayed")
     others = await add_events(engine, 3, "other")
 
-    async def replay(replaying: AsyncEngine) -> int:
+    async def replay(replaying: AsyncEngine) -> dict[str, int]:
         async with replaying.begin() as connection:
             return await replay_events(
                 connection, EventFilter(event_ids=(replayed,)), NOW, [destination()]

@@ -1,0 +1,217 @@
+"""Dead letters settle by their pair (event, destination, target URL), on a real database of
+each backend, through the forwarder's own store calls: a replay queued makes the pair's dead
+letters `replayed`, a delivery makes them `recovered`, and a pair holds one dead letter
+however often it was replayed."""
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from receiver.store.database import create_engine, upgrade_schema
+from receiver.store.deliveries import (
+    AttemptRecord,
+    DeliveryState,
+    claim_due_deliveries,
+    record_attempts,
+    replay_events,
+)
+from receiver.store.events import run_on
+from receiver.store.filters import EventFilter, matching_event_ids
+from receiver.store.tables import deliveries, events
+from tests.helpers import destination
+
+pytestmark = pytest.mark.anyio
+
+OWNER = "forwarder-1"
+OTHER_URL = "https://other.example/hook"
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, new_database: Callable[[Path], str]) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(new_database(tmp_path), 10)
+    await upgrade_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def died(engine: AsyncEngine, event_id: str, to: str, target_url: str | None = None) -> None:
+    """`event_id` stored (if it is not yet), with one dead delivery to `to`."""
+    now = datetime.now(UTC)
+    async with engine.begin() as connection:
+        known = await connection.scalar(sa.select(events.c.id).where(events.c.id == event_id))
+        if known is None:
+            await connection.execute(
+                sa.insert(events).values(
+                    id=event_id, webhook_id=event_id, received_at=now, outcome="applied", body=b"{}"
+                )
+            )
+        await connection.execute(
+            sa.insert(deliveries).values(
+                event_id=event_id,
+                destination=to,
+                state=DeliveryState.DEAD.value,
+                target_url=target_url,
+                attempts=5,
+                next_attempt_at=now,
+                created_at=now,
+                finished_at=now,
+            )
+        )
+
+
+async def replay(
+    engine: AsyncEngine, event_id: str, to: str, target_url: str | None = None
+) -> dict[str, int]:
+    async with engine.begin() as connection:
+        return await replay_events(
+            connection,
+            EventFilter(event_ids=(event_id,)),
+            datetime.now(UTC),
+            [destination(to)],
+            target_url,
+        )
+
+
+async def attempt(engine: AsyncEngine, to: str, state: DeliveryState) -> int:
+    """Claim every due delivery to `to` and record each attempt's outcome as `state`, as the
+    forwarder does; how many."""
+
+    def work(connection: Connection) -> int:
+        run, now = run_on(connection), datetime.now(UTC)
+        claimed = claim_due_deliveries(run, connection.dialect, OWNER, to, 100, 30, now)
+        records = [
+            AttemptRecord(
+                delivery_id=delivery.id,
+                destination=to,
+                event_id=delivery.event_id,
+                target_url=delivery.target_url,
+                attempt=delivery.attempts_made + 1,
+                attempted_at=now,
+                duration_ms=1.0,
+                status_code=200 if state is DeliveryState.DELIVERED else 503,
+                error_class=None,
+                state=state,
+                next_attempt_at=None,
+            )
+            for delivery in claimed
+        ]
+        record_attempts(run, connection.dialect, OWNER, records)
+        return len(records)
+
+    async with engine.begin() as connection:
+        return await connection.run_sync(work)
+
+
+async def states(engine: AsyncEngine, event_id: str) -> list[tuple[str, str | None, str]]:
+    """(destination, target_url, state) of each delivery of `event_id`, oldest first."""
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            sa.select(deliveries.c.destination, deliveries.c.target_url, deliveries.c.state)
+            .where(deliveries.c.event_id == event_id)
+            .order_by(deliveries.c.id)
+        )
+        return [tuple(row) for row in found]
+
+
+async def dead_by_filter(engine: AsyncEngine, to: str) -> list[str]:
+    """The replay filter's "latest delivery to `to`: dead"."""
+    which = EventFilter(delivery_state=DeliveryState.DEAD.value, destination=to)
+    async with engine.connect() as connection:
+        return list(await connection.scalars(matching_event_ids(which)))
+
+
+async def test_a_queued_replay_makes_the_dead_letter_replayed_at_once(engine: AsyncEngine) -> None:
+    await died(engine, "evt_1", "billing")
+    assert await replay(engine, "evt_1", "billing") == {"billing": 1}
+    assert await states(engine, "evt_1") == [
+        ("billing", None, "replayed"),
+        ("billing", None, "pending"),
+    ]
+    assert await dead_by_filter(engine, "billing") == []
+
+
+async def test_a_delivery_recovers_its_pairs_dead_and_replayed_letters(
+    engine: AsyncEngine,
+) -> None:
+    """Delivered, the replay recovers the dead letter it was queued for and one of the same
+    pair that died again in between; another destination's dead letter stays dead."""
+    await died(engine, "evt_1", "billing")
+    await died(engine, "evt_1", "product")
+    await replay(engine, "evt_1", "billing")
+    assert await attempt(engine, "billing", DeliveryState.DEAD) == 1
+    await replay(engine, "evt_1", "billing")
+    assert await attempt(engine, "billing", DeliveryState.DELIVERED) == 1
+    assert await states(engine, "evt_1") == [
+        ("billing", None, "recovered"),
+        ("product", None, "dead"),
+        ("billing", None, "recovered"),
+        ("billing", None, "delivered"),
+    ]
+    assert await dead_by_filter(engine, "billing") == []
+    assert await dead_by_filter(engine, "product") == ["evt_1"]
+
+
+async def test_a_pair_replayed_twice_that_dies_twice_keeps_one_dead_letter(
+    engine: AsyncEngine,
+) -> None:
+    await died(engine, "evt_1", "billing")
+    await replay(engine, "evt_1", "billing")
+    await replay(engine, "evt_1", "billing")
+    assert await attempt(engine, "billing", DeliveryState.DEAD) == 2
+    assert [state for *_, state in await states(engine, "evt_1")] == [
+        "replayed",
+        "replayed",
+        "dead",
+    ]
+
+
+async def test_pairs_are_told_apart_by_target_url_null_included(engine: AsyncEngine) -> None:
+    """A replay to another URL, delivered, recovers the dead letters sent to that URL, not
+    the one sent to the destination's own URL (target_url NULL); a replay to the
+    destination's URL leaves the other URL's dead letter dead."""
+    await died(engine, "evt_1", "billing")
+    await died(engine, "evt_1", "billing", OTHER_URL)
+    await replay(engine, "evt_1", "billing", OTHER_URL)
+    assert await attempt(engine, "billing", DeliveryState.DELIVERED) == 1
+    assert await states(engine, "evt_1") == [
+        ("billing", None, "dead"),
+        ("billing", OTHER_URL, "recovered"),
+        ("billing", OTHER_URL, "delivered"),
+    ]
+    await died(engine, "evt_1", "billing", OTHER_URL)
+    await replay(engine, "evt_1", "billing")
+    assert [state for *_, state in await states(engine, "evt_1")] == [
+        "replayed",
+        "recovered",
+        "delivered",
+        "dead",
+        "pending",
+    ]
+
+
+async def test_many_pairs_in_one_batch_settle_each_by_its_own(engine: AsyncEngine) -> None:
+    """More outcomes than one settle statement holds (64): each pair is recovered, none of
+    another event's."""
+    ids = [f"evt_{n}" for n in range(70)]
+    for event_id in ids:
+        await died(engine, event_id, "billing")
+    await died(engine, "evt_untouched", "billing")
+    async with engine.begin() as connection:
+        await replay_events(
+            connection,
+            EventFilter(event_ids=tuple(ids)),
+            datetime.now(UTC),
+            [destination("billing")],
+        )
+    assert await attempt(engine, "billing", DeliveryState.DELIVERED) == 70
+    assert await dead_by_filter(engine, "billing") == ["evt_untouched"]
+    async with engine.connect() as connection:
+        recovered = await connection.scalar(
+            sa.select(sa.func.count()).where(deliveries.c.state == DeliveryState.RECOVERED.value)
+        )
+    assert recovered == 70
