@@ -134,7 +134,7 @@ class DeliveriesQuery(_Query):
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in DELIVERY_STATES:
-            raise ValueError("unknown state")
+            raise ValueError(f"give one of {', '.join(DELIVERY_STATES)}")
         return value
 
 
