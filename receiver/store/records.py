@@ -130,7 +130,7 @@ async def list_records(
         .order_by(records.c.changed_at.desc(), records.c.task_id.desc())
     )
     if cursor is not None:
-        changed_at, task_id = decode_cursor(cursor, 2)
+        changed_at, task_id = decode_cursor(cursor, str, str)
         query = query.where(
             sa.tuple_(records.c.changed_at, records.c.task_id)
             < sa.tuple_(
