@@ -1,6 +1,8 @@
 """What an administrator can do from the console: replay one event, replay by filter (after
-a dry-run count and a confirmation), reprocess quarantined events, reconcile one task. Each
-goes through the same actions as the CLI and writes the same audit line, who = `console`."""
+a dry run and a confirmation), replay a destination's dead letters and reprocess quarantined
+events (each after a confirmation showing the count), reconcile one task. Each goes through
+the same actions as the CLI and writes the same audit line, who = `console`, and answers
+with a redirect whose notice says what it did, in numbers (`notices`)."""
 
 from urllib.parse import unquote
 
@@ -10,10 +12,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from receiver.console.forms import field, session_and_form
+from receiver.console.notices import Counts, answer_to, replayed_counts, reprocessed_counts
 from receiver.console.pages import ReplayQuery, read_query
+from receiver.console.recovery import DEAD_LETTERS, QUARANTINED, destination_name
 from receiver.console.rendering import page_of
 from receiver.exceptions import NotFoundError, RejectedRequestError
-from receiver.model import Outcome
 from receiver.operators import actions
 from receiver.reconcile.reconciler import Reconciler
 from receiver.services import Services, services_of
@@ -24,11 +27,10 @@ from receiver.store.queries import get_record
 WHO = "console"
 
 
-def _back(path: str, notice: str) -> Response:
+def _back(path: str, notice: str, counts: Counts = ()) -> Response:
     # The notice is one of this module's own words, never the request's text; an ID in
     # `path` is already encoded (`page_of`).
-    separator = "&" if "?" in path else "?"
-    return RedirectResponse(f"{path}{separator}done={notice}", status_code=303)
+    return RedirectResponse(answer_to(path, notice, counts), status_code=303)
 
 
 def _posted_id(form: FormData, name: str) -> str:
@@ -62,26 +64,36 @@ async def replay_event(request: Request) -> Response:
     _, form = await session_and_form(request)
     event_id = _posted_id(form, "event_id")
     which = EventFilter(event_ids=(event_id,))
-    await _replay(services_of(request), which, field(form, "destination"))
-    return _back(page_of(event_id, "event"), "replayed")
+    replayed = await _replay(services_of(request), which, field(form, "destination"))
+    return _back(page_of(event_id, "event"), "replayed", replayed_counts(replayed))
 
 
 async def replay_matching(request: Request) -> Response:
     """The confirmed second step of a replay by filter (the first is the replay page)."""
     _, form = await session_and_form(request)
     query = read_query(ReplayQuery, request, form)
-    await _replay(services_of(request), query.event_filter(), query.destination)
-    return _back("/console/deliveries?state=pending", "replayed")
+    replayed = await _replay(services_of(request), query.event_filter(), query.destination)
+    return _back("/console/deliveries?state=pending", "replayed", replayed_counts(replayed))
+
+
+async def replay_destination(request: Request) -> Response:
+    """The confirmed second step of "replay this destination's dead letters" (the first is
+    `recovery.confirm_replay`): each is queued again to it alone."""
+    await session_and_form(request)
+    name = destination_name(request)
+    replayed = await _replay(services_of(request), DEAD_LETTERS, name)
+    return _back(f"/console/destinations/{name}", "replayed", replayed_counts(replayed))
 
 
 async def reprocess_quarantined(request: Request) -> Response:
+    """The confirmed second step of reprocessing (the first is `recovery.confirm_reprocess`)."""
     await session_and_form(request)
     services = services_of(request)
-    found = await actions.matching_ids(services.engine, EventFilter(outcome=Outcome.QUARANTINED))
-    await actions.reprocess(services.engine, found, WHO, services.settings.forwarding)
+    found = await actions.matching_ids(services.engine, QUARANTINED)
+    counts = await actions.reprocess(services.engine, found, WHO, services.settings.forwarding)
     if services.forwarder is not None:
         services.forwarder.wake()
-    return _back("/console/events", "reprocessed")
+    return _back("/console/events", "reprocessed", reprocessed_counts(counts))
 
 
 async def reconcile_task(request: Request) -> Response:

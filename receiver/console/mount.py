@@ -5,7 +5,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from receiver.console import actions, pages
+from receiver.console import actions, pages, recovery
 from receiver.console.access import Tokens
 from receiver.console.errors import CONSOLE_EXCEPTION_HANDLERS
 from receiver.console.guard import ConsoleGuard, SecurityHeaders
@@ -38,8 +38,12 @@ def console_mount(settings: Settings) -> Mount:
             Route("/events/replay", actions.replay_event, methods=["POST"]),
             Route("/events/{event_id:path}", pages.event),
             Route("/deliveries", pages.deliveries),
-            Route("/replay", pages.replay, methods=["GET"]),
+            Route("/destinations/{name}", recovery.destination),
+            Route("/destinations/{name}/replay", recovery.confirm_replay, methods=["GET"]),
+            Route("/destinations/{name}/replay", actions.replay_destination, methods=["POST"]),
+            Route("/replay", recovery.replay, methods=["GET"]),
             Route("/replay", actions.replay_matching, methods=["POST"]),
+            Route("/reprocess", recovery.confirm_reprocess, methods=["GET"]),
             Route("/reprocess", actions.reprocess_quarantined, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
         ],

@@ -21,6 +21,7 @@ from receiver.console.charts import hourly_chart
 from receiver.console.rendering import page
 from receiver.console.zones import zone_of
 from receiver.exceptions import InvalidRequestError, NotFoundError
+from receiver.forward.breaker import TRIP_AFTER, tripped
 from receiver.metrics import metrics_of
 from receiver.model import GENERATION_STATUSES, Outcome
 from receiver.operators.moments import read_moment
@@ -31,7 +32,6 @@ from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
 from receiver.store.queries import (
     DeliveryFilter,
-    count_events,
     get_event,
     get_record,
     list_deliveries,
@@ -43,12 +43,17 @@ from receiver.store.stats import credits_by_model
 from receiver.urls import refuse_nul
 
 PAGE_SIZE = 50
-# The replay page counts matches this far, then says "more than": each costs an index lookup
-# or two, and past ten thousand an operator decides the same way (a hundred thousand dead
-# letters took 0.25 s to count under load, ten thousand a tenth of that; `make bench`).
-REPLAY_COUNT_LIMIT = 10_000
-# Dead letters first: what an operator opens this page to act on.
-DELIVERY_STATES = (DeliveryState.DEAD.value, DeliveryState.PENDING.value, ORPHANED, "delivered")
+# The tabs of deliveries, in the order an operator acts on them: dead letters first (what
+# needs action), then what is under way or stuck, then history. A destination's page opens
+# on the first with any.
+DELIVERY_STATES = (
+    DeliveryState.DEAD.value,
+    DeliveryState.PENDING.value,
+    ORPHANED,
+    DeliveryState.DELIVERED.value,
+    DeliveryState.REPLAYED.value,
+    DeliveryState.RECOVERED.value,
+)
 
 
 def _zoned_moment(value: Any, info: ValidationInfo) -> datetime:
@@ -126,16 +131,24 @@ class RecordsQuery(_Query):
         return value
 
 
+def _known_state(value: str | None) -> str | None:
+    if value is not None and value not in DELIVERY_STATES:
+        raise ValueError(f"give one of {', '.join(DELIVERY_STATES)}")
+    return value
+
+
 class DeliveriesQuery(_Query):
     state: str = DeliveryState.DEAD.value
     destination: str | None = None
 
-    @field_validator("state")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in DELIVERY_STATES:
-            raise ValueError(f"give one of {', '.join(DELIVERY_STATES)}")
-        return value
+    _known = field_validator("state")(_known_state)
+
+
+class DestinationQuery(_Query):
+    # None opens the tab that needs action first (`recovery.destination`).
+    state: str | None = None
+
+    _known = field_validator("state")(_known_state)
 
 
 def read_query(model: type[Q], request: Request, values: Mapping[str, Any]) -> Q:
@@ -178,7 +191,15 @@ async def overview(request: Request) -> Response:
         received_today=sum(hour["events"] for hour in hours),
         reconciling=settings.rivya_api_key is not None,
         any_events=any_events,
+        paused=_paused(totals.numbers["destinations"]),
+        trip_after=TRIP_AFTER,
     )
+
+
+def _paused(entries: list[dict[str, Any]]) -> set[str]:
+    """The destinations whose breaker has paused them, by their stored failures in a row:
+    the breakers themselves are in the forwarding processes' memory."""
+    return {e["destination"] for e in entries if tripped(e["consecutive_failures"])}
 
 
 async def failed_jobs(request: Request) -> Response:
@@ -264,21 +285,4 @@ async def deliveries(request: Request) -> Response:
         page=found,
         states=DELIVERY_STATES,
         destinations=configured,
-    )
-
-
-async def replay(request: Request) -> Response:
-    """Replay by filter, step one: how many events the filter matches, and the form that
-    confirms it."""
-    query = _read(ReplayQuery, request)
-    async with transaction(services_of(request).engine) as connection:
-        matching = await count_events(connection, query.event_filter(), REPLAY_COUNT_LIMIT)
-    return page(
-        request,
-        "replay.html",
-        query=query,
-        matching=matching,
-        count_limit=REPLAY_COUNT_LIMIT,
-        states=[state.value for state in DeliveryState],
-        destinations=[d.name for d in services_of(request).settings.forwarding],
     )

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from receiver.console.guard import session_of
+from receiver.console.notices import notice_of
 from receiver.credits import CreditsExplained, explain_credits
 from receiver.forward.failures import describe_failure
 
@@ -58,6 +59,7 @@ def _templates() -> Jinja2Templates:
     env.filters["page_of"] = page_of
     env.filters["failure"] = describe_failure
     env.filters["credits"] = _credits
+    env.filters["notice"] = notice_of
     return Jinja2Templates(env=env)
 
 

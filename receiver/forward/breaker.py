@@ -22,6 +22,13 @@ FIRST_PAUSE_SECONDS = 1.0
 MAX_PAUSE_SECONDS = 60.0
 
 
+def tripped(failures_in_a_row: int) -> bool:
+    """Whether a lane with this many failed attempts in a row is paused (or probing). The
+    console reads it from the stored failures since the last success: the breaker itself is
+    in the forwarding process's memory."""
+    return failures_in_a_row >= TRIP_AFTER
+
+
 @dataclass(slots=True)
 class Breaker:
     failures_in_a_row: int = 0
@@ -46,7 +53,7 @@ class Breaker:
             return "destination_resumed" if was_paused else None
         self.failures_in_a_row += 1
         if self.paused_until is None:
-            if self.failures_in_a_row < TRIP_AFTER:
+            if not tripped(self.failures_in_a_row):
                 return None
         elif now < self.paused_until:
             # An attempt started before the pause, ending during it: no news.

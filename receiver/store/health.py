@@ -47,12 +47,45 @@ async def collect_health(
         if name in configured:
             entries[name]["oldest_pending"] = oldest_pending(created_at)
     for row in health:
-        entry = entries.setdefault(row.destination, _entry(row.destination))
-        entry["last_success_at"] = _iso(row.last_success_at)
-        entry["last_failure_at"] = _iso(row.last_failure_at)
-        entry["consecutive_failures"] = row.consecutive_failures
+        _add_health(entries.setdefault(row.destination, _entry(row.destination)), row)
     known = [entries.pop(name) for name in configured]
     return known + [entries[name] for name in sorted(entries)]
+
+
+async def destination_health_of(
+    connection: AsyncConnection, name: str, destinations: Sequence[Destination], limit: int
+) -> dict[str, Any] | None:
+    """One destination's entry as `collect_health` gives it, counted now, but each state no
+    further than `limit` (`limit` + 1 reads "more than"): each count walks one range of an
+    index on (destination, state), however many deliveries the others have. None if neither
+    the configuration nor the database names it. Its oldest pending delivery is not read."""
+    configured = {destination.name: destination for destination in destinations}
+    entry = _configured_entry(configured[name]) if name in configured else _entry(name)
+    for state in DeliveryState:
+        found = (
+            sa.select(deliveries.c.id)
+            .where(deliveries.c.destination == name, deliveries.c.state == state.value)
+            .limit(limit + 1)
+        )
+        counted = sa.select(sa.func.count()).select_from(found.subquery())
+        entry[shown_state(state.value, name, configured)] += (
+            await connection.execute(counted)
+        ).scalar_one()
+    row = (
+        await connection.execute(
+            sa.select(destination_health).where(destination_health.c.destination == name)
+        )
+    ).first()
+    if row is not None:
+        _add_health(entry, row)
+    named = entry["configured"] or row is not None or any(entry[state] for state in COUNTED)
+    return entry if named else None
+
+
+def _add_health(entry: dict[str, Any], row: sa.Row[Any]) -> None:
+    entry["last_success_at"] = _iso(row.last_success_at)
+    entry["last_failure_at"] = _iso(row.last_failure_at)
+    entry["consecutive_failures"] = row.consecutive_failures
 
 
 def oldest_pending(created_at: datetime | str | None) -> dict[str, Any] | None:

@@ -87,6 +87,7 @@ def actions(event: dict[str, Any]) -> dict[str, dict[str, str]]:
         "/console/events/replay": {"event_id": quote(event["id"], safe="")},
         "/console/replay": {"type": event["type"]},
         "/console/reprocess": {},
+        "/console/destinations/default/replay": {},
         "/console/records/reconcile": {"task_id": quote(event["data"]["id"], safe="")},
     }
 
@@ -117,7 +118,7 @@ def test_every_action_refuses_no_session_a_bad_csrf_token_and_support_and_change
     deliveries, quarantined, reconciled, asked, audits = console.state()
     assert deliveries > before[0]
     assert quarantined == before[1]  # its status is still unknown: quarantined anew
-    assert (reconciled, asked, audits) == (before[2] + 1, before[3] + 1, before[4] + 4)
+    assert (reconciled, asked, audits) == (before[2] + 1, before[3] + 1, before[4] + 5)
 
 
 def test_actions_on_what_does_not_exist_answer_404_and_change_nothing(
@@ -177,7 +178,9 @@ def test_console_reprocess_applies_a_quarantined_event_in_the_database(
         db.commit()
     admin = console.admin()
     done = admin.post("/console/reprocess", csrf=admin.csrf())
-    assert done.headers["location"] == "/console/events?done=reprocessed"
+    assert done.headers["location"] == (
+        "/console/events?done=reprocessed&changed=1&became=applied%3A1&became=quarantined%3A1"
+    )
     with reading(url) as db:
         outcome = db.execute(
             sa.text("SELECT outcome, quarantine_reason FROM events WHERE id = :id"),

@@ -1,6 +1,7 @@
 """The console in a real browser: Debian's Chromium, headless, driven through Debian's
 ChromeDriver by Selenium, against a real server and a real sink. Its screenshots of the
-overview and the failed jobs are the README's (`make screenshots` writes them to docs/)."""
+overview, the failed jobs and a recovered dead letter are the README's (`make screenshots`
+writes them to docs/)."""
 
 import os
 from collections.abc import Callable, Iterator
@@ -118,16 +119,30 @@ def test_an_operator_and_a_support_person_use_the_console(
     driver.find_element(By.LINK_TEXT, "Back to events, without filters").click()
     wait_until(lambda: driver.current_url == f"{base}/console/events", timeout=10)
 
-    # A dead letter, replayed, reaches the sink once it answers.
+    # The destination comes back: its dead letters, replayed with its one action (from its
+    # row on the overview, through a confirmation with the count), reach the sink and clear.
     failing[0] = False
-    driver.get(f"{base}/console/deliveries?state=dead")
-    row = next(
-        r for r in driver.find_elements(By.CSS_SELECTOR, "tbody tr") if failed["id"] in r.text
-    )
-    row.find_element(By.TAG_NAME, "button").click()
+    driver.get(f"{base}/console/")
+    driver.find_element(By.LINK_TEXT, "Replay 2 dead letters").click()
+    assert "2 dead letters to default" in driver.find_element(By.ID, "planned").text
+    driver.find_element(By.CSS_SELECTOR, "form.confirm button").click()
     wait_until(lambda: bool(driver.find_elements(By.CSS_SELECTOR, ".notice")), timeout=10)
-    assert "Queued for delivery again." in driver.find_element(By.CSS_SELECTOR, ".notice").text
-    wait_until(lambda: sink.ids().count(failed["id"]) == 3, timeout=20)
+    notice = driver.find_element(By.CSS_SELECTOR, ".notice").text
+    assert notice == "Replayed 2 deliveries: default 2."
+    assert driver.current_url.startswith(f"{base}/console/destinations/default?")
+    sent_again = [succeeded["id"], failed["id"]]
+    wait_until(lambda: all(sink.ids().count(e) == 3 for e in sent_again), timeout=20)
+    driver.get(f"{base}/console/destinations/default?state=dead")
+    assert "No dead letters to default." in driver.find_element(By.TAG_NAME, "main").text
+
+    # The event's page tells its story: dead, now recovered, then delivered.
+    def story() -> list[str]:
+        driver.get(f"{base}/console/events/{failed['id']}")
+        return [s.text for s in driver.find_elements(By.CSS_SELECTOR, ".delivery h4 .state")]
+
+    wait_until(lambda: story() == ["recovered", "delivered"], timeout=10, what=story)
+    driver.get(f"{base}/console/events/{failed['id']}#deliveries")
+    screenshot(driver, shots, "console-recovered.png")
     sign_out(driver, base)
 
     # Support sees every page and no action; a forged one is refused by the server.
@@ -146,6 +161,6 @@ def test_an_operator_and_a_support_person_use_the_console(
         csrf,
     )
     wait_until(lambda: "can read, not act" in driver.page_source, timeout=10)
-    assert sink.ids().count(succeeded["id"]) == 2, "no replay happened"
+    assert sink.ids().count(succeeded["id"]) == 3, "no replay happened"
     driver.get(f"{base}/console/")
     sign_out(driver, base)

@@ -19,6 +19,9 @@ PAGES = (
     "/console/events",
     "/console/deliveries",
     "/console/replay",
+    "/console/reprocess",
+    "/console/destinations/default",
+    "/console/destinations/default/replay",
 )
 HOSTILE = "</pre><script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 
@@ -142,7 +145,7 @@ def test_actions_need_the_admin_role_and_a_valid_csrf_token(
     assert support.post("/console/reprocess", csrf=support.csrf()).status_code == 403
     assert deliveries() == 1, "refused actions changed nothing"
     done = admin.post(replay, csrf=admin.csrf(), event_id=event["id"])
-    location = f"/console/events/{event['id']}?done=replayed"
+    location = f"/console/events/{event['id']}?done=replayed&replayed=default%3A1"
     assert (done.status_code, done.headers["location"]) == (303, location)
     assert deliveries() == 2
     assert '"what":"replay"' in rivya.server.output()
@@ -222,8 +225,8 @@ def test_replay_by_filter_counts_first_and_acts_once_confirmed(
     admin = browser()
     admin.sign_in()
     step_one = admin.get("/console/replay", type="generation.failed")
-    assert "3 events match (a dry run: nothing is queued yet)." in step_one.text
-    assert "Replay these 3 events" in step_one.text
+    assert "A replay would queue 3 deliveries: default 3." in step_one.text
+    assert "Replay these 3 deliveries: default 3" in step_one.text
     before = len(rivya.admin("/deliveries", params={"limit": 1000}).json()["deliveries"])
     assert before == 4, "the count queued nothing"
     csrf = CSRF.search(step_one.text)
@@ -259,7 +262,9 @@ def test_failed_jobs_filter_and_a_records_history(
     assert "applied" in record
     assert admin.get("/console/records/task_nowhere").status_code == 404
     reprocessed = admin.post("/console/reprocess", csrf=admin.csrf())
-    assert reprocessed.headers["location"] == "/console/events?done=reprocessed"
+    assert reprocessed.headers["location"] == (
+        "/console/events?done=reprocessed&changed=0&became=quarantined%3A1"
+    )
     assert '"what":"reprocess"' in rivya.server.output()
 
 
@@ -305,4 +310,4 @@ def test_event_filters_and_replay_counts_agree_for_common_and_rare_values(
         assert shown == wanted, filters
     # A type no other test sends: the count is this test's alone.
     count = support.get("/console/replay", type="generation.rerouted").text
-    assert "1 events match" in count
+    assert "A replay would queue 1 delivery: default 1." in count

@@ -1,0 +1,159 @@
+"""The console's recovery pages: a destination's own page (its URL, filters, breaker and
+deliveries by state), and the first step of each action that recovers: the replay page's dry
+run, and the confirmations of a destination's dead-letter replay and of a bulk reprocess,
+each with its count (the second steps are in `actions`)."""
+
+import re
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from receiver.console.pages import (
+    DELIVERY_STATES,
+    PAGE_SIZE,
+    DestinationQuery,
+    ReplayQuery,
+    read_query,
+)
+from receiver.console.rendering import page
+from receiver.destinations import NAME_PATTERN
+from receiver.forward.breaker import tripped
+from receiver.model import Outcome
+from receiver.operators.actions import REPLAY_COUNT_LIMIT, count_planned, plan_replay
+from receiver.operators.nouns import counted
+from receiver.services import services_of
+from receiver.store.database import transaction
+from receiver.store.deliveries import DeliveryState
+from receiver.store.filters import EventFilter
+from receiver.store.health import destination_health_of
+from receiver.store.queries import DeliveryFilter, count_events, list_deliveries
+
+# A page counts this far, then says "more than" (a destination's tabs, each state's count a
+# range of an index; the quarantined events a reprocess would take): past ten thousand the
+# exact figure changes nothing an operator decides. The replay's dry run counts as far.
+COUNT_LIMIT = REPLAY_COUNT_LIMIT
+# What "replay this destination's dead letters" replays: its deliveries whose latest is dead.
+DEAD_LETTERS = EventFilter(delivery_state=DeliveryState.DEAD)
+QUARANTINED = EventFilter(outcome=Outcome.QUARANTINED)
+
+
+async def replay(request: Request) -> Response:
+    """Replay by filter, step one: a dry run, counting the deliveries a replay would queue to
+    each destination, and the form that confirms it."""
+    query = read_query(ReplayQuery, request, request.query_params)
+    settings = services_of(request).settings
+    planned = None
+    # With forwarding off there is nowhere to replay to: the page says so, and offers nothing.
+    if settings.forwarding:
+        plan = plan_replay(settings, query.event_filter(), query.destination)
+        planned = await count_planned(services_of(request).engine, plan)
+    return page(
+        request,
+        "replay.html",
+        query=query,
+        planned=planned,
+        states=REPLAY_STATES,
+        destinations=[d.name for d in settings.forwarding],
+    )
+
+
+# What "latest delivery" offers: a replayed or recovered delivery is never a pair's latest.
+REPLAY_STATES = (
+    DeliveryState.DEAD.value,
+    DeliveryState.PENDING.value,
+    DeliveryState.DELIVERED.value,
+)
+
+
+def destination_name(request: Request) -> str:
+    """The destination a page is for, by its name in the path: only a name a destination can
+    have (anything else names none, and is not looked up)."""
+    name = str(request.path_params["name"])
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise HTTPException(404, "No destination has that name.")
+    return name
+
+
+async def destination(request: Request) -> Response:
+    """A destination's own page: where it sends and what, whether its breaker has paused
+    it, and its deliveries by state, opening on the first tab that holds any."""
+    query = read_query(DestinationQuery, request, request.query_params)
+    name = destination_name(request)
+    services = services_of(request)
+    forwarding = services.settings.forwarding
+    async with transaction(services.engine) as connection:
+        shown = await destination_health_of(connection, name, forwarding, COUNT_LIMIT)
+        if shown is None:
+            raise HTTPException(404, "No destination has that name.")
+        state = query.state or next(
+            (state for state in DELIVERY_STATES if shown[state]), DeliveryState.DELIVERED.value
+        )
+        which = DeliveryFilter(state=state, destination=name)
+        configured = [d.name for d in forwarding]
+        found = await list_deliveries(connection, which, configured, PAGE_SIZE, query.cursor)
+    return page(
+        request,
+        "destination.html",
+        destination=shown,
+        state=state,
+        page=found,
+        tabs={state: _number(shown[state]) for state in DELIVERY_STATES},
+        replay_label=f"Replay {_counted(shown[DeliveryState.DEAD.value], 'dead letter')}",
+        paused=tripped(shown["consecutive_failures"]),
+    )
+
+
+async def confirm_replay(request: Request) -> Response:
+    """ "Replay this destination's dead letters", step one: how many, and the form that
+    confirms it (`actions.replay_destination`)."""
+    name = destination_name(request)
+    services = services_of(request)
+    if name not in {d.name for d in services.settings.forwarding}:
+        raise HTTPException(404, "No configured destination has that name.")
+    plan = plan_replay(services.settings, DEAD_LETTERS, name)
+    n = (await count_planned(services.engine, plan)).by_destination.get(name, 0)
+    return page(
+        request,
+        "confirm.html",
+        title=f"Replay the dead letters of {name}",
+        sentence=(
+            f"{_counted(n, 'dead letter')} to {name}: each is queued again, to {name} only"
+            " (its other destinations are sent nothing)."
+            if n
+            else f"{name} has no dead letters: nothing to replay."
+        ),
+        action=f"/console/destinations/{name}/replay" if n else None,
+        button=f"Replay {_counted(n, 'dead letter')}",
+        back=f"/console/destinations/{name}",
+    )
+
+
+async def confirm_reprocess(request: Request) -> Response:
+    """ "Reprocess quarantined events", step one: how many, and the form that confirms it."""
+    async with transaction(services_of(request).engine) as connection:
+        n = await count_events(connection, QUARANTINED, COUNT_LIMIT)
+    return page(
+        request,
+        "confirm.html",
+        title="Reprocess quarantined events",
+        sentence=(
+            f"{_counted(n, 'quarantined event')}: each is parsed and applied again, and the"
+            " answer says how many changed outcome."
+            if n
+            else "No quarantined events: nothing to reprocess."
+        ),
+        action="/console/reprocess" if n else None,
+        button=f"Reprocess {_counted(n, 'event')}",
+        back="/console/events?outcome=quarantined",
+    )
+
+
+def _number(n: int) -> str:
+    """`n`, or past what a page counts, "more than 10,000"."""
+    return f"more than {COUNT_LIMIT:,}" if n > COUNT_LIMIT else f"{n:,}"
+
+
+def _counted(n: int, noun: str) -> str:
+    """ "1 event", "3 events", or past what a page counts, "more than 10,000 events"."""
+    return f"more than {counted(COUNT_LIMIT, noun)}" if n > COUNT_LIMIT else counted(n, noun)
