@@ -140,7 +140,7 @@ def test_an_operator_and_a_support_person_use_the_console(
         driver.get(f"{base}/console/events/{failed['id']}")
         return [s.text for s in driver.find_elements(By.CSS_SELECTOR, ".delivery h4 .state")]
 
-    wait_until(lambda: story() == ["recovered", "delivered"], timeout=10, what=story)
+    wait_until(lambda: story() == ["recovered", "delivered"], timeout=10, what=lambda: str(story()))
     driver.get(f"{base}/console/events/{failed['id']}#deliveries")
     screenshot(driver, shots, "console-recovered.png")
     sign_out(driver, base)
