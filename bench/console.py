@@ -197,6 +197,12 @@ def run_console(folder: Path, secret: WebhookSecret, events: int = EVENTS) -> Co
         "replay, delivered": "/console/replay?delivery_state=delivered",
         "replay, pending in a month": f"/console/replay?delivery_state=pending&since={month}",
         "replay, a rare type": f"/console/replay?type={RARE_TYPE}",
+        "a destination, its dead letters first": "/console/destinations/default",
+        "a destination, delivered (most rows)": "/console/destinations/default?state=delivered",
+        f"a destination, {SECOND} (delivered)": f"/console/destinations/{SECOND}",
+        "a destination's dead letters, the replay's confirmation": "/console/destinations"
+        "/default/replay",
+        "reprocess quarantined, the confirmation": "/console/reprocess",
     }
     # The admin API's listings, with the admin token.
     listings = {
