@@ -19,6 +19,7 @@ from receiver.forward.worker import run_worker
 from receiver.logs import configure_logging, raised_at
 from receiver.operators.inspection import deliveries, destinations, events, records, stats
 from receiver.operators.maintenance import prune, replay, reprocess
+from receiver.operators.nouns import counted
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.operators.tasks import reconcile, tasks
 from receiver.operators.terminal import emit, json_option, load_settings
@@ -147,7 +148,7 @@ def backup(destination: Path, as_json: bool) -> None:
     emit(
         {"source": str(source), "destination": str(destination), "bytes": size},
         as_json,
-        lambda o: f"Copied {o['source']} to {o['destination']} ({o['bytes']:,} bytes).",
+        lambda o: f"Copied {o['source']} to {o['destination']} ({counted(o['bytes'], 'byte')}).",
     )
 
 

@@ -220,6 +220,25 @@ def test_an_unknown_destination_is_refused_in_the_same_line_by_every_command(
     assert [d["destination"] for d in json.loads(listed.stdout)["deliveries"]] == ["billing"]
 
 
+def test_finished_deliveries_show_no_next_attempt_and_counts_agree_with_their_nouns(
+    delivered_and_dead: tuple[Operator, Rivya, dict[str, Any]],
+) -> None:
+    operator, _, event = delivered_and_dead
+    stored = operator.json("deliveries", "list")["deliveries"]
+    assert all(d["next_attempt_at"] for d in stored)  # what the rows still hold
+    header, *rows = operator.run("deliveries", "list").splitlines()
+    assert header.split()[-1] == "NEXT_ATTEMPT_AT"
+    assert [row.split()[-1] for row in rows] == ["-", "-"]
+
+    shown = operator.run("events", "show", event["id"])
+    assert "to default: delivered, 1 attempt\n" in shown
+    assert "to billing: dead, 2 attempts\n" in shown
+    assert "next at" not in shown
+    time.sleep(1)  # so that the event is older than the second below
+    pruned = operator.run("prune", "--older-than", "1s", "--dry-run")
+    assert pruned.startswith("Would remove 1 event, 2 deliveries and 3 attempts received before")
+
+
 def test_audit_lines_go_to_stderr_as_log_lines_and_stdout_holds_the_answer_alone(
     delivered_and_dead: tuple[Operator, Rivya, dict[str, Any]],
 ) -> None:

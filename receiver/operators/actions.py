@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.destinations import EVERY_OUTCOME, Destination
+from receiver.destinations import EVERY_OUTCOME, Destination, find_destination
 from receiver.exceptions import ForwardingDisabledError, InvalidRequestError, NotFoundError
 from receiver.generations import MAX_ID_CHARS
 from receiver.ingest.envelope import parse_event
@@ -62,10 +62,7 @@ def replay_destinations(
                 "destination: name the one whose secrets sign a replay to another URL"
             )
         name = settings.forwarding[0].name
-    for destination in settings.forwarding:
-        if destination.name == name:
-            return [_whatever_its_filters(destination)]
-    raise InvalidRequestError(f"destination: {name!r} is not configured")
+    return [_whatever_its_filters(find_destination(settings.forwarding, name))]
 
 
 def _whatever_its_filters(destination: Destination) -> Destination:

@@ -171,8 +171,9 @@ def prune(older_than: str, dry_run: bool, as_json: bool) -> None:
     def human(result: dict[str, Any]) -> str:
         verb = "Would remove" if dry_run else "Removed"
         return (
-            f"{verb} {result['events']} events, {result['deliveries']} deliveries and "
-            f"{result['attempts']} attempts received before {result['before']}."
+            f"{verb} {counted(result['events'], 'event')},"
+            f" {counted(result['deliveries'], 'delivery', 'deliveries')} and"
+            f" {counted(result['attempts'], 'attempt')} received before {result['before']}."
         )
 
     emit(run_with_store(run), as_json, human)

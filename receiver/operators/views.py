@@ -9,6 +9,7 @@ from receiver.credits import explain_credits
 from receiver.forward.failures import describe_failure
 from receiver.operators.nouns import counted
 from receiver.operators.terminal import details, table
+from receiver.store.deliveries import DeliveryState
 from receiver.store.tables import GENERATION_COLUMNS
 
 EVENT_KEYS = (
@@ -76,7 +77,11 @@ def event_page(page: dict[str, Any]) -> str:
 
 def delivery_page(page: dict[str, Any]) -> str:
     worded = [
-        d | {"reason": describe_failure(d["last_error"], d["last_status_code"])}
+        d
+        | {
+            "reason": describe_failure(d["last_error"], d["last_status_code"]),
+            "next_attempt_at": next_attempt(d),
+        }
         for d in page["deliveries"]
     ]
     listing = table(worded, DELIVERY_COLUMNS, "No deliveries.")
@@ -89,7 +94,8 @@ def event(shown: dict[str, Any]) -> str:
     for delivery in shown["deliveries"]:
         parts.append(
             f"Delivery {delivery['id']} to {delivery['destination']}: {delivery['state']},"
-            f" {delivery['attempts']} attempts"
+            f" {counted(delivery['attempts'], 'attempt')}"
+            + (f", next at {at}" if (at := next_attempt(delivery)) else "")
         )
         worded = [
             a | {"reason": describe_failure(a["error_class"], a["status_code"], a["duration_ms"])}
@@ -123,10 +129,11 @@ def registration(result: dict[str, Any]) -> str:
 
 def reconciliation(result: dict[str, Any]) -> str:
     if result["dry_run"]:
-        return f"{result['due']} records are due; none was asked about (dry run)."
+        due = counted(result["due"], "record is", "records are")
+        return f"{due} due; none was asked about (dry run)."
     balance = result["credits"]
     return (
-        f"Asked Rivya about {result['asked']} records: {result['changed']} changed,"
+        f"Asked Rivya about {counted(result['asked'], 'record')}: {result['changed']} changed,"
         f" {result['not_found']} not found, {result['failed']} failed."
         + (f" Credits: {balance}." if balance is not None else "")
     )
@@ -185,6 +192,13 @@ def _dead_letters_hint(entry: dict[str, Any]) -> str:
         f"\nReplay its {counted(entry['dead'], 'dead letter')}: "
         f"receiver replay --destination {name} --delivery-state dead"
     )
+
+
+def next_attempt(delivery: dict[str, Any]) -> str | None:
+    """When a delivery is tried next: only a pending one is (delivered, dead, replayed and
+    recovered ones are finished, and an orphaned one waits for its destination to be back);
+    the others keep the time they last had, which reads as a promise."""
+    return delivery["next_attempt_at"] if delivery["state"] == DeliveryState.PENDING else None
 
 
 def _with_cursor(listing: str, cursor: str | None) -> str:
