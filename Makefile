@@ -31,10 +31,13 @@ $(INSTALLED): $(RUNTIME)
 	$(PIP) -e '.[dev,postgres]'
 	touch $@
 
+# Each value is made before the file is: a command that fails stops here and leaves no .env
+# (one with an empty secret would stay, and stop every later `make run`).
 .env: | $(RUNTIME)
-	@umask 077 && printf 'RECEIVER_SIGNING_SECRETS=%s\nRECEIVER_ADMIN_TOKEN=%s\n' \
-		"$$($(BIN)/receiver secret new)" \
-		"$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" > .env
+	@secret="$$($(BIN)/receiver secret new)" && \
+		token="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" && \
+		umask 077 && printf 'RECEIVER_SIGNING_SECRETS=%s\nRECEIVER_ADMIN_TOKEN=%s\n' \
+		"$$secret" "$$token" > .env
 	@echo "Created .env with fresh development secrets (mode 0600): keep it out of version control."
 
 # Where `make run` serves: `make run PORT=8080` when 8000 is taken. Set here, not with ?=,

@@ -190,3 +190,28 @@ def _answers(url: str) -> bool:
         return HTTP.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:  # not listening yet
         return False
+
+
+def test_make_env_leaves_no_env_behind_when_a_secret_cannot_be_made(tmp_path: Path) -> None:
+    """As when the install under it is broken: it had written a .env with an empty secret,
+    which stayed, and stopped every later `make run` until deleted by hand."""
+    shutil.copy2(REPOSITORY / "Makefile", tmp_path / "Makefile")
+    venv = tmp_path / "venv"
+    bin_dir = venv / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    (bin_dir / "receiver").write_text("#!/bin/sh\necho 'ImportError' >&2\nexit 1\n")
+    (bin_dir / "receiver").chmod(0o755)
+    make_path = shutil.which("make")
+    assert make_path
+    made = subprocess.run(
+        # -o: take the venv as installed; this one only holds the two commands .env runs.
+        [make_path, "--silent", ".env", f"VENV={venv}", "-o", str(venv / ".runtime")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert made.returncode != 0
+    assert not (tmp_path / ".env").exists()
