@@ -10,6 +10,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -87,7 +88,7 @@ class ReplayRequest(Window, ReplayOne):
     # is replayed only where its latest delivery is in this state.
     delivery_state: DeliveryState | None = None
     # Count what would be queued, by destination; change nothing.
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
 
 # Event IDs one reprocess may name: a 64 KiB body (`receiver.bodies`) holds about a thousand
@@ -99,7 +100,7 @@ class ReprocessRequest(_Strict):
     """Event IDs, or every quarantined event: one of the two."""
 
     event_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_REPROCESS_IDS)
-    quarantined: bool = False
+    quarantined: StrictBool = False
 
     @field_validator("event_ids")
     @classmethod

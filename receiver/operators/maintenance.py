@@ -114,7 +114,10 @@ def replay(
         if dry_run:
             return await actions.count_planned(engine, plan)
         if not event_ids:
-            _confirm(f"Replay {await actions.count_planned(engine, plan)}?", yes)
+            # Asked with the numbers it is about to queue; nothing to queue, nothing to ask.
+            planned = await actions.count_planned(engine, plan)
+            if planned.deliveries:
+                _confirm(f"Replay {planned}?", yes)
         legs = await actions.resolve_plan(engine, plan)
         total = sum(len(found) for _, found in legs)
         with progress(total, "Replaying", quiet=as_json) as advance:

@@ -187,6 +187,8 @@ def test_replay_by_filter_dry_run_then_to_another_endpoint(
     assert operator.json("deliveries", "list")["deliveries"] == before
 
     other = own_downstream()
+    # Nothing to queue: nothing to ask.
+    assert operator.run("replay", "--type", "generation.none").strip() == "Queued 0 deliveries."
     # A replay by filter asks first, with the numbers; no answer is no.
     asked = operator.run("replay", "--type", "generation.failed", "--to", other.url, code=1)
     assert "Replay 2 deliveries: default 2? [y/N]" in asked
