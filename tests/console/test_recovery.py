@@ -421,3 +421,39 @@ def test_forged_cursors_are_refused_as_400_never_a_500(
         for path in ("/deliveries", "/events", "/records"):
             answer = sender.admin(path, params={"cursor": value})
             assert answer.status_code == 400, (path, value)
+
+
+def test_a_destination_no_longer_configured_has_its_page_on_its_orphaned_deliveries(
+    start_server: Callable[..., ReceiverProcess],
+    rivya: Rivya,
+    own_downstream: Callable[..., Downstream],
+    browsers: list[Browser],
+    tmp_path: Path,
+) -> None:
+    """Removed from the file while its deliveries wait: the overview still links it, its
+    page opens on them (orphaned) and says it is not configured, and nothing offers to
+    replay to it."""
+    slow = own_downstream(always(503))
+    table = {"name": "billing", "url": slow.url, "signing_secrets": new_secret()}
+    first = start_server(
+        destinations_file=write_destinations(tmp_path / "d.toml", table),
+        forward_retry_schedule="3600",
+    )
+    sender = Rivya(first, rivya.secret, rivya.sensitive)
+    for _ in range(2):
+        assert sender.send(make_event()).status_code == 200
+    wait_until(lambda: len(slow.received) == 2, timeout=10)
+    first.stop()
+    second = start_server(metrics_refresh_seconds=QUICK)
+    browsers.append(Browser(second.url))
+    admin = browsers[-1]
+    assert admin.sign_in().status_code == 303
+    row = re.search(r'<tr id="destination-billing">(.*?)</tr>', admin.get("/console/").text, re.S)
+    assert row, "the overview lists it"
+    assert "not configured" in text_of(row[1])
+    assert "/console/destinations/billing/replay" not in row[1]
+    page = admin.get("/console/destinations/billing").text
+    assert CURRENT_TAB.findall(page) == ["orphaned"]
+    assert "not configured" in text_of(page)
+    assert "Replay" not in text_of(main_of(page)).replace("replayed", "")
+    assert admin.get("/console/destinations/billing/replay").status_code == 404
