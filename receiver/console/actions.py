@@ -88,11 +88,7 @@ async def replay_destination(request: Request) -> Response:
 async def reprocess_quarantined(request: Request) -> Response:
     """The confirmed second step of reprocessing (the first is `recovery.confirm_reprocess`)."""
     await session_and_form(request)
-    services = services_of(request)
-    found = await actions.matching_ids(services.engine, QUARANTINED)
-    counts = await actions.reprocess(services.engine, found, WHO, services.settings.forwarding)
-    if services.forwarder is not None:
-        services.forwarder.wake()
+    counts = await actions.reprocess_served(services_of(request), QUARANTINED, WHO)
     return _back("/console/events", "reprocessed", reprocessed_counts(counts))
 
 

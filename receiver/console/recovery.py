@@ -20,8 +20,8 @@ from receiver.console.rendering import page
 from receiver.destinations import NAME_PATTERN
 from receiver.forward.breaker import tripped
 from receiver.model import Outcome
-from receiver.operators.actions import REPLAY_COUNT_LIMIT, count_planned, plan_replay
-from receiver.operators.nouns import counted
+from receiver.operators.actions import count_planned, plan_replay
+from receiver.operators.nouns import COUNT_LIMIT, capped, counted_capped
 from receiver.services import services_of
 from receiver.store.database import transaction
 from receiver.store.deliveries import DeliveryState
@@ -29,10 +29,6 @@ from receiver.store.filters import EventFilter
 from receiver.store.health import destination_health_of
 from receiver.store.queries import DeliveryFilter, count_events, list_deliveries
 
-# A page counts this far, then says "more than" (a destination's tabs, each state's count a
-# range of an index; the quarantined events a reprocess would take): past ten thousand the
-# exact figure changes nothing an operator decides. The replay's dry run counts as far.
-COUNT_LIMIT = REPLAY_COUNT_LIMIT
 # What "replay this destination's dead letters" replays: its deliveries whose latest is dead.
 DEAD_LETTERS = EventFilter(delivery_state=DeliveryState.DEAD)
 QUARANTINED = EventFilter(outcome=Outcome.QUARANTINED)
@@ -98,8 +94,8 @@ async def destination(request: Request) -> Response:
         destination=shown,
         state=state,
         page=found,
-        tabs={state: _number(shown[state]) for state in DELIVERY_STATES},
-        replay_label=f"Replay {_counted(shown[DeliveryState.DEAD.value], 'dead letter')}",
+        tabs={state: capped(shown[state]) for state in DELIVERY_STATES},
+        replay_label=f"Replay {counted_capped(shown[DeliveryState.DEAD.value], 'dead letter')}",
         paused=tripped(shown["consecutive_failures"]),
     )
 
@@ -118,13 +114,13 @@ async def confirm_replay(request: Request) -> Response:
         "confirm.html",
         title=f"Replay the dead letters of {name}",
         sentence=(
-            f"{_counted(n, 'dead letter')} to {name}: each is queued again, to {name} only"
+            f"{counted_capped(n, 'dead letter')} to {name}: each is queued again, to {name} only"
             " (its other destinations are sent nothing)."
             if n
             else f"{name} has no dead letters: nothing to replay."
         ),
         action=f"/console/destinations/{name}/replay" if n else None,
-        button=f"Replay {_counted(n, 'dead letter')}",
+        button=f"Replay {counted_capped(n, 'dead letter')}",
         back=f"/console/destinations/{name}",
     )
 
@@ -138,22 +134,12 @@ async def confirm_reprocess(request: Request) -> Response:
         "confirm.html",
         title="Reprocess quarantined events",
         sentence=(
-            f"{_counted(n, 'quarantined event')}: each is parsed and applied again, and the"
+            f"{counted_capped(n, 'quarantined event')}: each is parsed and applied again, and the"
             " answer says how many changed outcome."
             if n
             else "No quarantined events: nothing to reprocess."
         ),
         action="/console/reprocess" if n else None,
-        button=f"Reprocess {_counted(n, 'event')}",
+        button=f"Reprocess {counted_capped(n, 'event')}",
         back="/console/events?outcome=quarantined",
     )
-
-
-def _number(n: int) -> str:
-    """`n`, or past what a page counts, "more than 10,000"."""
-    return f"more than {COUNT_LIMIT:,}" if n > COUNT_LIMIT else f"{n:,}"
-
-
-def _counted(n: int, noun: str) -> str:
-    """ "1 event", "3 events", or past what a page counts, "more than 10,000 events"."""
-    return f"more than {counted(COUNT_LIMIT, noun)}" if n > COUNT_LIMIT else counted(n, noun)

@@ -17,7 +17,7 @@ from receiver.exceptions import ForwardingDisabledError, InvalidRequestError, No
 from receiver.generations import MAX_ID_CHARS
 from receiver.ingest.envelope import parse_event
 from receiver.logs import log
-from receiver.operators.nouns import counted
+from receiver.operators.nouns import COUNT_LIMIT, capped, counted
 from receiver.services import Services
 from receiver.settings import Settings
 from receiver.store.database import transaction
@@ -93,8 +93,8 @@ def plan_replay(
 @dataclass(frozen=True, slots=True)
 class Replayed:
     """Deliveries a replay queued, or in a dry run would queue, by destination (those with
-    none left out). A dry run counts each destination's no further than REPLAY_COUNT_LIMIT:
-    REPLAY_COUNT_LIMIT + 1 reads "more than REPLAY_COUNT_LIMIT"."""
+    none left out). A dry run counts each destination's no further than COUNT_LIMIT:
+    COUNT_LIMIT + 1 reads "more than COUNT_LIMIT". A real run's counts are exact."""
 
     by_destination: dict[str, int]
     dry_run: bool = False
@@ -112,32 +112,23 @@ class Replayed:
 
     def __str__(self) -> str:
         """In words: 4 deliveries: analytics 3, billing 1 (or 0 deliveries)."""
-        shown = ", ".join(f"{name} {_capped(n)}" for name, n in self.by_destination.items())
-        total = sum(min(n, REPLAY_COUNT_LIMIT) for n in self.by_destination.values())
-        head = counted(total, "delivery", "deliveries")
-        if any(n > REPLAY_COUNT_LIMIT for n in self.by_destination.values()):
+        number = capped if self.dry_run else "{:,}".format
+        shown = ", ".join(f"{name} {number(n)}" for name, n in self.by_destination.items())
+        head = counted(self.deliveries, "delivery", "deliveries")
+        if self.dry_run and any(n > COUNT_LIMIT for n in self.by_destination.values()):
+            total = sum(min(n, COUNT_LIMIT) for n in self.by_destination.values())
             head = f"more than {total:,} deliveries"
         return f"{head}: {shown}" if shown else head
 
 
-def _capped(n: int) -> str:
-    return f"more than {REPLAY_COUNT_LIMIT:,}" if n > REPLAY_COUNT_LIMIT else f"{n:,}"
-
-
-# A dry run counts each destination's deliveries this far, then says "more than": each
-# match costs an index lookup or two, and past ten thousand the exact number changes
-# nothing an operator decides (the console's replay page counts to the same bound).
-REPLAY_COUNT_LIMIT = 10_000
-
-
 async def count_planned(engine: AsyncEngine, plan: Sequence[Leg]) -> Replayed:
     """What `plan` would queue, changing nothing."""
-    counted: dict[str, int] = {}
+    planned: dict[str, int] = {}
     async with transaction(engine) as connection:
         for destination, which in plan:
-            if n := await count_replay(connection, which, destination, REPLAY_COUNT_LIMIT):
-                counted[destination.name] = n
-    return Replayed(counted, dry_run=True)
+            if n := await count_replay(connection, which, destination, COUNT_LIMIT):
+                planned[destination.name] = n
+    return Replayed(planned, dry_run=True)
 
 
 async def resolve_plan(

@@ -166,10 +166,10 @@ def prune(older_than: str, dry_run: bool, as_json: bool) -> None:
 
     async def run(engine: AsyncEngine) -> dict[str, Any]:
         if dry_run:
-            counted = await count_prunable(engine, cutoff)
+            pruned = await count_prunable(engine, cutoff)
         else:
-            counted = await actions.prune_older_than(engine, cutoff, WHO)
-        return {"dry_run": dry_run, "before": cutoff.isoformat(), **asdict(counted)}
+            pruned = await actions.prune_older_than(engine, cutoff, WHO)
+        return {"dry_run": dry_run, "before": cutoff.isoformat(), **asdict(pruned)}
 
     def human(result: dict[str, Any]) -> str:
         verb = "Would remove" if dry_run else "Removed"

@@ -3,7 +3,6 @@ support, posted with generated values (Hypothesis): no answer is a 5xx, and with
 valid CSRF token (or, for support, without the right to act) nothing changes: not a row of
 the database, not an audit line."""
 
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,12 +15,12 @@ import sqlalchemy as sa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ADMIN_TOKEN, SECRETS_OF_THE_RUN, Rivya, Sensitive
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.console.conftest import SUPPORT_TOKEN, Browser
 from tests.databases import reading
 from tests.fake_rivya import FakeRivya
 from tests.helpers import ReceiverProcess, make_event, wait_until
-from tests.reconcile.conftest import reconciling
+from tests.reconcile.conftest import reconciling, serve_fake_rivya
 
 # Per form, role and kind of token. 15 gives each field its edge values (empty, NUL,
 # non-ASCII, long, the page's own values) and keeps the module near half a minute a backend.
@@ -174,12 +173,7 @@ def fuzz(
 @pytest.fixture(scope="module")
 def module_rivya_api(sensitive: Sensitive) -> Iterator[FakeRivya]:
     """Rivya's API for the module's server: "Ask Rivya" is offered only with a key."""
-    key = f"rvya_sk_{secrets.token_hex(16)}"
-    for registry in (sensitive, SECRETS_OF_THE_RUN):
-        registry.add(key)
-    api = FakeRivya(key)
-    yield api
-    api.stop()
+    yield from serve_fake_rivya(sensitive)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ from tests.conftest import SECRETS_OF_THE_RUN, Sensitive
 from tests.fake_rivya import FakeRivya
 
 
-@pytest.fixture
-def fake_rivya(sensitive: Sensitive) -> Iterator[FakeRivya]:
+def serve_fake_rivya(sensitive: Sensitive) -> Iterator[FakeRivya]:
     """Rivya's API, with a key of its own that no log, answer or output may show."""
     key = f"rvya_sk_{secrets.token_hex(16)}"
     for registry in (sensitive, SECRETS_OF_THE_RUN):
@@ -16,6 +15,11 @@ def fake_rivya(sensitive: Sensitive) -> Iterator[FakeRivya]:
     api = FakeRivya(key)
     yield api
     api.stop()
+
+
+@pytest.fixture
+def fake_rivya(sensitive: Sensitive) -> Iterator[FakeRivya]:
+    yield from serve_fake_rivya(sensitive)
 
 
 def reconciling(api: FakeRivya, **more: str) -> dict[str, str]:

@@ -3,16 +3,13 @@ each backend, through the forwarder's own store calls: a replay queued makes the
 letters `replayed`, a delivery makes them `recovered`, and a pair holds one dead letter
 however often it was replayed."""
 
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.store.database import create_engine, upgrade_schema
 from receiver.store.deliveries import (
     AttemptRecord,
     DeliveryState,
@@ -29,14 +26,6 @@ pytestmark = pytest.mark.anyio
 
 OWNER = "forwarder-1"
 OTHER_URL = "https://other.example/hook"
-
-
-@pytest.fixture
-async def engine(tmp_path: Path, new_database: Callable[[Path], str]) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(new_database(tmp_path), 10)
-    await upgrade_schema(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def died(engine: AsyncEngine, event_id: str, to: str, target_url: str | None = None) -> None:

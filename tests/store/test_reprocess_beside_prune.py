@@ -14,9 +14,8 @@ from receiver.store.database import transaction
 from receiver.store.events import Reprocessed, reprocess_event
 from receiver.store.tables import deliveries, events
 from tests.helpers import destination, make_event
-from tests.store.test_retention import OLD, add_events, engine, prune_beside, rows
+from tests.store.test_retention import OLD, add_events, prune_beside, rows
 
-__all__ = ["engine"]  # the fixture, shared with test_retention
 pytestmark = pytest.mark.anyio
 
 

@@ -4,16 +4,15 @@ orphaned deliveries."""
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.store.database import create_engine, upgrade_schema
+from receiver.store.database import create_engine
 from receiver.store.deliveries import DeliveryState, replay_events
 from receiver.store.filters import EventFilter
 from receiver.store.retention import CHUNK, Pruned, dead_letter_orphans, prune, prune_chunk
@@ -28,14 +27,6 @@ CUTOFF = NOW - timedelta(days=30)
 # Long enough for a replay that is not held off to commit (milliseconds), in the window
 # between a prune's choice and its deletes.
 WINDOW_SECONDS = 2.0
-
-
-@pytest.fixture
-async def engine(tmp_path: Path, new_database: Callable[[Path], str]) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(new_database(tmp_path), 10)
-    await upgrade_schema(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def add_events(
