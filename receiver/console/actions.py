@@ -17,7 +17,7 @@ from receiver.console.pages import ReplayQuery, read_query
 from receiver.console.recovery import DEAD_LETTERS, QUARANTINED, destination_name
 from receiver.console.rendering import page_of
 from receiver.exceptions import NotFoundError, RejectedRequestError
-from receiver.operators import actions
+from receiver.operators import actions, replays
 from receiver.reconcile.reconciler import Reconciler
 from receiver.services import Services, services_of
 from receiver.store.database import transaction
@@ -51,9 +51,9 @@ def _posted_id(form: FormData, name: str) -> str:
 
 async def _replay(
     services: Services, which: EventFilter, destination: str | None
-) -> actions.Replayed:
+) -> replays.Replayed:
     try:
-        return await actions.replay_served(services, which, destination, WHO)
+        return await replays.replay_served(services, which, destination, WHO)
     except NotFoundError:
         raise HTTPException(404, "No such event.") from None
     except RejectedRequestError as exc:

@@ -16,7 +16,8 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from receiver.model import Outcome
-from receiver.operators.actions import Replayed, ReprocessCounts
+from receiver.operators.actions import ReprocessCounts
+from receiver.operators.replays import Replayed
 from receiver.services import services_of
 
 # A count carried back. A replay queues at most one delivery per stored event and

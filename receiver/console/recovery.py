@@ -20,8 +20,8 @@ from receiver.console.rendering import page
 from receiver.destinations import NAME_PATTERN
 from receiver.forward.breaker import tripped
 from receiver.model import Outcome
-from receiver.operators.actions import count_planned, plan_replay
 from receiver.operators.nouns import COUNT_LIMIT, capped, counted_capped
+from receiver.operators.replays import count_planned, plan_replay
 from receiver.services import services_of
 from receiver.store.database import transaction
 from receiver.store.deliveries import DeliveryState

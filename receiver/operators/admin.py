@@ -26,7 +26,7 @@ from receiver.bodies import read_small_body
 from receiver.exceptions import InvalidRequestError, UnauthorizedError
 from receiver.metrics import metrics_of
 from receiver.model import Outcome
-from receiver.operators import actions
+from receiver.operators import actions, replays
 from receiver.operators.moments import Moment
 from receiver.operators.openapi import openapi_route
 from receiver.operators.spans import parse_span
@@ -234,7 +234,7 @@ async def replay_event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     wanted = await _body(ReplayOne, request)
     which = EventFilter(event_ids=(event_id,))
-    replayed = await actions.replay_served(services_of(request), which, wanted.destination, WHO)
+    replayed = await replays.replay_served(services_of(request), which, wanted.destination, WHO)
     return ORJSONResponse(replayed.as_json(), status_code=202)
 
 
@@ -247,7 +247,7 @@ async def replay_matching(request: Request) -> Response:
         delivery_state=wanted.delivery_state,
         destination=wanted.destination,
     )
-    replayed = await actions.replay_served(
+    replayed = await replays.replay_served(
         services_of(request), which, wanted.destination, WHO, wanted.dry_run
     )
     return ORJSONResponse(replayed.as_json(), status_code=200 if wanted.dry_run else 202)

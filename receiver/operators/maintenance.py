@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from receiver.destinations import check_http_url
 from receiver.exceptions import RejectedRequestError
 from receiver.model import Outcome
-from receiver.operators import actions
+from receiver.operators import actions, replays
 from receiver.operators.inspection import STATES, since_option, type_option, until_option
 from receiver.operators.nouns import counted
 from receiver.operators.terminal import (
@@ -104,24 +104,24 @@ def replay(
         destination=destination,
     )
     try:
-        plan = actions.plan_replay(load_settings(), which, destination, target_url)
+        plan = replays.plan_replay(load_settings(), which, destination, target_url)
     except RejectedRequestError as exc:
         raise click.ClickException(str(exc)) from exc
 
-    async def run(engine: AsyncEngine) -> actions.Replayed:
+    async def run(engine: AsyncEngine) -> replays.Replayed:
         if event_ids:
             await _existing(engine, which)
         if dry_run:
-            return await actions.count_planned(engine, plan)
+            return await replays.count_planned(engine, plan)
         if not event_ids:
             # Asked with the numbers it is about to queue; nothing to queue, nothing to ask.
-            planned = await actions.count_planned(engine, plan)
+            planned = await replays.count_planned(engine, plan)
             if planned.deliveries:
                 _confirm(f"Replay {planned}?", yes)
-        legs = await actions.resolve_plan(engine, plan)
+        legs = await replays.resolve_plan(engine, plan)
         total = sum(len(found) for _, found in legs)
         with progress(total, "Replaying", quiet=as_json) as advance:
-            return await actions.replay(engine, legs, WHO, target_url, advance)
+            return await replays.replay(engine, legs, WHO, target_url, advance)
 
     result = run_with_store(run)
     verb = "Would queue" if dry_run else "Queued"

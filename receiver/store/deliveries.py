@@ -1,4 +1,4 @@
-"""The outbox, as the forwarder and operators use it: claim, record, release, replay, list.
+"""The outbox, as the forwarder uses it: claim, record (settling dead letters), release.
 
 Work is claimed from the database, never from memory, so any process can pick it up. A
 claim is a lease (`lease_owner`, `lease_expires_at`) taken in one UPDATE, so two forwarders
@@ -6,21 +6,16 @@ cannot both take a row: SQLite serialises writers, and on PostgreSQL the inner S
 FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.destinations import EVERY_OUTCOME, Destination
 from receiver.store import statements
-from receiver.store.filters import EventFilter, event_conditions
 from receiver.store.statements import Run
-from receiver.store.tables import deliveries, events
 
 
 class DeliveryState(StrEnum):
@@ -241,67 +236,3 @@ def _chunks(items: list[T]) -> list[list[T]]:
     """Pieces of at most CHUNK: each statement is compiled once per length, and a backlog
     of outcomes (after the database was away) must not make one statement too large."""
     return [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
-
-
-def replay_conditions(which: EventFilter, destination: Destination) -> list[Any]:
-    """The events of `which` that `destination` wants (by their type and outcome as stored)."""
-    wanted = [*event_conditions(which)]
-    if destination.event_types is not None:
-        wanted.append(events.c.type.in_(sorted(destination.event_types)))
-    if destination.wanted_outcomes != EVERY_OUTCOME:
-        wanted.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
-    return wanted
-
-
-async def replay_events(
-    connection: AsyncConnection,
-    which: EventFilter,
-    now: datetime,
-    destinations: Sequence[Destination],
-    target_url: str | None = None,
-) -> dict[str, int]:
-    """Queue a new delivery of every matching event to each of `destinations` whose filters
-    it passes (by its type and outcome as stored), to `target_url` instead of the
-    destination's URL if given; how many, by destination. Each queued pair's dead letters
-    become `replayed` at once: a retry is in flight, and nobody should replay them twice."""
-    queued: dict[str, int] = {}
-    for destination in destinations:
-        selected = sa.select(
-            events.c.id,
-            sa.literal(destination.name, sa.Text),
-            sa.literal(DeliveryState.PENDING.value),
-            sa.literal(target_url, sa.Text),
-            sa.literal(now, deliveries.c.next_attempt_at.type),
-            sa.literal(now, deliveries.c.created_at.type),
-        ).where(*replay_conditions(which, destination))
-        # On PostgreSQL, an event a prune has locked is waited for, then skipped if it went:
-        # without the lock the new row's foreign key would fail the whole replay.
-        selected = selected.with_for_update(read=True, key_share=True, of=events)
-        inserted = await connection.scalars(
-            sa.insert(deliveries)
-            .from_select(
-                ["event_id", "destination", "state", "target_url", "next_attempt_at", "created_at"],
-                selected,
-            )
-            .returning(deliveries.c.event_id)
-        )
-        event_ids = list(inserted)
-        for start in range(0, len(event_ids), REPLAYED_CHUNK):
-            await connection.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.event_id.in_(event_ids[start : start + REPLAYED_CHUNK]),
-                    deliveries.c.destination == destination.name,
-                    deliveries.c.target_url.is_not_distinct_from(sa.literal(target_url, sa.Text)),
-                    deliveries.c.state == DeliveryState.DEAD.value,
-                )
-                .values(state=DeliveryState.REPLAYED.value)
-            )
-        if event_ids:
-            queued[destination.name] = len(event_ids)
-    return queued
-
-
-# Event IDs a statement names when a replay marks dead letters replayed: the actions replay
-# 500 events a transaction, and 500 parameters are far inside both backends' limits.
-REPLAYED_CHUNK = 500

@@ -8,9 +8,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.destinations import EVERY_OUTCOME, Destination
 from receiver.exceptions import NotFoundError
-from receiver.store.deliveries import ORPHANED, DeliveryState, replay_conditions, shown_state
+from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
 from receiver.store.filters import EventFilter, count_matching_events, event_conditions, sides
 from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
 from receiver.store.tables import attempts, deliveries, events, records
@@ -109,19 +108,6 @@ async def count_events(connection: AsyncConnection, which: EventFilter, limit: i
         # Both past the bound: the state's side, whose candidates the others rarely refuse.
         from_events = kept < in_state
     return (await connection.execute(count_matching_events(which, limit, from_events))).scalar_one()
-
-
-async def count_replay(
-    connection: AsyncConnection, which: EventFilter, destination: Destination, limit: int
-) -> int:
-    """How many deliveries `replay_events` would queue to `destination`, or `limit` + 1 for
-    any number past `limit`. A destination that takes every event is counted as the events
-    are (`count_events`, which starts from the fewer side); one with filters, with them."""
-    if destination.event_types is None and destination.wanted_outcomes == EVERY_OUTCOME:
-        return await count_events(connection, which, limit)
-    found = sa.select(events.c.id).where(*replay_conditions(which, destination))
-    counted = sa.select(sa.func.count()).select_from(found.limit(limit + 1).subquery())
-    return (await connection.execute(counted)).scalar_one()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@ run's count past its bound reads "more than"."""
 
 import pytest
 
-from receiver.operators.actions import Replayed, ReprocessCounts
+from receiver.operators.actions import ReprocessCounts
 from receiver.operators.nouns import COUNT_LIMIT
+from receiver.operators.replays import Replayed
 
 
 @pytest.mark.parametrize(

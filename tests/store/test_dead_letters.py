@@ -15,10 +15,10 @@ from receiver.store.deliveries import (
     DeliveryState,
     claim_due_deliveries,
     record_attempts,
-    replay_events,
 )
 from receiver.store.events import run_on
 from receiver.store.filters import EventFilter, matching_event_ids
+from receiver.store.replays import replay_events
 from receiver.store.tables import deliveries, events
 from tests.helpers import destination
 

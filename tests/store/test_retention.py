@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.store.database import create_engine
-from receiver.store.deliveries import DeliveryState, replay_events
+from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter
+from receiver.store.replays import replay_events
 from receiver.store.retention import CHUNK, Pruned, dead_letter_orphans, prune, prune_chunk
 from receiver.store.tables import attempts, deliveries, events
 from tests.helpers import destination
