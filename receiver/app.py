@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from receiver.console.mount import console_mount
+from receiver.console.mount import CONSOLE_PATH, console_mount
 from receiver.forward.forwarder import Forwarder
 from receiver.health import healthz, readyz
 from receiver.ingest.webhooks import RivyaWebhookEndpoint
@@ -104,7 +104,10 @@ def create_app(settings: Settings, run_forwarder: bool = True) -> Starlette:
         ],
         middleware=[
             Middleware(RequestLogMiddleware, on_finished=metrics.observe_request),
-            Middleware(RefuseNulInURL),
+            # The console answers its own with a page (its guard): it knows who is asking.
+            Middleware(
+                RefuseNulInURL, answered_under=(f"{CONSOLE_PATH}/",) if settings.console else ()
+            ),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

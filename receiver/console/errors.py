@@ -13,6 +13,14 @@ where it has none, the status's general one below. Browsers send the console no 
 (`referrer-policy: no-referrer`), so the way back is the list the address belongs to, with
 no filter, and the overview.
 
+What the page says was done depends on when the failure came. The refusals (REFUSALS) are
+made before anything ran, so they say nothing was changed. A failure after work began (a
+500, a 503) may come part-way through: our own (`ReceiverError`) says how far it got in
+its message, which the page shows; anything else is unexpected, and the page says the
+work may have been done in part. Either shows the time, to find the log by: the request's
+line (its path and status) and, for the unexpected, `console_failed` with the error's
+class and place. Never its message or traceback: they can quote SQL and what was sent.
+
 Signed out, the page has no navigation and names nothing stored: the guard sends a
 signed-out GET to sign-in before any route runs, so only sign-in, the static files and a
 refused form answer a signed-out browser, in this module's words and the exception's own
@@ -21,17 +29,20 @@ fixed texts; its way back is sign-in.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import cast
 
+import structlog
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from receiver.console.guard import session_of
 from receiver.console.rendering import page
 from receiver.exceptions import ReceiverError
-from receiver.responses import answer_error
+from receiver.logs import log
+from receiver.responses import answer_error, client_disconnected
 
 # What each status means to someone using the console, when the failure says no more.
 WORDS: dict[int, tuple[str, str]] = {
@@ -61,9 +72,13 @@ WORDS: dict[int, tuple[str, str]] = {
 }
 UNEXPECTED = (
     "Something went wrong",
-    "The console could not answer: try again, and tell whoever runs this service if it"
-    " keeps happening.",
+    "Something went wrong on our side; nothing you typed caused it.",
 )
+# The statuses of refusals made before anything ran: the form, the filter, the role, the
+# address or the method is checked, or what the action names looked up, before any write.
+REFUSALS = frozenset({400, 403, 404, 405, 408, 409, 413, 415, 429})
+NOTHING_CHANGED = "nothing was changed"
+MAYBE_IN_PART = "it may have been done in part: check before trying again"
 # The list each address belongs to (its first match), as (prefix, list, what it lists).
 SECTIONS = (
     ("/console/failed", "/console/failed", "failed jobs"),
@@ -92,16 +107,29 @@ def way_back(request: Request) -> WayBack:
 
 
 def error_page(
-    request: Request, status_code: int, detail: str, headers: Mapping[str, str] | None = None
+    request: Request,
+    status_code: int,
+    detail: str = "",
+    headers: Mapping[str, str] | None = None,
+    ours: bool = False,
 ) -> Response:
-    title, sentence = WORDS.get(status_code, UNEXPECTED)
+    """`detail`: the failure's own sentence, if it has one; `ours`, whether it is one of
+    our own failures (`ReceiverError`), whose words say how far a failure part-way got."""
+    title, general = WORDS.get(status_code, UNEXPECTED)
+    if status_code in REFUSALS:
+        sentence, outcome, when = detail or general, NOTHING_CHANGED, None
+    else:
+        outcome = detail if ours and detail else MAYBE_IN_PART
+        sentence, when = general, datetime.now(UTC).isoformat(timespec="seconds")
     response = page(
         request,
         "error.html",
         status_code,
         status=status_code,
         title=title,
-        sentence=detail or sentence,
+        sentence=sentence,
+        outcome=f"{outcome.rstrip('.')}.",
+        when=when,
         back=way_back(request),
     )
     response.headers.update(headers or {})
@@ -110,7 +138,9 @@ def error_page(
 
 async def receiver_error_page(request: Request, exc: Exception) -> Response:
     answer = answer_error(cast(ReceiverError, exc))  # Starlette routes only these here
-    return error_page(request, answer.status_code, answer.content["detail"], answer.headers)
+    return error_page(
+        request, answer.status_code, answer.content["detail"], answer.headers, ours=True
+    )
 
 
 async def http_error_page(request: Request, exc: Exception) -> Response:
@@ -121,7 +151,19 @@ async def http_error_page(request: Request, exc: Exception) -> Response:
     return error_page(request, exc.status_code, detail, exc.headers)
 
 
+async def unexpected_error_page(request: Request, exc: Exception) -> Response:
+    """Any other failure: a 500 page, its class and place logged (`receiver.logs` keeps
+    its message out), as Starlette's own 500 would have been, outside the console's
+    headers and layout."""
+    structlog.contextvars.bind_contextvars(reason="unexpected_error")
+    log.error("console_failed", exc_info=exc)
+    return error_page(request, 500)
+
+
 CONSOLE_EXCEPTION_HANDLERS = {
     ReceiverError: receiver_error_page,
     HTTPException: http_error_page,
+    # A browser that hung up mid-form reads no page: answered as everywhere else.
+    ClientDisconnect: client_disconnected,
+    Exception: unexpected_error_page,
 }

@@ -3,7 +3,8 @@
 Every answer gets a Content-Security-Policy that allows nothing from another origin and no
 inline script or style, refuses framing, sends no referrer and is never cached. A request
 without a valid session is sent to sign-in (a GET) or refused with a 403 page (anything
-else); sign-in and the static files need none. The error pages (`receiver.console.errors`)
+else); sign-in and the static files need none. A URL holding a NUL is a 400 page, for
+either (`receiver.urls`). The error pages (`receiver.console.errors`)
 sit between the two, so that they carry the headers and a refusal here is a page too.
 """
 
@@ -19,6 +20,7 @@ from receiver.console.access import COOKIE, Session, Tokens
 from receiver.services import services_in
 from receiver.store.database import transaction
 from receiver.store.sessions import find_session
+from receiver.urls import holds_nul
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -63,6 +65,12 @@ class ConsoleGuard:
         cookie = HTTPConnection(scope).cookies.get(COOKIE)
         session = await self._session(scope, cookie)
         scope.setdefault("state", {})["console_session"] = session
+        if holds_nul(scope):
+            # Refused here rather than outside the mount (`receiver.urls`), so that the page
+            # has the navigation of whoever asked; before sign-in's redirect, as a 400.
+            raise HTTPException(
+                400, "The address holds a NUL character (%00): nothing here has one in its name."
+            )
         if session is None and not path.startswith(OPEN_PATHS):
             if scope["method"] in ("GET", "HEAD"):
                 await RedirectResponse("/console/login", status_code=303)(scope, receive, send)

@@ -13,12 +13,14 @@ from receiver.console.rendering import STATIC
 from receiver.console.signin import SignIn, sign_out
 from receiver.settings import Settings
 
+CONSOLE_PATH = "/console"
+
 
 def console_mount(settings: Settings) -> Mount:
     tokens = Tokens(settings)
     sign_in = SignIn(tokens)
     return Mount(
-        "/console",
+        CONSOLE_PATH,
         routes=[
             Route("/", pages.overview),
             Route("/login", sign_in.form, methods=["GET"]),

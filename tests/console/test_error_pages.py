@@ -5,7 +5,9 @@ no navigation. /admin and the webhook keep answering JSON. And actions that cann
 (no Rivya API key; the support role) are not offered."""
 
 import html
+import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,10 +17,14 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from receiver.console.errors import WORDS
+from receiver.store.database import sqlite_path
 from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.console.conftest import SUPPORT_TOKEN, Browser
 from tests.console.test_pages import assert_headers
+from tests.databases import reading
 from tests.fake_rivya import FakeRivya
 from tests.helpers import HTTP, ReceiverProcess, make_event, wait_until
 from tests.reconcile.conftest import reconciling
@@ -34,6 +40,22 @@ OFFERED = re.compile(
 REQUEST_TIMEOUT_SECONDS = 2
 # Past the console's form cap (receiver.bodies.SMALL_BODY_BYTES, 64 KiB).
 OVERSIZED = "x" * (64 * 1024 + 1)
+# The text of a failure nobody foresaw, which no page may show.
+REFUSED = "refused by a test trigger"
+# A trigger refusing sign-out's delete: the database failing a write for a reason the
+# service cannot name (a constraint, a bug), through its real parts, on each backend.
+REFUSE_SIGN_OUT = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_sign_out BEFORE DELETE ON console_sessions"
+        f" BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_sign_out() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" RAISE EXCEPTION '{REFUSED}'; END $$",
+        "CREATE TRIGGER refuse_sign_out BEFORE DELETE ON console_sessions FOR EACH ROW"
+        " EXECUTE FUNCTION refuse_sign_out()",
+    ],
+}
 
 
 @dataclass
@@ -84,6 +106,9 @@ def error_page(response: httpx.Response, status: int, signed_in: bool = True) ->
     assert 'class="button" href="/console/' in text, "no way back"
     found = PROBLEM.search(text)
     assert found, text[:500]
+    # A refusal comes before anything ran; a failure after work began may be part-way.
+    assert (f"Error {status}: nothing was changed." in text) is (status < 500), text[:500]
+    assert 'class="notice"' not in text, "an action's notice is never on an error page"
     return html.unescape(found[1])
 
 
@@ -291,3 +316,88 @@ def test_actions_that_cannot_work_are_not_offered(
         record_page = browsers[-1].get(f"/console/records/{task}").text
         assert ("Ask Rivya about this task now" in record_page) is offered, token
         assert "RECEIVER_RIVYA_API_KEY" not in record_page
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/events?type=a%00b",
+        "/console/events/a%00b",
+        "/console/destinations/a%00b",
+        "/console/static/a%00b",
+        "/console/login?x=%00",
+    ],
+)
+def test_a_nul_in_a_console_address_is_a_400_page_for_whoever_asks(
+    console: Console, path: str
+) -> None:
+    """The console's page (the layout of the role signed in, the signed-out page otherwise,
+    the headers), not the JSON of the check outside the console, which /admin keeps."""
+    for browser, signed_in in (
+        (console.admin, True),
+        (console.support, True),
+        (console.anonymous, False),
+    ):
+        assert "NUL" in error_page(browser.client.get(path), 400, signed_in), path
+    answer = console.rivya.admin("/events?type=a%00b")
+    assert answer.json() == {"error": "invalid_request", "detail": "the URL holds a NUL character"}
+
+
+def test_an_unexpected_failure_is_a_500_page_in_the_layout_that_keeps_its_text_to_the_log(
+    start_server: Callable[..., ReceiverProcess], backend: str, browsers: list[Browser]
+) -> None:
+    """A write the database refuses for a reason the service cannot name: a 500 page inside
+    the layout, with the headers, saying it was no fault of the request, that it may have
+    been done in part, and when; never the exception's text. Its class reaches the log.
+    (It was Starlette's plain-text 500, without the console's headers.)"""
+    server = start_server()
+    browsers.append(Browser(server.url))
+    browser = browsers[-1]
+    assert browser.sign_in().status_code == 303
+    csrf = browser.csrf()
+    with reading(server.env["RECEIVER_DATABASE_URL"]) as db:
+        for statement in REFUSE_SIGN_OUT[backend]:
+            db.execute(sa.text(statement))
+        db.commit()
+    failed = browser.post("/console/logout", csrf=csrf)
+    sentence = error_page(failed, 500)
+    assert sentence == "Something went wrong on our side; nothing you typed caused it."
+    assert "Error 500: it may have been done in part: check before trying again." in failed.text
+    assert re.search(r'This happened at <time datetime="[0-9-]+T[0-9:]+\+00:00"', failed.text)
+    for inner in (REFUSED, "Traceback", "Error:", "sqlalchemy", "console_sessions"):
+        assert inner not in failed.text, inner
+    # The request's line is written once its answer is sent.
+    wait_until(
+        lambda: '"path":"/console/logout","http_status":500' in server.output(),
+        timeout=10,
+        what="the request's log line",
+    )
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    (logged,) = [line for line in lines if line["event"] == "console_failed"]
+    assert logged["level"] == "error", logged
+    assert logged["error_class"], logged
+    assert REFUSED not in server.output(), "the exception's text stays out of the log"
+
+
+@pytest.mark.sqlite_only
+def test_a_database_too_busy_to_write_is_a_503_page_in_its_own_words(
+    start_server: Callable[..., ReceiverProcess], browsers: list[Browser]
+) -> None:
+    """One of the service's own failures after work began says what it says (how far it
+    got, when it can), not "nothing was changed": SQLite's write lock held elsewhere."""
+    server = start_server(database_busy_timeout_seconds="0.5")
+    browsers.append(Browser(server.url))
+    browser = browsers[-1]
+    assert browser.sign_in().status_code == 303
+    csrf = browser.csrf()
+    path = sqlite_path(server.env["RECEIVER_DATABASE_URL"])
+    assert path is not None
+    lock = sqlite3.connect(path, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        busy = browser.post("/console/logout", csrf=csrf)
+    finally:
+        lock.close()
+    assert error_page(busy, 503) == WORDS[503][1]
+    assert "Error 503: the database is unavailable; retry later." in busy.text
+    assert busy.headers["retry-after"]
