@@ -18,7 +18,9 @@ NUL_IN_URL = "the URL holds a NUL character"
 
 
 class RefuseNulInURL:
-    """`answered_under`: the path prefixes whose mount refuses a NUL itself."""
+    """`answered_under`: the paths of mounts that refuse a NUL themselves, each ending in a
+    slash (`/console/`); the mount's own path without it (`/console`, which the router
+    redirects to `/console/`) is theirs too."""
 
     def __init__(self, app: ASGIApp, answered_under: tuple[str, ...] = ()) -> None:
         self.app = app
@@ -27,7 +29,7 @@ class RefuseNulInURL:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
-            and not scope["path"].startswith(self.answered_under)
+            and not f"{scope['path']}/".startswith(self.answered_under)
             and holds_nul(scope)
         ):
             answer = answer_error(InvalidRequestError(NUL_IN_URL))

@@ -339,6 +339,9 @@ def test_a_nul_in_a_console_address_is_a_400_page_for_whoever_asks(
         (console.anonymous, False),
     ):
         assert "NUL" in error_page(browser.client.get(path), 400, signed_in), path
+    # The console's own address without its slash is the console's too (sent on to it).
+    bare = console.admin.client.get("/console?x=%00", follow_redirects=True)
+    assert "NUL" in error_page(bare, 400)
     answer = console.rivya.admin("/events?type=a%00b")
     assert answer.json() == {"error": "invalid_request", "detail": "the URL holds a NUL character"}
 
