@@ -3,6 +3,7 @@ docs/openapi.json lists them) or console page: a 400 that names the URL, on both
 (on PostgreSQL, which refuses NUL in any text, each was a 500)."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ from receiver.operators.admin import ReplayRequest
 from receiver.urls import refuse_nul
 from tests.conftest import Rivya
 from tests.console.conftest import Browser
-from tests.helpers import HTTP, make_event
+from tests.helpers import HTTP, ReceiverProcess, make_event
 
 DOCUMENT = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
 PARAMETERS = DOCUMENT["components"]["parameters"]
@@ -64,6 +65,17 @@ def test_a_nul_in_a_console_url_is_400(rivya: Rivya) -> None:
             assert browser.client.get(url).status_code == 400, url
     finally:
         browser.client.close()
+
+
+def test_without_the_console_its_addresses_get_the_json_refusal(
+    start_server: Callable[..., ReceiverProcess],
+) -> None:
+    """The check outside the console leaves the console's paths to its guard only while
+    there is a console to answer them."""
+    server = start_server(console="false")
+    answer = HTTP.get(f"{server.url}/console/events?type=a%00b")
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "invalid_request", "detail": "the URL holds a NUL character"}
 
 
 def test_the_webhook_endpoint_refuses_a_nul_in_its_url_too(rivya: Rivya) -> None:
