@@ -16,6 +16,7 @@
     │   ├── ConflictError            a request that contradicts what is stored (409)
     │   └── ForwardingDisabledError  a replay while no downstream is configured (409)
     ├── StoreUnavailableError        the database cannot take the write now (503)
+    ├── StoppedPartWayError          a replay or reprocess failed after chunks committed (503)
     └── SettingsError                the configuration is unusable; stops the process
 
 `receiver.responses` maps each family to one HTTP status, in one place.
@@ -88,6 +89,13 @@ class StoreUnavailableError(ReceiverError):
     """The write was not made durable; the sender should retry later."""
 
     code = "store_unavailable"
+
+
+class StoppedPartWayError(ReceiverError):
+    """An operator's action done chunk by chunk failed part-way; its message says what the
+    chunks before the failure did, which stays done."""
+
+    code = "stopped_part_way"
 
 
 class SettingsError(ReceiverError):

@@ -11,17 +11,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.destinations import Destination
-from receiver.exceptions import InvalidRequestError, NotFoundError
+from receiver.exceptions import (
+    InvalidRequestError,
+    NotFoundError,
+    ReceiverError,
+    StoppedPartWayError,
+)
 from receiver.generations import MAX_ID_CHARS
 from receiver.ingest.envelope import parse_event
 from receiver.logs import log
 from receiver.operators.nouns import counted
 from receiver.services import Services
 from receiver.store.database import transaction
-from receiver.store.events import reprocess_event
+from receiver.store.events import Reprocessed, reprocess_event
 from receiver.store.filters import EventFilter, matching_event_ids
 from receiver.store.records import MAX_REFERENCE_CHARS, register_task
 from receiver.store.retention import Pruned, prune
@@ -44,11 +49,13 @@ async def matching_ids(engine: AsyncEngine, which: EventFilter) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class ReprocessCounts:
-    """What a reprocess did: how many events ended in each outcome, and how many of them
-    changed outcome (the rest read as they did)."""
+    """What a reprocess did: how many events ended in each outcome, how many of them
+    changed outcome (the rest read as they did), and how many retention removed after they
+    were chosen (`gone`: not reprocessed)."""
 
     outcomes: dict[str, int]
     changed: int
+    gone: int = 0
 
     @property
     def reprocessed(self) -> int:
@@ -63,14 +70,16 @@ class ReprocessCounts:
             "reprocessed": self.reprocessed,
             "changed": self.changed,
             "unchanged": self.unchanged,
+            "gone": self.gone,
             "outcomes": self.outcomes,
         }
 
     def __str__(self) -> str:
-        """In words: reprocessed 12 events: 3 changed outcome, 9 unchanged."""
+        """In words: reprocessed 12 events: 3 changed outcome, 9 unchanged (and 1 gone)."""
+        gone = f", {self.gone:,} removed by retention meanwhile" if self.gone else ""
         return (
             f"reprocessed {counted(self.reprocessed, 'event')}: "
-            f"{self.changed:,} changed outcome, {self.unchanged:,} unchanged"
+            f"{self.changed:,} changed outcome, {self.unchanged:,} unchanged{gone}"
         )
 
 
@@ -82,29 +91,60 @@ async def reprocess(
     progress: Progress = no_progress,
 ) -> ReprocessCounts:
     """Re-parse and re-apply each event, queueing it for each of `destinations` that wants
-    it now and was not sent it before; how many ended in each outcome, how many changed."""
+    it now and was not sent it before; how many ended in each outcome, how many changed.
+    An event retention removed since it was chosen is counted `gone` and skipped (the
+    callers answer 404 before this for an ID the operator named that is not stored). Chunk
+    by chunk, each its own transaction: a failure part-way says what the chunks before it
+    did, and the audit line counts them."""
     outcomes: Counter[str] = Counter()
-    changed = 0
-    for start in range(0, len(event_ids), CHUNK):
-        chunk = event_ids[start : start + CHUNK]
-        async with transaction(engine) as connection:
-            for event_id in chunk:
-                done = await connection.run_sync(
-                    reprocess_event, event_id, datetime.now(UTC), parse_event, destinations
-                )
-                outcomes[done.outcome.value] += 1
-                changed += done.changed
-        progress(len(chunk))
-    counts = ReprocessCounts(dict(sorted(outcomes.items())), changed)
-    log.info(
-        "audit",
-        who=who,
-        what="reprocess",
-        count=counts.reprocessed,
-        changed=counts.changed,
-        unchanged=counts.unchanged,
-    )
-    return counts
+    changed = gone = 0
+    try:
+        for start in range(0, len(event_ids), CHUNK):
+            chunk = event_ids[start : start + CHUNK]
+            async with transaction(engine) as connection:
+                done = [
+                    await _reprocessed(connection, event_id, destinations) for event_id in chunk
+                ]
+            for reprocessed in done:
+                if reprocessed is None:
+                    gone += 1
+                else:
+                    outcomes[reprocessed.outcome.value] += 1
+                    changed += reprocessed.changed
+            progress(len(chunk))
+    except Exception as exc:
+        so_far = ReprocessCounts(dict(sorted(outcomes.items())), changed, gone)
+        raise StoppedPartWayError(
+            f"The reprocess stopped part-way ({why_stopped(exc)}): {so_far} before it."
+        ) from exc
+    finally:
+        log.info(
+            "audit",
+            who=who,
+            what="reprocess",
+            count=sum(outcomes.values()),
+            changed=changed,
+            unchanged=sum(outcomes.values()) - changed,
+            gone=gone,
+        )
+    return ReprocessCounts(dict(sorted(outcomes.items())), changed, gone)
+
+
+async def _reprocessed(
+    connection: AsyncConnection, event_id: str, destinations: Sequence[Destination]
+) -> Reprocessed | None:
+    """One event reprocessed, or None if it is no longer stored (nothing was written)."""
+    try:
+        return await connection.run_sync(
+            reprocess_event, event_id, datetime.now(UTC), parse_event, destinations
+        )
+    except NotFoundError:
+        return None
+
+
+def why_stopped(exc: Exception) -> str:
+    """A failure in words for the operator: our own error's message, or that it was not one."""
+    return str(exc) if isinstance(exc, ReceiverError) else f"an unforeseen {type(exc).__name__}"
 
 
 async def reprocess_served(services: Services, which: EventFilter, who: str) -> ReprocessCounts:

@@ -8,10 +8,10 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import check_http_url
-from receiver.exceptions import RejectedRequestError
+from receiver.exceptions import RejectedRequestError, StoppedPartWayError
 from receiver.model import Outcome
 from receiver.operators import actions, replays
-from receiver.operators.inspection import STATES, since_option, type_option, until_option
+from receiver.operators.inspection import since_option, type_option, until_option
 from receiver.operators.nouns import counted
 from receiver.operators.terminal import (
     emit,
@@ -53,9 +53,10 @@ def _confirm(question: str, yes: bool) -> None:
 @until_option
 @click.option(
     "--delivery-state",
-    type=STATES,
-    help="State of the event's latest delivery to each destination (or to --destination); "
-    "each event is replayed only where it is in that state.",
+    type=click.Choice(replays.REPLAY_STATES),
+    help="dead: each dead letter (of --destination), replayed to where it died; pending or "
+    "delivered: the event's latest delivery to each destination (or to --destination), "
+    "replayed only where it is in that state.",
 )
 @click.option(
     "--destination",
@@ -113,17 +114,20 @@ def replay(
             await _existing(engine, which)
         if dry_run:
             return await replays.count_planned(engine, plan)
-        if not event_ids:
-            # Asked with the numbers it is about to queue; nothing to queue, nothing to ask.
-            planned = await replays.count_planned(engine, plan)
-            if planned.deliveries:
-                _confirm(f"Replay {planned}?", yes)
-        legs = await replays.resolve_plan(engine, plan)
-        total = sum(len(found) for _, found in legs)
+        # Resolved first, so that the numbers asked about are the ones it queues (at most:
+        # a dead letter another replay claims meanwhile is not queued twice).
+        resolved = await replays.resolve_plan(engine, plan)
+        planned = replays.resolved_counts(resolved)
+        if not event_ids and planned.deliveries:
+            _confirm(f"Replay {planned}?", yes)
+        total = sum(len(work) for work in resolved)
         with progress(total, "Replaying", quiet=as_json) as advance:
-            return await replays.replay(engine, legs, WHO, target_url, advance)
+            return await replays.replay(engine, resolved, WHO, advance)
 
-    result = run_with_store(run)
+    try:
+        result = run_with_store(run)
+    except StoppedPartWayError as exc:
+        raise click.ClickException(str(exc)) from exc
     verb = "Would queue" if dry_run else "Queued"
     emit(result.as_json(), as_json, lambda _: f"{verb} {result}.")
 
@@ -150,7 +154,10 @@ def reprocess(event_ids: tuple[str, ...], quarantined: bool, yes: bool, as_json:
         with progress(len(found), "Reprocessing", quiet=as_json) as advance:
             return await actions.reprocess(engine, found, WHO, destinations, advance)
 
-    counts = run_with_store(run)
+    try:
+        counts = run_with_store(run)
+    except StoppedPartWayError as exc:
+        raise click.ClickException(str(exc)) from exc
     emit(counts.as_json(), as_json, lambda _: str(counts).capitalize() + ".")
 
 

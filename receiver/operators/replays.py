@@ -8,18 +8,39 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.destinations import EVERY_OUTCOME, Destination, find_destination
-from receiver.exceptions import ForwardingDisabledError, InvalidRequestError, NotFoundError
+from receiver.exceptions import (
+    ForwardingDisabledError,
+    InvalidRequestError,
+    NotFoundError,
+    StoppedPartWayError,
+)
 from receiver.logs import log
-from receiver.operators.actions import CHUNK, Progress, matching_ids, no_progress
+from receiver.operators.actions import CHUNK, Progress, matching_ids, no_progress, why_stopped
 from receiver.operators.nouns import COUNT_LIMIT, capped, counted
 from receiver.services import Services
 from receiver.settings import Settings
 from receiver.store.database import transaction
+from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter
-from receiver.store.replays import count_replay, replay_events
+from receiver.store.replays import (
+    claim_dead_letters,
+    count_dead_letters,
+    count_replay,
+    dead_letters,
+    events_to_replay,
+    replay_events,
+)
+
+# The delivery states a replay chooses by: replayed and recovered are history, and no
+# pair's latest delivery (one of those was followed by another).
+REPLAY_STATES = (
+    DeliveryState.PENDING.value,
+    DeliveryState.DELIVERED.value,
+    DeliveryState.DEAD.value,
+)
 
 
 def replay_destinations(
@@ -47,23 +68,39 @@ def _whatever_its_filters(destination: Destination) -> Destination:
     return replace(destination, event_types=None, outcomes=EVERY_OUTCOME)
 
 
-# What a replay sends one destination: the events `which` matches (those it wants, by its
-# filters, unless it was named or a delivery state chose them).
-Leg = tuple[Destination, EventFilter]
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """What a replay sends one destination: the events `which` matches (those it wants, by
+    its filters, unless it was named or a delivery state chose them), to `target_url` if
+    given. A leg of dead letters (`claims`) replays the destination's own: each dead letter
+    `which` matches is claimed and sent again to its own target URL."""
+
+    destination: Destination
+    which: EventFilter
+    target_url: str | None = None
+
+    @property
+    def claims(self) -> bool:
+        # A replay to another URL is a copy sent elsewhere: it replays no dead letter.
+        return self.which.delivery_state == DeliveryState.DEAD and self.target_url is None
 
 
 def plan_replay(
     settings: Settings, which: EventFilter, name: str | None, target_url: str | None = None
 ) -> list[Leg]:
     """Where a replay goes, and what each destination is sent. With a delivery state, each
-    destination (the one named, or every one) is sent the events whose latest delivery to
-    it is in that state, whatever its filters: they were sent there before. So a replay of
-    dead letters goes only where they died, never to a destination that has them."""
+    destination (the one named, or every one) is sent the events in that state there,
+    whatever its filters: they were sent there before. So a replay of dead letters goes only
+    where they died, never to a destination that has them."""
     destinations = replay_destinations(settings, name, target_url)
     if which.delivery_state is None:
-        return [(destination, which) for destination in destinations]
+        return [Leg(destination, which, target_url) for destination in destinations]
     return [
-        (_whatever_its_filters(destination), replace(which, destination=destination.name))
+        Leg(
+            _whatever_its_filters(destination),
+            replace(which, destination=destination.name),
+            target_url,
+        )
         for destination in destinations
     ]
 
@@ -72,10 +109,12 @@ def plan_replay(
 class Replayed:
     """Deliveries a replay queued, or in a dry run would queue, by destination (those with
     none left out). A dry run counts each destination's no further than COUNT_LIMIT:
-    COUNT_LIMIT + 1 reads "more than COUNT_LIMIT". A real run's counts are exact."""
+    COUNT_LIMIT + 1 reads "more than COUNT_LIMIT". A real run's counts are exact. A dry run
+    also says the largest dead letter it counted (`up_to`): a confirmation replays up to it."""
 
     by_destination: dict[str, int]
     dry_run: bool = False
+    up_to: int | None = None
 
     @property
     def deliveries(self) -> int:
@@ -102,54 +141,103 @@ class Replayed:
 async def count_planned(engine: AsyncEngine, plan: Sequence[Leg]) -> Replayed:
     """What `plan` would queue, changing nothing."""
     planned: dict[str, int] = {}
+    largest: list[int] = []
     async with transaction(engine) as connection:
-        for destination, which in plan:
-            if n := await count_replay(connection, which, destination, COUNT_LIMIT):
-                planned[destination.name] = n
-    return Replayed(planned, dry_run=True)
+        for leg in plan:
+            name = leg.destination.name
+            if leg.claims:
+                n, up_to = await count_dead_letters(connection, leg.which, name, COUNT_LIMIT)
+                largest += [up_to] if up_to is not None else []
+            else:
+                n = await count_replay(connection, leg.which, leg.destination, COUNT_LIMIT)
+            if n:
+                planned[name] = n
+    return Replayed(planned, dry_run=True, up_to=max(largest, default=None))
 
 
-async def resolve_plan(
-    engine: AsyncEngine, plan: Sequence[Leg]
-) -> list[tuple[Destination, list[str]]]:
-    """Each leg's matching event IDs, read before anything is queued: queueing changes the
-    delivery states a leg may be chosen by."""
-    return [(destination, await matching_ids(engine, which)) for destination, which in plan]
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A leg's work, read before anything is queued (queueing changes the delivery states a
+    leg is chosen by): the events it copies, or the dead letters it claims."""
+
+    leg: Leg
+    event_ids: list[str]
+    dead_letters: list[int]
+
+    def __len__(self) -> int:
+        return len(self.dead_letters) if self.leg.claims else len(self.event_ids)
+
+
+async def resolve_plan(engine: AsyncEngine, plan: Sequence[Leg]) -> list[Resolved]:
+    """Each leg's events or dead letters, exactly: what a replay of them queues at most (a
+    dead letter another replay claims first is not queued twice)."""
+    resolved = []
+    async with transaction(engine) as connection:
+        for leg in plan:
+            if leg.claims:
+                letters = dead_letters(leg.which, leg.destination.name)
+                resolved.append(Resolved(leg, [], list(await connection.scalars(letters))))
+            else:
+                chosen = events_to_replay(leg.which, leg.destination)
+                resolved.append(Resolved(leg, list(await connection.scalars(chosen)), []))
+    return resolved
+
+
+def resolved_counts(resolved: Sequence[Resolved]) -> Replayed:
+    """What `resolved` would queue, exactly, by destination: what to ask before it."""
+    by_destination: Counter[str] = Counter()
+    for work in resolved:
+        by_destination[work.leg.destination.name] += len(work)
+    return Replayed({name: n for name, n in by_destination.items() if n})
 
 
 async def replay(
-    engine: AsyncEngine,
-    legs: Sequence[tuple[Destination, list[str]]],
-    who: str,
-    target_url: str | None = None,
-    progress: Progress = no_progress,
+    engine: AsyncEngine, resolved: Sequence[Resolved], who: str, progress: Progress = no_progress
 ) -> Replayed:
     """Queue a new delivery of each leg's events (same webhook-id) to its destination, if
-    its filters pass them; what was queued, by destination."""
+    its filters pass them, or replay its dead letters; what was queued, by destination.
+    Chunk by chunk, each its own transaction: a failure part-way leaves the chunks before
+    it queued, and says how many (the audit line counts them too)."""
     queued: Counter[str] = Counter()
-    for destination, event_ids in legs:
-        for start in range(0, len(event_ids), CHUNK):
-            chunk = EventFilter(event_ids=tuple(event_ids[start : start + CHUNK]))
-            async with transaction(engine) as connection:
-                queued.update(
-                    await replay_events(
-                        connection, chunk, datetime.now(UTC), [destination], target_url
-                    )
-                )
-            progress(len(chunk.event_ids or ()))
-    replayed = Replayed({d.name: queued[d.name] for d, _ in legs if queued[d.name]})
-    log.info(
-        "audit",
-        who=who,
-        what="replay",
-        count=replayed.deliveries,
-        by_destination=replayed.by_destination,
-    )
-    return replayed
+    try:
+        for work in resolved:
+            name = work.leg.destination.name
+            for start in range(0, len(work), CHUNK):
+                async with transaction(engine) as connection:
+                    queued[name] += await _queue_chunk(connection, work, start)
+                progress(min(CHUNK, len(work) - start))
+    except Exception as exc:
+        done = Replayed({name: n for name, n in queued.items() if n})
+        raise StoppedPartWayError(
+            f"The replay stopped part-way ({why_stopped(exc)}): {done} queued before it."
+        ) from exc
+    finally:
+        log.info(
+            "audit",
+            who=who,
+            what="replay",
+            count=sum(queued.values()),
+            by_destination={name: n for name, n in queued.items() if n},
+        )
+    return Replayed({name: n for name, n in queued.items() if n})
+
+
+async def _queue_chunk(connection: AsyncConnection, work: Resolved, start: int) -> int:
+    leg, now = work.leg, datetime.now(UTC)
+    if leg.claims:
+        chunk = work.dead_letters[start : start + CHUNK]
+        return await claim_dead_letters(connection, chunk, leg.destination.name, now)
+    which = EventFilter(event_ids=tuple(work.event_ids[start : start + CHUNK]))
+    queued = await replay_events(connection, which, now, [leg.destination], leg.target_url)
+    return queued.get(leg.destination.name, 0)
 
 
 async def replay_served(
-    services: Services, which: EventFilter, destination: str | None, who: str, dry_run: bool = False
+    services: Services,
+    which: EventFilter,
+    destination: str | None,
+    who: str,
+    dry_run: bool = False,
 ) -> Replayed:
     """A replay asked of a running service (the admin API, the console): see `plan_replay`;
     an event named by ID must exist. Wakes this process's forwarder."""

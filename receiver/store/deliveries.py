@@ -149,8 +149,9 @@ def record_attempts(
 
 def _settle_pairs(run: Run, dialect: Dialect, records: list[AttemptRecord]) -> None:
     """In the outcomes' transaction: a delivered record recovers its pair's dead letters
-    (and the replays that led to it); one gone dead makes its pair's older dead letters
-    replayed, so that a pair counts once however often it was replayed. Only those two
+    (and the replays that led to it); one gone dead makes its pair's dead letters that a
+    newer delivery superseded replayed (itself too, if a newer one was queued while it was
+    retried), so that a pair counts once however often it was replayed. Only those two
     outcomes pay for a statement; most batches are all delivered, so one."""
     for state, build in (
         (DeliveryState.DELIVERED, statements.settle_recovered),
@@ -158,7 +159,6 @@ def _settle_pairs(run: Run, dialect: Dialect, records: list[AttemptRecord]) -> N
     ):
         pairs = [
             {
-                "id": record.delivery_id,
                 "event_id": record.event_id,
                 "destination": record.destination,
                 "target_url": record.target_url,

@@ -91,10 +91,15 @@ def reprocess_event(
     Queues a delivery to each of `destinations` that wants the event as it now reads and has
     none of it: one that was sent it under its old outcome is not sent it twice, and a
     repeat queues nothing more."""
+    # Read with a write that changes nothing: its lock keeps the event until this
+    # transaction ends, so a prune can no longer remove it under what is applied next (a
+    # delivery queued for it would fail its foreign key, and the records it changed would
+    # stay changed). One a prune removed first is not found, and nothing was written.
     row = connection.execute(
-        sa.select(events.c.webhook_id, events.c.body, events.c.outcome).where(
-            events.c.id == event_id
-        )
+        sa.update(events)
+        .where(events.c.id == event_id)
+        .values(webhook_id=events.c.webhook_id)
+        .returning(events.c.webhook_id, events.c.body, events.c.outcome)
     ).first()
     if row is None:
         raise NotFoundError(f"no event {event_id!r}")
@@ -104,14 +109,9 @@ def reprocess_event(
     submission = Submission(event, row.webhook_id, row.body, now)
     if event.generation and _apply_all(run_on(connection), connection.dialect, [submission]):
         outcome = Outcome.STALE
-    updated = connection.execute(
+    connection.execute(
         sa.update(events).where(events.c.id == event_id).values(**_parsed_columns(event, outcome))
     )
-    if updated.rowcount == 0:
-        # Pruned since it was read (the read took no lock; on SQLite it is not even in the
-        # transaction): a delivery queued now would fail its foreign key. From here on, the
-        # update's lock keeps the event until this transaction ends.
-        raise NotFoundError(f"no event {event_id!r}")
     sent = set(
         connection.scalars(
             sa.select(deliveries.c.destination).where(deliveries.c.event_id == event_id)

@@ -1,7 +1,16 @@
 """Replays in the outbox: the events a replay sends a destination, counting them before it
-(a dry run) and queueing them, with the dead letters each queued pair leaves."""
+(a dry run) and queueing them, with the dead letters each queued pair leaves; and dead
+letters, replayed by claiming them.
+
+A replay of dead letters claims each one (dead -> replayed) in the statement that finds it,
+and queues a delivery only for those it claimed, each to its own target URL. Two replays at
+once (two processes, a double-click, a stale tab) queue each dead letter once: on SQLite
+the claims are serialised by the write lock, and on PostgreSQL the second waits for the
+first's row locks and then finds the rows no longer dead.
+"""
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +32,12 @@ def replay_conditions(which: EventFilter, destination: Destination) -> list[Any]
     if destination.wanted_outcomes != EVERY_OUTCOME:
         wanted.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
     return wanted
+
+
+def events_to_replay(which: EventFilter, destination: Destination) -> sa.Select[tuple[str]]:
+    """The IDs of the events `replay_events` would send `destination`, oldest first."""
+    chosen = replay_conditions(which, destination)
+    return sa.select(events.c.id).where(*chosen).order_by(events.c.received_at)
 
 
 async def count_replay(
@@ -90,3 +105,73 @@ async def replay_events(
 # Event IDs a statement names when a replay marks dead letters replayed: the actions replay
 # 500 events a transaction, and 500 parameters are far inside both backends' limits.
 REPLAYED_CHUNK = 500
+
+
+def dead_letters(which: EventFilter, destination: str) -> sa.Select[tuple[int]]:
+    """The IDs of `destination`'s dead letters (up to `which.up_to`) whose events the rest
+    of `which` matches, oldest first. From the partial index of dead letters by destination
+    (0009); the events are joined only when `which` asks anything of them."""
+    conditions = [
+        deliveries.c.state == DeliveryState.DEAD.value,
+        deliveries.c.destination == destination,
+    ]
+    if which.up_to is not None:
+        conditions.append(deliveries.c.id <= which.up_to)
+    others = event_conditions(replace(which, delivery_state=None, destination=None, up_to=None))
+    found = sa.select(deliveries.c.id).where(*conditions)
+    if others:
+        joined = deliveries.join(events, events.c.id == deliveries.c.event_id)
+        found = found.select_from(joined).where(*others)
+    return found.order_by(deliveries.c.id)
+
+
+async def count_dead_letters(
+    connection: AsyncConnection, which: EventFilter, destination: str, limit: int
+) -> tuple[int, int | None]:
+    """How many dead letters of `destination` `which` matches (`limit` + 1 for any number
+    past `limit`), and the largest ID among them: a confirmation replays up to it alone."""
+    found = dead_letters(which, destination).order_by(None).limit(limit + 1).subquery()
+    counted = sa.select(sa.func.count(), sa.func.max(found.c.id))
+    n, largest = (await connection.execute(counted)).one()
+    return n, largest
+
+
+async def claim_dead_letters(
+    connection: AsyncConnection, delivery_ids: Sequence[int], destination: str, now: datetime
+) -> int:
+    """Replay those of `delivery_ids` that are still dead letters of `destination`: each is
+    claimed (made `replayed`) and a new delivery of its event queued to its own target URL.
+    How many: a dead letter another replay claimed first is not queued again."""
+    if connection.dialect.name == "postgresql":
+        # The events first (as `replay_events` does): a prune that has locked one is waited
+        # for, and its dead letters are then gone; a prune that comes after skips them.
+        of_claimed = sa.select(deliveries.c.event_id).where(deliveries.c.id.in_(delivery_ids))
+        await connection.execute(
+            sa.select(events.c.id)
+            .where(events.c.id.in_(of_claimed))
+            .with_for_update(read=True, key_share=True)
+        )
+    claimed = await connection.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.id.in_(delivery_ids),
+            deliveries.c.state == DeliveryState.DEAD.value,
+            deliveries.c.destination == destination,
+        )
+        .values(state=DeliveryState.REPLAYED.value)
+        .returning(deliveries.c.event_id, deliveries.c.target_url)
+    )
+    queued = [
+        {
+            "event_id": event_id,
+            "destination": destination,
+            "state": DeliveryState.PENDING.value,
+            "target_url": target_url,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for event_id, target_url in claimed
+    ]
+    if queued:
+        await connection.execute(sa.insert(deliveries), queued)
+    return len(queued)

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.store.database import transaction
 from receiver.store.deliveries import ORPHANED, DeliveryState
+from receiver.store.statements import superseded
 from receiver.store.tables import attempts, deliveries, events
 
 # Events (or orphaned deliveries) per transaction. A chunk of 500 events with a delivery
@@ -150,7 +151,9 @@ async def dead_letter_orphans(
 ) -> int:
     """Make dead, with the reason `orphaned`, every pending delivery created before
     `older_than` to a destination not in `configured` and leased to no one; how many
-    (`on_chunk`: as `prune`'s)."""
+    (`on_chunk`: as `prune`'s). Settled as the forwarder settles a delivery that goes dead:
+    one with a newer delivery of its pair is `replayed`, and so are its pair's older dead
+    letters, so that a pair keeps at most one dead letter."""
     unleased = deliveries.c.lease_expires_at.is_(None) | (deliveries.c.lease_expires_at < now)
     chosen = (
         sa.select(deliveries.c.id)
@@ -173,11 +176,22 @@ async def dead_letter_orphans(
             lease_owner=None,
             lease_expires_at=None,
         )
+        .returning(deliveries.c.event_id)
     )
 
     async def dead_letter_chunk(connection: AsyncConnection) -> tuple[int, int]:
-        changed = (await connection.execute(orphaned)).rowcount
-        return changed, changed
+        event_ids = list(await connection.scalars(orphaned))
+        if event_ids:
+            await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.event_id.in_(sorted(set(event_ids))),
+                    deliveries.c.state == DeliveryState.DEAD,
+                    superseded(),
+                )
+                .values(state=DeliveryState.REPLAYED)
+            )
+        return len(event_ids), len(event_ids)
 
     return await _chunk_by_chunk(engine, dead_letter_chunk, 0, pause_seconds, on_chunk)
 

@@ -158,9 +158,22 @@ def settle_recovered(dialect: Dialect, rows: int) -> Prepared:
 
 def settle_replayed(dialect: Dialect, rows: int) -> Prepared:
     """Mark `replayed` every dead delivery of each pair given (event_id, destination,
-    target_url a row) older than the row's `id`, the delivery that has just gone dead: a
-    pair keeps at most one dead letter."""
+    target_url a row) that has a newer delivery of its pair: the older dead letters of the
+    delivery that has just gone dead, and that delivery itself if a newer one was queued
+    while it was retried. A pair keeps at most one dead letter, its newest delivery."""
     return _prepared(dialect, "settle_replayed", rows)
+
+
+def superseded() -> sa.Exists:
+    """Conditions on a delivery: a newer delivery of its pair (event, destination, target
+    URL) exists. A dead letter that is superseded is `replayed`, never `dead`."""
+    later = deliveries.alias("later")
+    return sa.exists().where(
+        later.c.event_id == deliveries.c.event_id,
+        later.c.destination == deliveries.c.destination,
+        later.c.target_url.is_not_distinct_from(deliveries.c.target_url),
+        later.c.id > deliveries.c.id,
+    )
 
 
 def prepare_statements(dialect: Dialect) -> None:
@@ -356,22 +369,19 @@ def _lock_deliveries(_: Any, rows: int) -> Any:
 
 
 def _settle_recovered(_: Any, rows: int) -> Any:
-    return _settle(rows, ("dead", "replayed"), "recovered", older_only=False)
+    return _settle(rows, ("dead", "replayed"), "recovered", [])
 
 
 def _settle_replayed(_: Any, rows: int) -> Any:
-    return _settle(rows, ("dead",), "replayed", older_only=True)
+    return _settle(rows, ("dead",), "replayed", [superseded()])
 
 
-def _settle(rows: int, states: tuple[str, ...], to: str, older_only: bool) -> Any:
-    """Move the deliveries in `states` of each row's pair to `to`. The pair's event IDs are
-    listed on their own as well, so that both backends find the rows by the event_id
-    index (a pair has a handful of deliveries) rather than by walking every dead one."""
+def _settle(rows: int, states: tuple[str, ...], to: str, only: list[Any]) -> Any:
+    """Move the deliveries in `states` of each row's pair to `to` (`only` those). The pair's
+    event IDs are listed on their own as well, so that both backends find the rows by the
+    event_id index (a pair has a handful of deliveries) rather than by walking every dead
+    one."""
     event_ids = [sa.bindparam(f"event_id__{i}", type_=sa.Text) for i in range(rows)]
-
-    def older(i: int) -> list[Any]:
-        return [deliveries.c.id < sa.bindparam(f"id__{i}", type_=deliveries.c.id.type)]
-
     pairs = [
         sa.and_(
             deliveries.c.event_id == event_ids[i],
@@ -379,7 +389,6 @@ def _settle(rows: int, states: tuple[str, ...], to: str, older_only: bool) -> An
             deliveries.c.target_url.is_not_distinct_from(
                 sa.bindparam(f"target_url__{i}", type_=sa.Text)
             ),
-            *(older(i) if older_only else []),
         )
         for i in range(rows)
     ]
@@ -389,6 +398,7 @@ def _settle(rows: int, states: tuple[str, ...], to: str, older_only: bool) -> An
             deliveries.c.event_id.in_(event_ids),
             deliveries.c.state.in_([sa.literal_column(f"'{state}'") for state in states]),
             sa.or_(*pairs),
+            *only,
         )
         .values(state=sa.literal_column(f"'{to}'"))
     )

@@ -45,5 +45,6 @@ def test_reprocess_counts_read_changed_and_unchanged() -> None:
         "reprocessed": 12,
         "changed": 3,
         "unchanged": 9,
+        "gone": 0,
         "outcomes": {"applied": 10, "quarantined": 2},
     }

@@ -2,7 +2,7 @@
 absent database is a 503 for operators' transactions."""
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -195,7 +195,10 @@ def test_0010_settles_stored_dead_letters_by_their_pairs_and_walks_back(
     """Stored before 0010: a dead letter later delivered (same event, destination and
     target URL) becomes recovered, with the replay that died between; one replayed and still
     dead keeps only its latest dead; a dead letter whose pair differs by destination or
-    target URL (NULL against a URL) stays dead. A downgrade makes them all dead again."""
+    target URL (NULL against a URL) stays dead. A delivery that finished before its pair's
+    dead letter died recovers nothing: that letter stays dead, or (with a newer delivery of
+    its pair) is replayed, as the service settles them. A downgrade makes them all dead
+    again."""
     engine = sa.create_engine(sync_url(new_database(tmp_path)))
     now = datetime.now(UTC)
     rows = [
@@ -208,12 +211,18 @@ def test_0010_settles_stored_dead_letters_by_their_pairs_and_walks_back(
         ("evt_2", "billing", None, "dead"),
         ("evt_2", "product", "https://other.example/hook", "delivered"),
         ("evt_2", "product", None, "dead"),
+        ("evt_3", "billing", None, "delivered"),
+        ("evt_3", "billing", None, "dead"),
+        ("evt_4", "billing", None, "dead"),
+        ("evt_4", "billing", None, "delivered"),
     ]
+    # When each finished, by row, in minutes: evt_4's delivery before its dead letter died.
+    finished = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 11]
     with engine.begin() as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "0009")
-        for event_id in ("evt_1", "evt_2"):
+        for event_id in ("evt_1", "evt_2", "evt_3", "evt_4"):
             connection.execute(
                 sa.text(
                     "INSERT INTO events (id, webhook_id, received_at, outcome, body)"
@@ -221,12 +230,13 @@ def test_0010_settles_stored_dead_letters_by_their_pairs_and_walks_back(
                 ),
                 {"id": event_id, "now": now, "body": b"{}"},
             )
-        for event_id, destination, target_url, state in rows:
+        for (event_id, destination, target_url, state), minutes in zip(rows, finished, strict=True):
             connection.execute(
                 sa.text(
                     "INSERT INTO deliveries (event_id, destination, target_url, state,"
-                    " attempts, next_attempt_at, created_at)"
-                    " VALUES (:event_id, :destination, :target_url, :state, 1, :now, :now)"
+                    " attempts, next_attempt_at, created_at, finished_at)"
+                    " VALUES (:event_id, :destination, :target_url, :state, 1, :now, :now,"
+                    " :finished_at)"
                 ),
                 {
                     "event_id": event_id,
@@ -234,6 +244,7 @@ def test_0010_settles_stored_dead_letters_by_their_pairs_and_walks_back(
                     "target_url": target_url,
                     "state": state,
                     "now": now,
+                    "finished_at": now + timedelta(minutes=minutes),
                 },
             )
         states = sa.text("SELECT state FROM deliveries ORDER BY id")
@@ -248,6 +259,10 @@ def test_0010_settles_stored_dead_letters_by_their_pairs_and_walks_back(
             "dead",
             "delivered",
             "dead",
+            "delivered",
+            "dead",
+            "replayed",
+            "delivered",
         ]
         command.downgrade(config, "0009")
         assert list(connection.scalars(states)) == [state for *_, state in rows]

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.store.deliveries import (
     AttemptRecord,
+    ClaimedDelivery,
     DeliveryState,
     claim_due_deliveries,
     record_attempts,
@@ -204,3 +205,92 @@ async def test_many_pairs_in_one_batch_settle_each_by_its_own(engine: AsyncEngin
             sa.select(sa.func.count()).where(deliveries.c.state == DeliveryState.RECOVERED.value)
         )
     assert recovered == 70
+
+
+async def dead_count(engine: AsyncEngine, to: str) -> int:
+    """The figure every dead-letter count reads: `state = 'dead'`."""
+    async with engine.connect() as connection:
+        found = await connection.scalar(
+            sa.select(sa.func.count()).where(
+                deliveries.c.state == DeliveryState.DEAD.value, deliveries.c.destination == to
+            )
+        )
+        return int(found or 0)
+
+
+async def settle_one_by_one(engine: AsyncEngine, to: str, order: list[int]) -> None:
+    """Claim every due delivery to `to` and record each, in `order` (indexes into them,
+    oldest first), as gone dead, each in a transaction of its own."""
+
+    def claim(connection: Connection) -> list[ClaimedDelivery]:
+        now = datetime.now(UTC)
+        return claim_due_deliveries(run_on(connection), connection.dialect, OWNER, to, 100, 30, now)
+
+    async with engine.begin() as connection:
+        claimed = sorted(await connection.run_sync(claim), key=lambda d: d.id)
+    for index in order:
+        delivery = claimed[index]
+        record = AttemptRecord(
+            delivery_id=delivery.id,
+            destination=to,
+            event_id=delivery.event_id,
+            target_url=delivery.target_url,
+            attempt=delivery.attempts_made + 1,
+            attempted_at=datetime.now(UTC),
+            duration_ms=1.0,
+            status_code=503,
+            error_class=None,
+            state=DeliveryState.DEAD,
+            next_attempt_at=None,
+        )
+
+        def work(connection: Connection, record: AttemptRecord = record) -> None:
+            record_attempts(run_on(connection), connection.dialect, OWNER, [record])
+
+        async with engine.begin() as connection:
+            await connection.run_sync(work)
+
+
+async def test_a_delivery_dying_while_a_newer_one_of_its_pair_waits_is_replayed(
+    engine: AsyncEngine,
+) -> None:
+    """The older of two replays dies while the newer is still pending: it is stored
+    replayed, not dead (the pair needs no action yet), and the dead-letter filter agrees."""
+    await died(engine, "evt_1", "billing")
+    await replay(engine, "evt_1", "billing")
+    await replay(engine, "evt_1", "billing")
+    await settle_one_by_one(engine, "billing", [0])
+    assert [state for *_, state in await states(engine, "evt_1")] == [
+        "replayed",
+        "replayed",
+        "pending",
+    ]
+    assert (await dead_count(engine, "billing"), await dead_by_filter(engine, "billing")) == (0, [])
+
+
+async def test_a_pair_keeps_one_dead_letter_whichever_of_two_replays_dies_first(
+    engine: AsyncEngine,
+) -> None:
+    """The newer replay dies first, then the older: only the newest delivery is dead."""
+    await died(engine, "evt_1", "billing")
+    await replay(engine, "evt_1", "billing")
+    await replay(engine, "evt_1", "billing")
+    await settle_one_by_one(engine, "billing", [1, 0])
+    assert [state for *_, state in await states(engine, "evt_1")] == [
+        "replayed",
+        "replayed",
+        "dead",
+    ]
+    assert await dead_count(engine, "billing") == 1
+
+
+async def test_the_dead_letter_filter_is_state_dead_after_a_copy_to_another_url(
+    engine: AsyncEngine,
+) -> None:
+    """A replay to another URL (--to), delivered, neither replays nor recovers billing's own
+    dead letter: the dead figure and the filter both still find it, once."""
+    await died(engine, "evt_1", "billing")
+    await replay(engine, "evt_1", "billing", OTHER_URL)
+    assert await attempt(engine, "billing", DeliveryState.DELIVERED) == 1
+    assert await dead_count(engine, "billing") == 1
+    assert await dead_by_filter(engine, "billing") == ["evt_1"]

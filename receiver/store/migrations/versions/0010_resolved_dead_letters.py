@@ -4,11 +4,13 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-01 18:00:00
 
-`dead` now means "needs action". A pair (event, destination, target URL) that was delivered
-after it died is `recovered`; a dead letter of a pair queued again since is `replayed`. The
-stored rows are settled by the same rule the service now applies as it goes: each a single
-statement over the dead letters, found by the partial index on them, each pair's other
-deliveries by the event_id index.
+`dead` now means "needs action". A dead (or replayed) letter whose pair (event, destination,
+target URL) has a delivery that was delivered when or after it died is `recovered`; a dead
+letter with a newer delivery of its pair is `replayed`. The stored rows are settled by the
+same rule the service now applies as it goes (it settles at the moment a delivery finishes,
+so "delivered after it died" is what it sees then): each a single statement over the dead
+letters, found by the partial index on them, each pair's other deliveries by the event_id
+index.
 """
 
 import sqlalchemy as sa
@@ -32,10 +34,26 @@ deliveries = sa.table(
     sa.column("destination", sa.Text),
     sa.column("target_url", sa.Text),
     sa.column("state", sa.Text),
+    sa.column("finished_at", sa.DateTime(timezone=True)),
 )
 
 
 def upgrade() -> None:
+    done = deliveries.alias("done")
+    op.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.state.in_([DEAD, REPLAYED]),
+            sa.exists().where(
+                done.c.event_id == deliveries.c.event_id,
+                done.c.destination == deliveries.c.destination,
+                done.c.target_url.is_not_distinct_from(deliveries.c.target_url),
+                done.c.state == DELIVERED,
+                done.c.finished_at >= deliveries.c.finished_at,
+            ),
+        )
+        .values(state=RECOVERED)
+    )
     later = deliveries.alias("later")
     op.execute(
         sa.update(deliveries)
@@ -49,20 +67,6 @@ def upgrade() -> None:
             ),
         )
         .values(state=REPLAYED)
-    )
-    done = deliveries.alias("done")
-    op.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.state.in_([DEAD, REPLAYED]),
-            sa.exists().where(
-                done.c.event_id == deliveries.c.event_id,
-                done.c.destination == deliveries.c.destination,
-                done.c.target_url.is_not_distinct_from(deliveries.c.target_url),
-                done.c.state == DELIVERED,
-            ),
-        )
-        .values(state=RECOVERED)
     )
 
 
