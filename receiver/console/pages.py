@@ -30,6 +30,7 @@ from receiver.store.activity import hourly_activity
 from receiver.store.database import transaction
 from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
+from receiver.store.health import refuse_unknown_destination
 from receiver.store.queries import (
     DeliveryFilter,
     get_event,
@@ -277,6 +278,10 @@ async def deliveries(request: Request) -> Response:
     configured = [d.name for d in services.settings.forwarding]
     which = DeliveryFilter(state=query.state, destination=query.destination)
     async with transaction(services.engine) as connection:
+        if query.destination is not None:
+            await refuse_unknown_destination(
+                connection, services.settings.forwarding, query.destination
+            )
         found = await list_deliveries(connection, which, configured, PAGE_SIZE, query.cursor)
     return page(
         request,

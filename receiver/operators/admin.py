@@ -36,6 +36,7 @@ from receiver.settings import describe_errors
 from receiver.store.database import transaction
 from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter
+from receiver.store.health import refuse_unknown_destination
 from receiver.store.queries import (
     DeliveryFilter,
     get_event,
@@ -200,6 +201,10 @@ async def show_deliveries(request: Request) -> Response:
     services = services_of(request)
     configured = [d.name for d in services.settings.forwarding]
     async with transaction(services.engine) as connection:
+        if query.destination is not None:
+            await refuse_unknown_destination(
+                connection, services.settings.forwarding, query.destination
+            )
         page = await list_deliveries(connection, which, configured, query.limit, query.cursor)
     return ORJSONResponse({"deliveries": page.items, "next_cursor": page.next_cursor})
 

@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from receiver.destinations import find_destination
 from receiver.model import GENERATION_STATUSES, Outcome
 from receiver.operators import views
 from receiver.operators.terminal import (
@@ -22,7 +21,7 @@ from receiver.operators.terminal import (
 from receiver.store.database import transaction
 from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
-from receiver.store.health import collect_health
+from receiver.store.health import collect_health, refuse_unknown_destination
 from receiver.store.pages import Page
 from receiver.store.queries import (
     DeliveryFilter,
@@ -158,11 +157,8 @@ def deliveries_list(
     configured = [d.name for d in forwarding]
 
     async def listed(connection: AsyncConnection) -> Page:
-        # A destination no longer configured is still listed while deliveries name it.
-        if destination is not None and destination not in configured:
-            stored = [entry["destination"] for entry in await collect_health(connection, ())]
-            if destination not in stored:
-                find_destination(forwarding, destination)  # refuses it, as replay does
+        if destination is not None:
+            await refuse_unknown_destination(connection, forwarding, destination)
         return await list_deliveries(connection, which, configured, limit, cursor)
 
     page = read(listed)

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.destinations import Destination, shown_url
+from receiver.destinations import Destination, find_destination, shown_url
 from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
 from receiver.store.tables import deliveries, destination_health
 
@@ -80,6 +80,25 @@ async def destination_health_of(
         _add_health(entry, row)
     named = entry["configured"] or row is not None or any(entry[state] for state in COUNTED)
     return entry if named else None
+
+
+async def refuse_unknown_destination(
+    connection: AsyncConnection, destinations: Sequence[Destination], name: str
+) -> None:
+    """Refuse `name` as `find_destination` does (in its words) unless a destination of
+    `destinations` has it or the database still names it (a delivery or a health row, as
+    `collect_health` lists them): one no longer configured stays listable while it does.
+    Each lookup is one probe of an index (deliveries by destination; health's key)."""
+    if any(destination.name == name for destination in destinations):
+        return
+    named = sa.select(
+        sa.or_(
+            sa.exists().where(deliveries.c.destination == name),
+            sa.exists().where(destination_health.c.destination == name),
+        )
+    )
+    if not (await connection.execute(named)).scalar_one():
+        find_destination(destinations, name)
 
 
 def _add_health(entry: dict[str, Any], row: sa.Row[Any]) -> None:

@@ -457,3 +457,43 @@ def test_a_destination_no_longer_configured_has_its_page_on_its_orphaned_deliver
     assert "not configured" in text_of(page)
     assert "Replay" not in text_of(main_of(page)).replace("replayed", "")
     assert admin.get("/console/destinations/billing/replay").status_code == 404
+
+
+def test_an_unknown_destination_is_refused_by_the_deliveries_page_and_api_as_by_the_cli(
+    start_server: Callable[..., ReceiverProcess],
+    rivya: Rivya,
+    own_downstream: Callable[..., Downstream],
+    browsers: list[Browser],
+    tmp_path: Path,
+) -> None:
+    """The console's deliveries page is a 400 page naming the destination no configuration
+    or delivery names, in the CLI's words (it was an empty list), as is /admin/deliveries;
+    one removed from the file while its deliveries wait is still listed by both."""
+    slow = own_downstream(always(503))
+    table = {"name": "billing", "url": slow.url, "signing_secrets": new_secret()}
+    first = start_server(
+        destinations_file=write_destinations(tmp_path / "d.toml", table),
+        forward_retry_schedule="3600",
+    )
+    event = make_event()
+    assert Rivya(first, rivya.secret, rivya.sensitive).send(event).status_code == 200
+    wait_until(lambda: len(slow.received) == 1, timeout=10)
+    first.stop()
+    second = start_server()
+    sender = Rivya(second, rivya.secret, rivya.sensitive)
+    browsers.append(Browser(second.url))
+    admin = browsers[-1]
+    assert admin.sign_in().status_code == 303
+    sentence = "destination: 'nope' is not configured"
+    refused = admin.get("/console/deliveries", state="pending", destination="nope")
+    assert refused.status_code == 400, text_of(main_of(refused.text))
+    assert sentence in text_of(main_of(refused.text)), "the page says why, inside the layout"
+    answer = sender.admin("/deliveries", params={"destination": "nope"})
+    assert (answer.status_code, answer.json()["detail"]) == (400, sentence)
+    listed = admin.get("/console/deliveries", state="orphaned", destination="billing")
+    assert listed.status_code == 200
+    assert event["id"] in text_of(main_of(listed.text))
+    kept = sender.admin("/deliveries", params={"destination": "billing"})
+    assert [(d["event_id"], d["state"]) for d in kept.json()["deliveries"]] == [
+        (event["id"], "orphaned")
+    ]

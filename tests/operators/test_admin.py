@@ -149,3 +149,15 @@ def test_admin_reprocess_counts_events_that_changed_outcome_and_those_that_did_n
         ("reprocess", 1, 1, 0),
         ("reprocess", 1, 0, 1),
     ]
+
+
+def test_admin_deliveries_refuse_an_unknown_destination_as_the_cli_does(rivya: Rivya) -> None:
+    """`/admin/deliveries?destination=nope` is a 400 in `deliveries list`'s own words (it was
+    an empty list); a configured destination is listed."""
+    refused = rivya.admin("/deliveries?destination=nope")
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "invalid_request",
+        "detail": "destination: 'nope' is not configured",
+    }
+    assert rivya.admin("/deliveries?destination=default").status_code == 200
