@@ -423,31 +423,51 @@ def test_forged_cursors_are_refused_as_400_never_a_500(
             assert answer.status_code == 400, (path, value)
 
 
-def test_a_destination_no_longer_configured_has_its_page_on_its_orphaned_deliveries(
+@dataclass
+class Removed:
+    """A server started without `billing`, whose deliveries of `event_ids` still wait."""
+
+    sender: Rivya
+    admin: Browser
+    event_ids: list[str]
+
+
+@pytest.fixture
+def removed(
     start_server: Callable[..., ReceiverProcess],
     rivya: Rivya,
     own_downstream: Callable[..., Downstream],
     browsers: list[Browser],
     tmp_path: Path,
-) -> None:
-    """Removed from the file while its deliveries wait: the overview still links it, its
-    page opens on them (orphaned) and says it is not configured, and nothing offers to
-    replay to it."""
+) -> Removed:
+    """`billing` refused two events (its next attempt an hour away) and was removed from the
+    destinations file; the server started again without it, an admin signed in."""
     slow = own_downstream(always(503))
     table = {"name": "billing", "url": slow.url, "signing_secrets": new_secret()}
     first = start_server(
         destinations_file=write_destinations(tmp_path / "d.toml", table),
         forward_retry_schedule="3600",
     )
-    sender = Rivya(first, rivya.secret, rivya.sensitive)
-    for _ in range(2):
-        assert sender.send(make_event()).status_code == 200
+    sent = [make_event() for _ in range(2)]
+    for event in sent:
+        assert Rivya(first, rivya.secret, rivya.sensitive).send(event).status_code == 200
     wait_until(lambda: len(slow.received) == 2, timeout=10)
     first.stop()
     second = start_server(metrics_refresh_seconds=QUICK)
     browsers.append(Browser(second.url))
-    admin = browsers[-1]
-    assert admin.sign_in().status_code == 303
+    assert browsers[-1].sign_in().status_code == 303
+    return Removed(
+        Rivya(second, rivya.secret, rivya.sensitive), browsers[-1], [e["id"] for e in sent]
+    )
+
+
+def test_a_destination_no_longer_configured_has_its_page_on_its_orphaned_deliveries(
+    removed: Removed,
+) -> None:
+    """Removed from the file while its deliveries wait: the overview still links it, its
+    page opens on them (orphaned) and says it is not configured, and nothing offers to
+    replay to it."""
+    admin = removed.admin
     row = re.search(r'<tr id="destination-billing">(.*?)</tr>', admin.get("/console/").text, re.S)
     assert row, "the overview lists it"
     assert "not configured" in text_of(row[1])
@@ -460,30 +480,12 @@ def test_a_destination_no_longer_configured_has_its_page_on_its_orphaned_deliver
 
 
 def test_an_unknown_destination_is_refused_by_the_deliveries_page_and_api_as_by_the_cli(
-    start_server: Callable[..., ReceiverProcess],
-    rivya: Rivya,
-    own_downstream: Callable[..., Downstream],
-    browsers: list[Browser],
-    tmp_path: Path,
+    removed: Removed,
 ) -> None:
     """The console's deliveries page is a 400 page naming the destination no configuration
     or delivery names, in the CLI's words (it was an empty list), as is /admin/deliveries;
     one removed from the file while its deliveries wait is still listed by both."""
-    slow = own_downstream(always(503))
-    table = {"name": "billing", "url": slow.url, "signing_secrets": new_secret()}
-    first = start_server(
-        destinations_file=write_destinations(tmp_path / "d.toml", table),
-        forward_retry_schedule="3600",
-    )
-    event = make_event()
-    assert Rivya(first, rivya.secret, rivya.sensitive).send(event).status_code == 200
-    wait_until(lambda: len(slow.received) == 1, timeout=10)
-    first.stop()
-    second = start_server()
-    sender = Rivya(second, rivya.secret, rivya.sensitive)
-    browsers.append(Browser(second.url))
-    admin = browsers[-1]
-    assert admin.sign_in().status_code == 303
+    admin, sender = removed.admin, removed.sender
     sentence = "destination: 'nope' is not configured"
     refused = admin.get("/console/deliveries", state="pending", destination="nope")
     assert refused.status_code == 400, text_of(main_of(refused.text))
@@ -492,8 +494,8 @@ def test_an_unknown_destination_is_refused_by_the_deliveries_page_and_api_as_by_
     assert (answer.status_code, answer.json()["detail"]) == (400, sentence)
     listed = admin.get("/console/deliveries", state="orphaned", destination="billing")
     assert listed.status_code == 200
-    assert event["id"] in text_of(main_of(listed.text))
+    assert all(event_id in text_of(main_of(listed.text)) for event_id in removed.event_ids)
     kept = sender.admin("/deliveries", params={"destination": "billing"})
-    assert [(d["event_id"], d["state"]) for d in kept.json()["deliveries"]] == [
-        (event["id"], "orphaned")
-    ]
+    assert sorted((d["event_id"], d["state"]) for d in kept.json()["deliveries"]) == sorted(
+        (event_id, "orphaned") for event_id in removed.event_ids
+    )
