@@ -4,6 +4,7 @@ events (each after a confirmation showing the count), reconcile one task. Each g
 the same actions as the CLI and writes the same audit line, who = `console`, and answers
 with a redirect whose notice says what it did, in numbers (`notices`)."""
 
+from dataclasses import replace
 from urllib.parse import unquote
 
 from starlette.datastructures import FormData
@@ -14,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from receiver.console.forms import field, session_and_form
 from receiver.console.notices import Counts, answer_to, replayed_counts, reprocessed_counts
 from receiver.console.pages import ReplayQuery, read_query
-from receiver.console.recovery import DEAD_LETTERS, QUARANTINED, destination_name
+from receiver.console.recovery import DEAD_LETTERS, QUARANTINED, configured_destination
 from receiver.console.rendering import page_of
 from receiver.exceptions import NotFoundError, RejectedRequestError
 from receiver.operators import actions, replays
@@ -22,6 +23,7 @@ from receiver.reconcile.reconciler import Reconciler
 from receiver.services import Services, services_of
 from receiver.store.database import transaction
 from receiver.store.filters import EventFilter
+from receiver.store.pages import MAX_ID
 from receiver.store.queries import get_record
 
 WHO = "console"
@@ -78,11 +80,28 @@ async def replay_matching(request: Request) -> Response:
 
 async def replay_destination(request: Request) -> Response:
     """The confirmed second step of "replay this destination's dead letters" (the first is
-    `recovery.confirm_replay`): each is queued again to it alone."""
-    await session_and_form(request)
-    name = destination_name(request)
-    replayed = await _replay(services_of(request), DEAD_LETTERS, name)
+    `recovery.confirm_replay`): each it counted (up to its `up_to`) is queued again to it
+    alone. With a `delivery_id` (a dead letter's own Replay button), that one alone."""
+    _, form = await session_and_form(request)
+    name = configured_destination(request)
+    services = services_of(request)
+    delivery_id = _posted_number(form, "delivery_id")
+    if delivery_id is not None:
+        replayed = await replays.replay_dead_letter(services, name, delivery_id, WHO)
+    else:
+        which = replace(DEAD_LETTERS, up_to=_posted_number(form, "up_to"))
+        replayed = await _replay(services, which, name)
     return _back(f"/console/destinations/{name}", "replayed", replayed_counts(replayed))
+
+
+def _posted_number(form: FormData, name: str) -> int | None:
+    """A delivery ID a form names, if it names one: digits, within a 64-bit column."""
+    value = field(form, name)
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_ID:
+        raise HTTPException(400, f"The form's {name} is not a delivery ID.")
+    return int(value)
 
 
 async def reprocess_quarantined(request: Request) -> Response:

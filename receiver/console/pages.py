@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar, cast
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     PlainValidator,
     ValidationError,
     ValidationInfo,
@@ -25,12 +26,14 @@ from receiver.forward.breaker import TRIP_AFTER, tripped
 from receiver.metrics import metrics_of
 from receiver.model import GENERATION_STATUSES, Outcome
 from receiver.operators.moments import read_moment
+from receiver.operators.replays import ReplayState
 from receiver.services import services_of
 from receiver.store.activity import hourly_activity
 from receiver.store.database import transaction
 from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
 from receiver.store.health import refuse_unknown_destination
+from receiver.store.pages import MAX_ID
 from receiver.store.queries import (
     DeliveryFilter,
     get_event,
@@ -92,8 +95,10 @@ class ReplayQuery(_Query):
     type: str | None = None
     since: ZonedMoment | None = None
     until: ZonedMoment | None = None
-    delivery_state: DeliveryState | None = None
+    delivery_state: ReplayState | None = None
     destination: str | None = None
+    # The largest dead letter the dry run counted: its confirmation replays up to it alone.
+    up_to: int | None = Field(default=None, ge=1, le=MAX_ID)
 
     def event_filter(self) -> EventFilter:
         return EventFilter(
@@ -102,6 +107,7 @@ class ReplayQuery(_Query):
             until=self.until,
             delivery_state=self.delivery_state,
             destination=self.destination,
+            up_to=self.up_to,
         )
 
 

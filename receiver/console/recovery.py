@@ -4,6 +4,7 @@ run, and the confirmations of a destination's dead-letter replay and of a bulk r
 each with its count (the second steps are in `actions`)."""
 
 import re
+from datetime import UTC, datetime
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,7 +22,7 @@ from receiver.destinations import NAME_PATTERN
 from receiver.forward.breaker import tripped
 from receiver.model import Outcome
 from receiver.operators.nouns import COUNT_LIMIT, capped, counted_capped
-from receiver.operators.replays import count_planned, plan_replay
+from receiver.operators.replays import REPLAY_STATES, count_planned, plan_replay
 from receiver.services import services_of
 from receiver.store.database import transaction
 from receiver.store.deliveries import DeliveryState
@@ -29,7 +30,7 @@ from receiver.store.filters import EventFilter
 from receiver.store.health import destination_health_of
 from receiver.store.queries import DeliveryFilter, count_events, list_deliveries
 
-# What "replay this destination's dead letters" replays: its deliveries whose latest is dead.
+# What "replay this destination's dead letters" replays: its deliveries in state dead.
 DEAD_LETTERS = EventFilter(delivery_state=DeliveryState.DEAD)
 QUARANTINED = EventFilter(outcome=Outcome.QUARANTINED)
 
@@ -40,6 +41,10 @@ async def replay(request: Request) -> Response:
     query = read_query(ReplayQuery, request, request.query_params)
     settings = services_of(request).settings
     planned = None
+    # What the confirmation replays is pinned to what was counted: events received before
+    # this instant (`until`) and dead letters up to the largest counted (`up_to`); what
+    # arrives or dies after the count waits for the next replay.
+    counted_at = datetime.now(UTC)
     # With forwarding off there is nowhere to replay to: the page says so, and offers nothing.
     if settings.forwarding:
         plan = plan_replay(settings, query.event_filter(), query.destination)
@@ -49,17 +54,10 @@ async def replay(request: Request) -> Response:
         "replay.html",
         query=query,
         planned=planned,
+        until=min(query.until, counted_at) if query.until else counted_at,
         states=REPLAY_STATES,
         destinations=[d.name for d in settings.forwarding],
     )
-
-
-# What "latest delivery" offers: a replayed or recovered delivery is never a pair's latest.
-REPLAY_STATES = (
-    DeliveryState.DEAD.value,
-    DeliveryState.PENDING.value,
-    DeliveryState.DELIVERED.value,
-)
 
 
 def destination_name(request: Request) -> str:
@@ -100,15 +98,27 @@ async def destination(request: Request) -> Response:
     )
 
 
+def configured_destination(request: Request) -> str:
+    """The destination a dead-letter replay is for: one configured now. Both steps (the
+    confirmation and its POST) answer an unknown or removed one with the same 404 page,
+    and both a 409 while forwarding is off (there is nowhere to replay to)."""
+    name = destination_name(request)
+    forwarding = services_of(request).settings.forwarding
+    if not forwarding:
+        raise HTTPException(409, "Forwarding is off: there is nowhere to replay to.")
+    if name not in {d.name for d in forwarding}:
+        raise HTTPException(404, "No configured destination has that name.")
+    return name
+
+
 async def confirm_replay(request: Request) -> Response:
     """ "Replay this destination's dead letters", step one: how many, and the form that
-    confirms it (`actions.replay_destination`)."""
-    name = destination_name(request)
+    confirms it (`actions.replay_destination`), pinned to the largest dead letter counted."""
+    name = configured_destination(request)
     services = services_of(request)
-    if name not in {d.name for d in services.settings.forwarding}:
-        raise HTTPException(404, "No configured destination has that name.")
     plan = plan_replay(services.settings, DEAD_LETTERS, name)
-    n = (await count_planned(services.engine, plan)).by_destination.get(name, 0)
+    planned = await count_planned(services.engine, plan)
+    n = planned.by_destination.get(name, 0)
     return page(
         request,
         "confirm.html",
@@ -120,6 +130,7 @@ async def confirm_replay(request: Request) -> Response:
             else f"{name} has no dead letters: nothing to replay."
         ),
         action=f"/console/destinations/{name}/replay" if n else None,
+        hidden={"up_to": planned.up_to},
         button=f"Replay {counted_capped(n, 'dead letter')}",
         back=f"/console/destinations/{name}",
     )

@@ -29,6 +29,7 @@ from receiver.model import Outcome
 from receiver.operators import actions, replays
 from receiver.operators.moments import Moment
 from receiver.operators.openapi import openapi_route
+from receiver.operators.replays import ReplayState
 from receiver.operators.spans import parse_span
 from receiver.responses import ORJSONResponse
 from receiver.services import services_of
@@ -85,9 +86,10 @@ class ReplayOne(_Strict):
 
 class ReplayRequest(Window, ReplayOne):
     type: str | None = None
-    # Of each event's latest delivery to each destination (or to `destination`): each event
-    # is replayed only where its latest delivery is in this state.
-    delivery_state: DeliveryState | None = None
+    # dead: each dead letter (of `destination`), replayed where it died. pending, delivered:
+    # each event's latest delivery to each destination (or to `destination`), replayed only
+    # where it is in this state.
+    delivery_state: ReplayState | None = None
     # Count what would be queued, by destination; change nothing.
     dry_run: StrictBool = False
 

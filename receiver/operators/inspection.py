@@ -90,7 +90,10 @@ def events_list(
 @json_option
 def events_show(event_id: str, as_json: bool) -> None:
     """One event: payload, outcome, deliveries and their attempts."""
-    emit(read(lambda connection: get_event(connection, event_id)), as_json, views.event)
+    # A pending delivery to a destination no longer configured reads orphaned, as listed.
+    configured = [d.name for d in load_settings().forwarding]
+    shown = read(lambda connection: get_event(connection, event_id, configured))
+    emit(shown, as_json, views.event)
 
 
 @click.group()

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,11 +36,8 @@ from receiver.store.replays import (
 
 # The delivery states a replay chooses by: replayed and recovered are history, and no
 # pair's latest delivery (one of those was followed by another).
-REPLAY_STATES = (
-    DeliveryState.PENDING.value,
-    DeliveryState.DELIVERED.value,
-    DeliveryState.DEAD.value,
-)
+ReplayState = Literal["pending", "delivered", "dead"]
+REPLAY_STATES: tuple[str, ...] = get_args(ReplayState)
 
 
 def replay_destinations(
@@ -230,6 +227,16 @@ async def _queue_chunk(connection: AsyncConnection, work: Resolved, start: int) 
     which = EventFilter(event_ids=tuple(work.event_ids[start : start + CHUNK]))
     queued = await replay_events(connection, which, now, [leg.destination], leg.target_url)
     return queued.get(leg.destination.name, 0)
+
+
+async def replay_dead_letter(services: Services, name: str, delivery_id: int, who: str) -> Replayed:
+    """One dead letter of destination `name` replayed (the console's per-row button),
+    claimed as any dead-letter replay claims it: 0 if it is not, or no longer, dead."""
+    (leg,) = plan_replay(services.settings, EventFilter(delivery_state=DeliveryState.DEAD), name)
+    replayed = await replay(services.engine, [Resolved(leg, [], [delivery_id])], who)
+    if services.forwarder is not None:
+        services.forwarder.wake()
+    return replayed
 
 
 async def replay_served(

@@ -1,6 +1,6 @@
 """Reading what was stored, for operators. Rows come back as JSON-ready dicts."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,11 @@ from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, p
 from receiver.store.tables import attempts, deliveries, events, records
 
 
-async def get_event(connection: AsyncConnection, event_id: str) -> dict[str, Any]:
+async def get_event(
+    connection: AsyncConnection, event_id: str, configured: Collection[str] | None = None
+) -> dict[str, Any]:
+    """One event with its deliveries; given the `configured` destinations, a pending
+    delivery to another reads orphaned, as in `list_deliveries`."""
     row = (await connection.execute(sa.select(events).where(events.c.id == event_id))).first()
     if row is None:
         raise NotFoundError(f"no event {event_id!r}")
@@ -23,6 +27,10 @@ async def get_event(connection: AsyncConnection, event_id: str) -> dict[str, Any
     body = event.pop("body")
     event["payload"] = _payload(body)
     event["deliveries"] = await _deliveries_of(connection, event_id)
+    if configured is not None:
+        for delivery in event["deliveries"]:
+            shown = shown_state(delivery["state"], delivery["destination"], configured)
+            delivery["state"] = shown
     return event
 
 

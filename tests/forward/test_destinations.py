@@ -22,6 +22,7 @@ from tests.helpers import (
     ReceiverProcess,
     make_event,
     only,
+    run_cli,
     wait_until,
     write_destinations,
 )
@@ -147,6 +148,16 @@ def test_a_destination_removed_and_added_back_loses_nothing_and_repeats_nothing(
     assert 'receiver_deliveries{destination="later",state="orphaned"} 5.0' in metrics
     assert 'receiver_pending_deliveries{destination="later"}' not in "\n".join(metrics)
     assert later.received == []
+    # An event's own story says the same as the listings: orphaned, no next attempt.
+    shown = run_cli("events", "show", first[0]["id"], env=server.env, cwd=server.workdir)
+    assert shown.returncode == 0, shown.stderr
+    (to_later,) = [line for line in shown.stdout.splitlines() if " to later: " in line]
+    assert to_later.endswith(": orphaned, 0 attempts"), to_later
+    as_json = run_cli(
+        "events", "show", first[0]["id"], "--json", env=server.env, cwd=server.workdir
+    )
+    states = {d["destination"]: d["state"] for d in orjson.loads(as_json.stdout)["deliveries"]}
+    assert states == {"keep": "delivered", "later": "orphaned"}
     server.stop()
 
     server = start_server(**only(with_both))

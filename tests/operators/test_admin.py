@@ -123,7 +123,7 @@ def test_admin_reprocess_counts_events_that_changed_outcome_and_those_that_did_n
     first = sender.admin("/reprocess", "POST", json={"quarantined": True})
     assert (first.status_code, first.json()) == (
         200,
-        {"reprocessed": 1, "changed": 1, "unchanged": 0, "outcomes": {"applied": 1}},
+        {"reprocessed": 1, "changed": 1, "unchanged": 0, "gone": 0, "outcomes": {"applied": 1}},
     )
     again = sender.admin("/reprocess", "POST", json={"event_ids": [event["id"]]}).json()
     assert (again["changed"], again["unchanged"]) == (0, 1)
