@@ -10,6 +10,7 @@ from receiver.forward.failures import describe_failure
 from receiver.operators.nouns import counted
 from receiver.operators.terminal import details, table
 from receiver.store.deliveries import DeliveryState
+from receiver.store.health import COUNTED
 from receiver.store.tables import GENERATION_COLUMNS
 
 EVENT_KEYS = (
@@ -44,26 +45,13 @@ DELIVERY_COLUMNS = (
     "next_attempt_at",
 )
 ATTEMPT_COLUMNS = ("attempted_at", "status_code", "reason", "error_class", "duration_ms")
-DESTINATION_COUNTS = (
-    "destination",
-    "pending",
-    "delivered",
-    "dead",
-    "replayed",
-    "recovered",
-    "orphaned",
-)
+DESTINATION_COUNTS = ("destination", *COUNTED)
 DESTINATION_KEYS = (
     "url",
     "event_types",
     "outcomes",
     "max_in_flight",
-    "pending",
-    "delivered",
-    "dead",
-    "replayed",
-    "recovered",
-    "orphaned",
+    *COUNTED,
     "oldest_pending",
     "last_success_at",
     "last_failure_at",
