@@ -129,3 +129,16 @@ def test_an_unknown_destination_is_the_same_404_page_on_both_steps(recovery: Rec
         assert (asked.status_code, done.status_code) == (404, 404)
         assert "No configured destination has that name." in text_of(asked.text)
         assert "No configured destination has that name." in text_of(done.text)
+
+
+def test_the_replay_page_takes_only_pending_delivered_or_dead(recovery: Recovery) -> None:
+    admin = recovery.admin()
+    for state in ("replayed", "recovered"):
+        page = admin.get("/console/replay", delivery_state=state)
+        assert page.status_code == 400
+        assert "delivery_state: Input should be 'pending', 'delivered' or 'dead'" in text_of(
+            page.text
+        )
+        posted = admin.post("/console/replay", csrf=admin.csrf(), delivery_state=state)
+        assert posted.status_code == 400
+    assert recovery.listed("pending", "billing") == []

@@ -294,19 +294,33 @@ def test_reprocess_reapplies_and_is_idempotent(fresh: tuple[Rivya, Operator]) ->
     asked = operator.run("reprocess", "--quarantined", code=1, answer="n\n")
     assert "Reprocess 1 quarantined event? [y/N]" in asked
     assert operator.json("events", "show", event["id"])["outcome"] == "quarantined"
-    assert json.loads(operator.run("reprocess", "--quarantined", "--json", answer="y\n")) == {
+    # --yes with a quarantined event stored: it runs without asking (no answer is typed:
+    # a question would abort it).
+    assert operator.json("reprocess", "--quarantined", "--yes") == {
         "reprocessed": 1,
         "changed": 1,
         "unchanged": 0,
+        "gone": 0,
         "outcomes": {"applied": 1},
     }
     assert operator.json("records", "show", event["data"]["id"])["last_event_id"] == event["id"]
     again = operator.run("reprocess", event["id"])
     assert again.strip() == "Reprocessed 1 event: 0 changed outcome, 1 unchanged."
+    with reading(operator.server.env["RECEIVER_DATABASE_URL"]) as db:
+        db.execute(sa.text("UPDATE events SET outcome = 'quarantined', quarantine_reason = 'old'"))
+        db.commit()
+    assert json.loads(operator.run("reprocess", "--quarantined", "--json", answer="y\n")) == {
+        "reprocessed": 1,
+        "changed": 1,
+        "unchanged": 0,
+        "gone": 0,
+        "outcomes": {"applied": 1},
+    }
     assert operator.json("reprocess", "--quarantined", "--yes") == {
         "reprocessed": 0,
         "changed": 0,
         "unchanged": 0,
+        "gone": 0,
         "outcomes": {},
     }
     assert "give event IDs or --quarantined" in operator.run("reprocess", code=2)

@@ -5,6 +5,7 @@ letters leave every "needs action" figure and stay listed as recovered."""
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,62 @@ def test_replayed_dead_letters_go_only_where_they_died_and_clear_once_delivered(
         ("billing", "delivered"),
     ]
     assert "Replay its" not in operator.run("destinations", "list")
+
+
+def test_two_cli_replays_at_once_queue_each_dead_letter_once(
+    dead_in_billing: tuple[Rivya, Operator, Downstream, Downstream, list[str]],
+) -> None:
+    """Two operators run the same replay at the same moment, in two processes: between
+    them, each dead letter is queued once (the loser reports what it did not queue as 0)."""
+    sender, operator, _, _, event_ids = dead_in_billing
+    args = ["replay", "--delivery-state", "dead", "--yes", "--json"]
+    env, cwd = operator.server.env, operator.server.workdir
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: run_cli(*args, env=env, cwd=cwd), range(2)))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert sum(json.loads(r.stdout)["deliveries"] for r in results) == EVENTS
+    for event_id in event_ids:
+        shown = sender.admin(f"/events/{event_id}").json()["deliveries"]
+        assert len([d for d in shown if d["destination"] == "billing"]) == 2
+
+
+def test_the_cli_asks_with_the_numbers_it_queues(
+    dead_in_billing: tuple[Rivya, Operator, Downstream, Downstream, list[str]],
+) -> None:
+    """Resolved before it asks: the question's numbers are exactly what is then queued."""
+    _, operator, _, _, _ = dead_in_billing
+    asked = run_cli(
+        "replay",
+        "--delivery-state",
+        "dead",
+        "--destination",
+        "billing",
+        env=operator.server.env,
+        cwd=operator.server.workdir,
+        answer="y\n",
+    )
+    assert "Replay 3 deliveries: billing 3? [y/N]" in asked.stderr
+    assert asked.stdout.strip() == "Queued 3 deliveries: billing 3."
+
+
+def test_replay_takes_only_pending_delivered_or_dead(
+    dead_in_billing: tuple[Rivya, Operator, Downstream, Downstream, list[str]],
+) -> None:
+    """replayed and recovered are history: the CLI, the admin API and the console refuse
+    them, naming the three they take, and queue nothing."""
+    sender, operator, _, _, _ = dead_in_billing
+    for state in ("replayed", "recovered", "orphaned"):
+        refused = run_cli(
+            "replay",
+            "--delivery-state",
+            state,
+            "--dry-run",
+            env=operator.server.env,
+            cwd=operator.server.workdir,
+        )
+        assert refused.returncode == 2
+        assert "'pending', 'delivered', 'dead'" in refused.stderr
+        answer = sender.admin("/replay", "POST", json={"delivery_state": state})
+        assert answer.status_code == 400
+        assert "'pending', 'delivered' or 'dead'" in answer.json()["detail"]
+    assert to(sender, "pending", "billing") == []
