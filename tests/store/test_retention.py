@@ -221,3 +221,50 @@ async def test_with_no_destination_configured_every_old_pending_delivery_is_orph
 ) -> None:
     await add_events(engine, 2, "any", state=DeliveryState.PENDING)
     assert await dead_letter_orphans(engine, CUTOFF, (), NOW) == 2
+
+
+async def deliver_again(engine: AsyncEngine, event_id: str, to: str, state: DeliveryState) -> None:
+    """Another delivery of `event_id` to `to` (its own URL), created long ago, in `state`."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.insert(deliveries).values(
+                event_id=event_id,
+                destination=to,
+                state=state,
+                next_attempt_at=OLD,
+                created_at=OLD,
+                finished_at=OLD if state is DeliveryState.DEAD else None,
+            )
+        )
+
+
+async def states_of(engine: AsyncEngine, event_id: str) -> list[str]:
+    found = await rows(
+        engine,
+        sa.select(deliveries.c.state)
+        .where(deliveries.c.event_id == event_id)
+        .order_by(deliveries.c.id),
+    )
+    return [state for (state,) in found]
+
+
+async def test_an_orphan_dead_lettered_with_a_newer_delivery_of_its_pair_is_replayed(
+    engine: AsyncEngine,
+) -> None:
+    """An old orphan whose pair was queued again since (a replay, itself waiting) is made
+    replayed, not dead: a pair's dead letter is its newest delivery only."""
+    (event_id,) = await add_events(engine, 1, "orphan", state=DeliveryState.PENDING, to="gone")
+    await deliver_again(engine, event_id, "gone", DeliveryState.PENDING)
+    assert await dead_letter_orphans(engine, CUTOFF, {"default"}, NOW) == 2
+    assert await states_of(engine, event_id) == ["replayed", "dead"]
+
+
+async def test_an_orphan_dead_lettered_makes_its_pairs_older_dead_letter_replayed(
+    engine: AsyncEngine,
+) -> None:
+    """The other order: the pair's older delivery is dead already, the newer an old orphan.
+    Dead-lettered, the orphan is the pair's one dead letter."""
+    (event_id,) = await add_events(engine, 1, "orphan", state=DeliveryState.DEAD, to="gone")
+    await deliver_again(engine, event_id, "gone", DeliveryState.PENDING)
+    assert await dead_letter_orphans(engine, CUTOFF, {"default"}, NOW) == 1
+    assert await states_of(engine, event_id) == ["replayed", "dead"]
