@@ -144,7 +144,11 @@ async def _reprocessed(
 
 def why_stopped(exc: Exception) -> str:
     """A failure in words for the operator: our own error's message, or that it was not one."""
-    return str(exc) if isinstance(exc, ReceiverError) else f"an unforeseen {type(exc).__name__}"
+    return (
+        str(exc)
+        if isinstance(exc, ReceiverError)
+        else f"an unforeseen failure, {type(exc).__name__}"
+    )
 
 
 async def reprocess_served(services: Services, which: EventFilter, who: str) -> ReprocessCounts:

@@ -4,13 +4,17 @@ two admin API replays at once, and a dead letter's own Replay button clicked twi
 dead letter once; a confirmation queues what its page counted, not what died since; an
 unknown destination is the same 404 page on both steps."""
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import sqlalchemy as sa
+
 from tests.console import test_recovery as walk
 from tests.console.conftest import CSRF, Browser
 from tests.console.test_recovery import EVENTS, Recovery, main_of, notice, text_of
+from tests.databases import reading
 from tests.helpers import ANSWER_200, always, make_event, wait_until
 
 # The walk's three events, dead in billing and delivered to default.
@@ -142,3 +146,46 @@ def test_the_replay_page_takes_only_pending_delivered_or_dead(recovery: Recovery
         posted = admin.post("/console/replay", csrf=admin.csrf(), delivery_state=state)
         assert posted.status_code == 400
     assert recovery.listed("pending", "billing") == []
+
+
+# The database refuses any new delivery to billing.
+REFUSE_BILLING = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_billing BEFORE INSERT ON deliveries "
+        "WHEN NEW.destination = 'billing' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_billing() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+        "CREATE TRIGGER refuse_billing BEFORE INSERT ON deliveries FOR EACH ROW "
+        "WHEN (NEW.destination = 'billing') EXECUTE FUNCTION refuse_billing()",
+    ],
+}
+
+
+def test_a_replay_that_fails_part_way_says_how_many_it_queued(
+    recovery: Recovery, backend: str
+) -> None:
+    """An event replayed to each destination; the database refuses billing's, after
+    default's was queued: the admin API's 503 and the console's error page say so in
+    numbers, and the audit lines count what was queued."""
+    server = recovery.sender.server
+    with reading(server.env["RECEIVER_DATABASE_URL"]) as db:
+        for statement in REFUSE_BILLING[backend]:
+            db.execute(sa.text(statement))
+        db.commit()
+    first, second = recovery.event_ids[:2]
+    answer = recovery.sender.admin(f"/events/{first}/replay", "POST", json={})
+    said = "1 delivery: default 1 queued before it."
+    assert (answer.status_code, answer.json()["error"]) == (503, "stopped_part_way")
+    assert answer.json()["detail"].endswith(said), answer.json()
+    admin = recovery.admin()
+    page = admin.post("/console/events/replay", csrf=admin.csrf(), event_id=second)
+    assert page.status_code == 503
+    assert said in text_of(page.text)
+    audits = [
+        line
+        for line in map(json.loads, re.findall(r"^\{.*\}$", server.output(), re.M))
+        if (line.get("event"), line.get("what")) == ("audit", "replay")
+    ]
+    assert [(a["count"], a["by_destination"]) for a in audits] == [(1, {"default": 1})] * 2

@@ -148,7 +148,7 @@ async def test_a_replay_that_fails_part_way_says_and_audits_what_it_queued(
     resolved = await replays.resolve_plan(engine, plan)
     with capture_logs() as logs, pytest.raises(StoppedPartWayError) as raised:
         await replays.replay(engine, resolved, "test")
-    assert str(raised.value).startswith("The replay stopped part-way (an unforeseen ")
+    assert str(raised.value).startswith("The replay stopped part-way (an unforeseen failure, ")
     assert str(raised.value).endswith("): 1 delivery: billing 1 queued before it.")
     assert await pending(engine) == 1
     audit = [line for line in logs if line.get("event") == "audit"]
