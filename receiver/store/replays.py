@@ -129,11 +129,13 @@ async def count_dead_letters(
     connection: AsyncConnection, which: EventFilter, destination: str, limit: int
 ) -> tuple[int, int | None]:
     """How many dead letters of `destination` `which` matches (`limit` + 1 for any number
-    past `limit`), and the largest ID among them: a confirmation replays up to it alone."""
-    found = dead_letters(which, destination).order_by(None).limit(limit + 1).subquery()
-    counted = sa.select(sa.func.count(), sa.func.max(found.c.id))
-    n, largest = (await connection.execute(counted)).one()
-    return n, largest
+    past `limit`), and the largest ID among them, however many: a confirmation replays up
+    to it alone. Both walk the partial index of dead letters, the largest from its end."""
+    found = dead_letters(which, destination)
+    at_most = found.order_by(None).limit(limit + 1).subquery()
+    n = (await connection.execute(sa.select(sa.func.count()).select_from(at_most))).scalar_one()
+    newest = found.order_by(None).order_by(deliveries.c.id.desc()).limit(1)
+    return n, await connection.scalar(newest)
 
 
 async def claim_dead_letters(

@@ -18,6 +18,7 @@ from receiver.operators import actions, replays
 from receiver.operators.replays import Leg, Replayed
 from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter
+from receiver.store.replays import count_dead_letters
 from receiver.store.tables import deliveries, events
 from tests.helpers import destination, make_event
 from tests.store.test_dead_letters import (
@@ -178,3 +179,16 @@ async def test_a_bulk_reprocess_skips_and_counts_events_removed_after_they_were_
     counts = await actions.reprocess(engine, chosen, "test", [destination("billing")])
     assert (counts.reprocessed, counts.gone) == (2, 1)
     assert "1 removed by retention meanwhile" in str(counts)
+
+
+async def test_a_dry_run_past_its_bound_still_pins_the_newest_dead_letter(
+    engine: AsyncEngine,
+) -> None:
+    """Counted no further than its bound, the count still pins the newest dead letter:
+    the confirmation replays them all, not an arbitrary few."""
+    for n in range(5):
+        await died(engine, f"evt_{n}", "billing")
+    async with engine.connect() as connection:
+        n, up_to = await count_dead_letters(connection, DEAD, "billing", 2)
+        newest = await connection.scalar(sa.select(sa.func.max(deliveries.c.id)))
+    assert (n, up_to) == (3, newest)
