@@ -204,7 +204,7 @@ def test_an_event_reprocessing_applies_is_sent_once_where_applied_is_wanted(
         )
         db.commit()
     operator = Operator(server)
-    assert operator.json("reprocess", "--quarantined")["outcomes"] == {"applied": 1}
+    assert operator.json("reprocess", "--quarantined", "--yes")["outcomes"] == {"applied": 1}
     wait_until(lambda: sink.ids() == [event["id"]], timeout=15)
     assert operator.json("reprocess", event["id"])["outcomes"] == {"applied": 1}
     stored = HTTP.get(
