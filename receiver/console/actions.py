@@ -5,6 +5,7 @@ the same actions as the CLI and writes the same audit line, who = `console`, and
 with a redirect whose notice says what it did, in numbers (`notices`)."""
 
 from dataclasses import replace
+from datetime import datetime
 from urllib.parse import unquote
 
 from starlette.datastructures import FormData
@@ -14,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from receiver.console.forms import field, session_and_form
 from receiver.console.notices import Counts, answer_to, replayed_counts, reprocessed_counts
-from receiver.console.pages import ReplayQuery, read_query
+from receiver.console.pages import ReplayQuery, read_pin, read_query
 from receiver.console.recovery import DEAD_LETTERS, QUARANTINED, configured_destination
 from receiver.console.rendering import page_of
 from receiver.exceptions import NotFoundError, RejectedRequestError
@@ -80,7 +81,8 @@ async def replay_matching(request: Request) -> Response:
 
 async def replay_destination(request: Request) -> Response:
     """The confirmed second step of "replay this destination's dead letters" (the first is
-    `recovery.confirm_replay`): each it counted (up to its `up_to`) is queued again to it
+    `recovery.confirm_replay`): each it counted (up to its `up_to`, dead by its `dead_by`)
+    is queued again to it
     alone. With a `delivery_id` (a dead letter's own Replay button), that one alone."""
     _, form = await session_and_form(request)
     name = configured_destination(request)
@@ -89,7 +91,8 @@ async def replay_destination(request: Request) -> Response:
     if delivery_id is not None:
         replayed = await replays.replay_dead_letter(services, name, delivery_id, WHO)
     else:
-        which = replace(DEAD_LETTERS, up_to=_posted_number(form, "up_to"))
+        up_to, dead_by = _posted_number(form, "up_to"), _posted_pin(form, "dead_by")
+        which = replace(DEAD_LETTERS, up_to=up_to, dead_by=dead_by)
         replayed = await _replay(services, which, name)
     return _back(f"/console/destinations/{name}", "replayed", replayed_counts(replayed))
 
@@ -102,6 +105,19 @@ def _posted_number(form: FormData, name: str) -> int | None:
     if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_ID:
         raise HTTPException(400, f"The form's {name} is not a delivery ID.")
     return int(value)
+
+
+def _posted_pin(form: FormData, name: str) -> datetime | None:
+    """The instant a confirmation was counted at, if the form names one (`read_pin`)."""
+    value = field(form, name)
+    if value is None:
+        return None
+    try:
+        return read_pin(value)
+    except ValueError:
+        raise HTTPException(
+            400, f"The form's {name} is not an instant this console wrote."
+        ) from None
 
 
 async def reprocess_quarantined(request: Request) -> Response:

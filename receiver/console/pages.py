@@ -72,6 +72,19 @@ def _zoned_moment(value: Any, info: ValidationInfo) -> datetime:
 ZonedMoment = Annotated[datetime, PlainValidator(_zoned_moment)]
 
 
+def read_pin(value: object) -> datetime:
+    """An instant a confirmation carries back (`dead_by`): exactly as its page wrote it, ISO
+    8601 in UTC, nothing a person types. Anything else is a ValueError. Written back and
+    compared, because `fromisoformat` alone lets some through (a trailing NUL, measured)."""
+    try:
+        found = datetime.fromisoformat(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        found = None
+    if found is None or found.tzinfo is None or found.astimezone(UTC).isoformat() != value:
+        raise ValueError("is not an instant this console wrote")
+    return found.astimezone(UTC)
+
+
 class _Query(BaseModel):
     """A page's query string: blank fields mean no filter; anything unreadable is a 400."""
 
@@ -99,6 +112,8 @@ class ReplayQuery(_Query):
     destination: str | None = None
     # The largest dead letter the dry run counted: its confirmation replays up to it alone.
     up_to: int | None = Field(default=None, ge=1, le=MAX_ID)
+    # When it counted them: its confirmation replays those dead by then alone.
+    dead_by: Annotated[datetime, PlainValidator(read_pin)] | None = None
 
     def event_filter(self) -> EventFilter:
         return EventFilter(
@@ -108,6 +123,7 @@ class ReplayQuery(_Query):
             delivery_state=self.delivery_state,
             destination=self.destination,
             up_to=self.up_to,
+            dead_by=self.dead_by,
         )
 
 

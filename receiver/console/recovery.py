@@ -42,8 +42,9 @@ async def replay(request: Request) -> Response:
     settings = services_of(request).settings
     planned = None
     # What the confirmation replays is pinned to what was counted: events received before
-    # this instant (`until`) and dead letters up to the largest counted (`up_to`); what
-    # arrives or dies after the count waits for the next replay.
+    # this instant (`until`) and dead letters up to the largest counted (`up_to`) that had
+    # died when it counted (`dead_by`); what arrives or dies after the count waits for the
+    # next replay.
     counted_at = datetime.now(UTC)
     # With forwarding off there is nowhere to replay to: the page says so, and offers nothing.
     if settings.forwarding:
@@ -113,7 +114,8 @@ def configured_destination(request: Request) -> str:
 
 async def confirm_replay(request: Request) -> Response:
     """ "Replay this destination's dead letters", step one: how many, and the form that
-    confirms it (`actions.replay_destination`), pinned to the largest dead letter counted."""
+    confirms it (`actions.replay_destination`), pinned to the largest dead letter counted
+    and to when it counted."""
     name = configured_destination(request)
     services = services_of(request)
     plan = plan_replay(services.settings, DEAD_LETTERS, name)
@@ -130,7 +132,10 @@ async def confirm_replay(request: Request) -> Response:
             else f"{name} has no dead letters: nothing to replay."
         ),
         action=f"/console/destinations/{name}/replay" if n else None,
-        hidden={"up_to": planned.up_to},
+        hidden={
+            "up_to": planned.up_to,
+            "dead_by": planned.dead_by.isoformat() if planned.dead_by else None,
+        },
         button=f"Replay {counted_capped(n, 'dead letter')}",
         back=f"/console/destinations/{name}",
     )

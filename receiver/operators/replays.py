@@ -107,11 +107,13 @@ class Replayed:
     """Deliveries a replay queued, or in a dry run would queue, by destination (those with
     none left out). A dry run counts each destination's no further than COUNT_LIMIT:
     COUNT_LIMIT + 1 reads "more than COUNT_LIMIT". A real run's counts are exact. A dry run
-    also says the largest dead letter it counted (`up_to`): a confirmation replays up to it."""
+    of dead letters also says the largest it counted (`up_to`) and when it counted
+    (`dead_by`): a confirmation replays those up to the one and dead by the other."""
 
     by_destination: dict[str, int]
     dry_run: bool = False
     up_to: int | None = None
+    dead_by: datetime | None = None
 
     @property
     def deliveries(self) -> int:
@@ -136,20 +138,30 @@ class Replayed:
 
 
 async def count_planned(engine: AsyncEngine, plan: Sequence[Leg]) -> Replayed:
-    """What `plan` would queue, changing nothing."""
+    """What `plan` would queue, changing nothing. Dead letters are counted as dead by now,
+    as their confirmation claims them (`Replayed.dead_by`)."""
     planned: dict[str, int] = {}
     largest: list[int] = []
+    counted_at = datetime.now(UTC)
+    claims = False
     async with transaction(engine) as connection:
         for leg in plan:
             name = leg.destination.name
             if leg.claims:
-                n, up_to = await count_dead_letters(connection, leg.which, name, COUNT_LIMIT)
+                claims = True
+                which = replace(leg.which, dead_by=counted_at)
+                n, up_to = await count_dead_letters(connection, which, name, COUNT_LIMIT)
                 largest += [up_to] if up_to is not None else []
             else:
                 n = await count_replay(connection, leg.which, leg.destination, COUNT_LIMIT)
             if n:
                 planned[name] = n
-    return Replayed(planned, dry_run=True, up_to=max(largest, default=None))
+    return Replayed(
+        planned,
+        dry_run=True,
+        up_to=max(largest, default=None),
+        dead_by=counted_at if claims else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.destinations import EVERY_OUTCOME, Destination
 from receiver.store.deliveries import DeliveryState
-from receiver.store.filters import EventFilter, event_conditions
+from receiver.store.filters import EventFilter, event_conditions, pinned
 from receiver.store.queries import count_events
 from receiver.store.tables import deliveries, events
 
@@ -108,16 +108,17 @@ REPLAYED_CHUNK = 500
 
 
 def dead_letters(which: EventFilter, destination: str) -> sa.Select[tuple[int]]:
-    """The IDs of `destination`'s dead letters (up to `which.up_to`) whose events the rest
+    """The IDs of `destination`'s dead letters (`pinned` to a count) whose events the rest
     of `which` matches, oldest first. From the partial index of dead letters by destination
     (0009); the events are joined only when `which` asks anything of them."""
     conditions = [
         deliveries.c.state == DeliveryState.DEAD.value,
         deliveries.c.destination == destination,
+        *pinned(which),
     ]
-    if which.up_to is not None:
-        conditions.append(deliveries.c.id <= which.up_to)
-    others = event_conditions(replace(which, delivery_state=None, destination=None, up_to=None))
+    others = event_conditions(
+        replace(which, delivery_state=None, destination=None, up_to=None, dead_by=None)
+    )
     found = sa.select(deliveries.c.id).where(*conditions)
     if others:
         joined = deliveries.join(events, events.c.id == deliveries.c.event_id)

@@ -15,7 +15,7 @@ from tests.console import test_recovery as walk
 from tests.console.conftest import CSRF, Browser
 from tests.console.test_recovery import EVENTS, Recovery, main_of, notice, text_of
 from tests.databases import reading
-from tests.helpers import ANSWER_200, always, make_event, wait_until
+from tests.helpers import ANSWER_200, Received, always, make_event, wait_until
 
 # The walk's three events, dead in billing and delivered to default.
 recovery = walk.recovery
@@ -92,37 +92,109 @@ def test_a_dead_letters_own_replay_button_clicked_twice_queues_it_once(
 def test_a_confirmation_queues_what_its_page_counted_not_what_died_since(
     recovery: Recovery,
 ) -> None:
-    """Counted, then another event dies in billing before the confirmation is posted: the
-    replay queues the three counted, and the late one stays dead; the same by filter."""
+    """Counted, then deliveries die in billing before the confirmation is posted (one sent
+    after the count, and one sent before it and still retrying at it, whose ID is below the
+    largest counted): the replay queues those counted, its notice says as many as its page
+    did, and the late ones stay dead; the same by filter."""
     admin = recovery.admin()
     path = "/console/destinations/billing/replay"
-    form = confirmation(admin, path)
-    assert "up_to" in form
+    retrying, dead_after_it = retrying_below_a_dead_letter(recovery)
+    shown = admin.get(path).text
+    assert f"{EVENTS + 1} dead letters to billing" in text_of(shown)
+    form = dict(HIDDEN.findall(main_of(shown)))
+    assert {"up_to", "dead_by"} <= form.keys()
+    assert retrying in recovery.listed("pending", "billing"), "it died before the count"
+    wait_until(lambda: retrying in recovery.listed("dead", "billing"), timeout=10)
     late = die_in_billing(recovery)
     recovery.billing.respond = ANSWER_200
-    assert replayed_in(admin.post(path, **form), admin) == EVENTS
-    wait_until(lambda: len(recovery.listed("recovered", "billing")) == EVENTS, timeout=10)
-    assert recovery.listed("dead", "billing") == [late]
+    assert replayed_in(admin.post(path, **form), admin) == EVENTS + 1
+    wait_until(lambda: dead_after_it in recovery.listed("recovered", "billing"), timeout=10)
+    assert len(recovery.listed("recovered", "billing")) == EVENTS + 1
+    assert sorted(recovery.listed("dead", "billing")) == sorted([retrying, late])
 
     # The replay page's confirmation is pinned to its count too.
+    again, dead_after_again = retrying_below_a_dead_letter(recovery)
     step_one = admin.get("/console/replay", delivery_state="dead", destination="billing").text
-    assert "A replay would queue 1 delivery: billing 1." in text_of(step_one)
+    assert "A replay would queue 3 deliveries: billing 3." in text_of(step_one)
     form = dict(HIDDEN.findall(main_of(step_one)))
-    assert {"until", "up_to"} <= form.keys()
-    recovery.billing.respond = always(503)
+    assert {"until", "up_to", "dead_by"} <= form.keys()
+    assert again in recovery.listed("pending", "billing"), "it died before the count"
+    wait_until(lambda: again in recovery.listed("dead", "billing"), timeout=10)
     later = die_in_billing(recovery)
     recovery.billing.respond = ANSWER_200
-    assert replayed_in(admin.post("/console/replay", **form), admin) == 1
-    wait_until(lambda: late in recovery.listed("recovered", "billing"), timeout=10)
-    assert recovery.listed("dead", "billing") == [later]
+    assert replayed_in(admin.post("/console/replay", **form), admin) == 3
+    wait_until(lambda: dead_after_again in recovery.listed("recovered", "billing"), timeout=10)
+    assert sorted(recovery.listed("dead", "billing")) == sorted([again, later])
+
+
+# How long billing asks the retrying delivery to wait (Retry-After): long enough for the
+# count to find it pending, short enough to see it die before the confirmation.
+RETRY_AFTER_SECONDS = 5
+
+
+def retrying_below_a_dead_letter(recovery: Recovery) -> tuple[str, str]:
+    """Two new events: the first retrying in billing (asked to wait, then refused, so that
+    it dies at its second attempt), then the second dead there at once (410), so that the
+    first's delivery ID is below the second's dead letter."""
+    retrying, gone = make_event(), make_event()
+
+    def respond(request: Received, _: int) -> tuple[int, dict[str, str]]:
+        if str(retrying["id"]).encode() in request.body:
+            return 503, {"retry-after": str(RETRY_AFTER_SECONDS)}
+        return (410 if str(gone["id"]).encode() in request.body else 503), {}
+
+    recovery.billing.respond = respond
+    assert recovery.sender.send(retrying).status_code == 200
+    wait_until(lambda: retrying["id"] in recovery.listed("pending", "billing"), timeout=10)
+    tried = str(retrying["id"]).encode()
+    wait_until(lambda: any(tried in r.body for r in recovery.billing.received), timeout=10)
+    assert recovery.sender.send(gone).status_code == 200
+    wait_until(lambda: gone["id"] in recovery.listed("dead", "billing"), timeout=10)
+    return str(retrying["id"]), str(gone["id"])
 
 
 def die_in_billing(recovery: Recovery) -> str:
     """A new event, sent while billing fails, until it is dead there."""
+    recovery.billing.respond = always(503)
     event = make_event()
     assert recovery.sender.send(event).status_code == 200
     wait_until(lambda: event["id"] in recovery.listed("dead", "billing"), timeout=10)
     return str(event["id"])
+
+
+# What a forged or garbled `dead_by` may hold: not an instant, no zone, a span or a date the
+# filters accept (a person's words, never what the page wrote), a Unix time, a month 13,
+# digits that are not ASCII, a NUL.
+FORGED_PINS = (
+    "x",
+    "24h",
+    "2026-12-01",
+    "2026-12-01T09:00:00",
+    "1764580000",
+    "2026-13-01T00:00:00+00:00",
+    "\uff12\uff10\uff12\uff16-12-01T00:00:00+00:00",
+    "2026-12-01T00:00:00+00:00\x00",
+    "9" * 5000,
+)
+
+
+def test_a_forged_dead_by_is_a_400_naming_it_and_replays_nothing(recovery: Recovery) -> None:
+    """Both confirmations (a destination's, and the replay page's) refuse a `dead_by` that
+    is not an instant as the page writes it, with a 400 that names the field."""
+    admin = recovery.admin()
+    pinned = confirmation(admin, "/console/destinations/billing/replay")
+    step_one = admin.get("/console/replay", delivery_state="dead", destination="billing").text
+    by_filter = dict(HIDDEN.findall(main_of(step_one)))
+    for path, form in (
+        ("/console/destinations/billing/replay", pinned),
+        ("/console/replay", by_filter),
+    ):
+        for forged in FORGED_PINS:
+            answer = admin.post(path, **(form | {"dead_by": forged}))
+            assert answer.status_code == 400, (path, forged)
+            assert "dead_by" in answer.text, (path, forged)
+    assert len(recovery.listed("dead", "billing")) == EVENTS
+    assert all(len(deliveries_of(recovery, e, "billing")) == 1 for e in recovery.event_ids)
 
 
 def test_an_unknown_destination_is_the_same_404_page_on_both_steps(recovery: Recovery) -> None:

@@ -1,10 +1,12 @@
 """Replays and reprocessing as the CLI, the admin API and the console run them
 (receiver/operators/replays.py, actions.py), on a real database of each backend: dead
 letters are claimed, so two replays at once queue each once; a replay queues what was
-counted and no more; a failure part-way says what was done; a bulk reprocess skips events
-retention removed after they were chosen."""
+counted and no more (dead letters up to the largest counted, dead by when it counted); a
+failure part-way says what was done; a bulk reprocess skips events retention removed after
+they were chosen."""
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -35,8 +37,11 @@ pytestmark = pytest.mark.anyio
 DEAD = EventFilter(delivery_state=DeliveryState.DEAD.value, destination="billing")
 
 
-def dead_letters_of(name: str, up_to: int | None = None) -> list[Leg]:
-    which = EventFilter(delivery_state=DeliveryState.DEAD.value, destination=name, up_to=up_to)
+def dead_letters_of(name: str, counted: Replayed | None = None) -> list[Leg]:
+    """`name`'s dead letters, pinned to what `counted` (a dry run) counted if given."""
+    which = EventFilter(delivery_state=DeliveryState.DEAD.value, destination=name)
+    if counted is not None:
+        which = replace(which, up_to=counted.up_to, dead_by=counted.dead_by)
     return [Leg(destination(name), which)]
 
 
@@ -115,9 +120,27 @@ async def test_a_confirmation_replays_what_its_dry_run_counted(engine: AsyncEngi
     await died(engine, "evt_1", "billing")
     counted = await replays.count_planned(engine, dead_letters_of("billing"))
     await died(engine, "evt_2", "billing")
-    done = await replay_all(engine, dead_letters_of("billing", counted.up_to))
+    done = await replay_all(engine, dead_letters_of("billing", counted))
     assert (counted.deliveries, done.deliveries) == (1, 1)
     assert await dead_by_filter(engine, "billing") == ["evt_2"]
+
+
+async def test_a_confirmation_leaves_a_letter_retrying_at_the_count_that_died_since(
+    engine: AsyncEngine,
+) -> None:
+    """The dry run also pins when it counted (`dead_by`): a delivery created before the
+    counted dead letter (its ID below `up_to`), still retrying at the count, that dies
+    before the confirmation is left for the next replay."""
+    await died(engine, "evt_0", "product")
+    await replay(engine, "evt_0", "billing")
+    await died(engine, "evt_1", "billing")
+    counted = await replays.count_planned(engine, dead_letters_of("billing"))
+    assert counted.dead_by is not None
+    assert await attempt(engine, "billing", DeliveryState.DEAD) == 1
+    assert sorted(await dead_by_filter(engine, "billing")) == ["evt_0", "evt_1"]
+    done = await replay_all(engine, dead_letters_of("billing", counted))
+    assert (counted.deliveries, done.deliveries) == (1, 1)
+    assert await dead_by_filter(engine, "billing") == ["evt_0"]
 
 
 # The database refuses any new delivery to `product`.
