@@ -1,8 +1,9 @@
 """Dead letters are claimed by the replay that queues them, over HTTP on a real server of
 each backend: two confirmations of the same replay posted at once (two tabs, a double click),
 two admin API replays at once, and a dead letter's own Replay button clicked twice queue each
-dead letter once; a confirmation queues what its page counted, not what died since; an
-unknown destination is the same 404 page on both steps."""
+dead letter once; a confirmation queues what its page counted, not what died since (nor a
+delivery retrying at the count), and refuses a forged pin; an unknown destination is the
+same 404 page on both steps."""
 
 import json
 import re
