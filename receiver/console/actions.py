@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from receiver.console.access import Session
 from receiver.console.forms import field, session_and_form
 from receiver.console.notices import Counts, answer_to, replayed_counts, reprocessed_counts
 from receiver.console.pages import ReplayQuery, read_pin, read_query
@@ -30,10 +31,10 @@ from receiver.store.queries import get_record
 WHO = "console"
 
 
-def _back(path: str, notice: str, counts: Counts = ()) -> Response:
-    # The notice is one of this module's own words, never the request's text; an ID in
-    # `path` is already encoded (`page_of`).
-    return RedirectResponse(answer_to(path, notice, counts), status_code=303)
+def _back(session: Session, path: str, notice: str, counts: Counts = ()) -> Response:
+    # The notice is one of this module's own words, never the request's text, signed for
+    # the session that acted (`notices`); an ID in `path` is already encoded (`page_of`).
+    return RedirectResponse(answer_to(session, path, notice, counts), status_code=303)
 
 
 def _posted_id(form: FormData, name: str) -> str:
@@ -64,19 +65,21 @@ async def _replay(
 
 
 async def replay_event(request: Request) -> Response:
-    _, form = await session_and_form(request)
+    session, form = await session_and_form(request)
     event_id = _posted_id(form, "event_id")
     which = EventFilter(event_ids=(event_id,))
     replayed = await _replay(services_of(request), which, field(form, "destination"))
-    return _back(page_of(event_id, "event"), "replayed", replayed_counts(replayed))
+    return _back(session, page_of(event_id, "event"), "replayed", replayed_counts(replayed))
 
 
 async def replay_matching(request: Request) -> Response:
     """The confirmed second step of a replay by filter (the first is the replay page)."""
-    _, form = await session_and_form(request)
+    session, form = await session_and_form(request)
     query = read_query(ReplayQuery, request, form)
     replayed = await _replay(services_of(request), query.event_filter(), query.destination)
-    return _back("/console/deliveries?state=pending", "replayed", replayed_counts(replayed))
+    return _back(
+        session, "/console/deliveries?state=pending", "replayed", replayed_counts(replayed)
+    )
 
 
 async def replay_destination(request: Request) -> Response:
@@ -84,7 +87,7 @@ async def replay_destination(request: Request) -> Response:
     `recovery.confirm_replay`): each it counted (up to its `up_to`, dead by its `dead_by`)
     is queued again to it
     alone. With a `delivery_id` (a dead letter's own Replay button), that one alone."""
-    _, form = await session_and_form(request)
+    session, form = await session_and_form(request)
     name = configured_destination(request)
     services = services_of(request)
     delivery_id = _posted_number(form, "delivery_id")
@@ -94,7 +97,7 @@ async def replay_destination(request: Request) -> Response:
         up_to, dead_by = _posted_number(form, "up_to"), _posted_pin(form, "dead_by")
         which = replace(DEAD_LETTERS, up_to=up_to, dead_by=dead_by)
         replayed = await _replay(services, which, name)
-    return _back(f"/console/destinations/{name}", "replayed", replayed_counts(replayed))
+    return _back(session, f"/console/destinations/{name}", "replayed", replayed_counts(replayed))
 
 
 def _posted_number(form: FormData, name: str) -> int | None:
@@ -122,13 +125,13 @@ def _posted_pin(form: FormData, name: str) -> datetime | None:
 
 async def reprocess_quarantined(request: Request) -> Response:
     """The confirmed second step of reprocessing (the first is `recovery.confirm_reprocess`)."""
-    await session_and_form(request)
+    session, _ = await session_and_form(request)
     counts = await actions.reprocess_served(services_of(request), QUARANTINED, WHO)
-    return _back("/console/events", "reprocessed", reprocessed_counts(counts))
+    return _back(session, "/console/events", "reprocessed", reprocessed_counts(counts))
 
 
 async def reconcile_task(request: Request) -> Response:
-    _, form = await session_and_form(request)
+    session, form = await session_and_form(request)
     services = services_of(request)
     task_id = _posted_id(form, "task_id")
     if services.settings.rivya_api_key is None:
@@ -143,6 +146,7 @@ async def reconcile_task(request: Request) -> Response:
     async with Reconciler(services.engine, services.settings) as reconciler:
         report = await reconciler.run_pass(WHO, task_ids=[task_id])
     return _back(
+        session,
         page_of(task_id, "record"),
         "reconciled" if report.result == "ok" else report.result,
     )

@@ -145,8 +145,9 @@ def test_actions_need_the_admin_role_and_a_valid_csrf_token(
     assert support.post("/console/reprocess", csrf=support.csrf()).status_code == 403
     assert deliveries() == 1, "refused actions changed nothing"
     done = admin.post(replay, csrf=admin.csrf(), event_id=event["id"])
-    location = f"/console/events/{event['id']}?done=replayed&replayed=default%3A1"
-    assert (done.status_code, done.headers["location"]) == (303, location)
+    location = f"/console/events/{event['id']}?done=replayed&replayed=default%3A1&signed="
+    assert done.status_code == 303
+    assert done.headers["location"].startswith(location)
     assert deliveries() == 2
     assert '"what":"replay"' in rivya.server.output()
     assert '"who":"console"' in rivya.server.output()
@@ -262,8 +263,8 @@ def test_failed_jobs_filter_and_a_records_history(
     assert "applied" in record
     assert admin.get("/console/records/task_nowhere").status_code == 404
     reprocessed = admin.post("/console/reprocess", csrf=admin.csrf())
-    assert reprocessed.headers["location"] == (
-        "/console/events?done=reprocessed&changed=0&became=quarantined%3A1"
+    assert reprocessed.headers["location"].startswith(
+        "/console/events?done=reprocessed&changed=0&became=quarantined%3A1&signed="
     )
     assert '"what":"reprocess"' in rivya.server.output()
 
