@@ -85,8 +85,8 @@ async def replay_matching(request: Request) -> Response:
 async def replay_destination(request: Request) -> Response:
     """The confirmed second step of "replay this destination's dead letters" (the first is
     `recovery.confirm_replay`): each it counted (up to its `up_to`, dead by its `dead_by`)
-    is queued again to it
-    alone. With a `delivery_id` (a dead letter's own Replay button), that one alone."""
+    is queued again to it alone. With a `delivery_id` (a dead letter's own Replay button),
+    that one alone."""
     session, form = await session_and_form(request)
     name = configured_destination(request)
     services = services_of(request)

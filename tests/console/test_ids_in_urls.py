@@ -192,18 +192,26 @@ def test_links_and_forms_of_awkward_ids_lead_to_their_own_pages_and_actions(
                 to_read.append(target)
     assert reached == {(kind, i) for kind in ("Event", "Record") for i in AWKWARD_IDS}
 
+    # Each dead letter's row posts its own delivery ID: which event each one is, by the API.
+    dead = rivya.admin("/deliveries", params={"state": "dead"}).json()["deliveries"]
+    event_of = {str(d["id"]): d["event_id"] for d in dead}
     listed = Page(admin.get("/console/deliveries", state="dead").text)
-    replays = {unquote(fields["event_id"]): (action, fields) for action, fields in actions(listed)}
+    replays = {
+        event_of[fields["delivery_id"]]: (action, fields) for action, fields in actions(listed)
+    }
     assert set(replays) == set(AWKWARD_IDS)
 
     # The dead letter of `..` replayed from its row: that event alone is sent again, and
-    # the answer leads back to its page.
+    # the answer leads back to its destination's page.
     action, fields = replays[".."]
-    assert urlsplit(resolve(dead_page, action)).path == "/console/events/replay"
+    assert urlsplit(resolve(dead_page, action)).path == "/console/destinations/default/replay"
     done = admin.client.post(resolve(dead_page, action), data=fields)
     assert done.status_code == 303
     back = admin.client.get(resolve(dead_page, done.headers["location"]))
-    assert named(back.text) == ("Event", "..")
+    assert back.status_code == 200
+    assert urlsplit(resolve(dead_page, done.headers["location"])).path == (
+        "/console/destinations/default"
+    )
     wait_until(lambda: len(sink.of("..")) == FAILURES + 1, timeout=20, what="the replay")
     for other in AWKWARD_IDS[1:]:
         assert len(sink.of(other)) == FAILURES, f"{other!r} was replayed too"
