@@ -21,6 +21,7 @@ from receiver.destinations import EVERY_OUTCOME, Destination
 from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter, event_conditions, pinned
 from receiver.store.queries import count_events
+from receiver.store.statements import superseded
 from receiver.store.tables import deliveries, events
 
 
@@ -77,6 +78,8 @@ async def replay_events(
         # On PostgreSQL, an event a prune has locked is waited for, then skipped if it went:
         # without the lock the new row's foreign key would fail the whole replay.
         selected = selected.with_for_update(read=True, key_share=True, of=events)
+        if connection.dialect.name == "postgresql":
+            await _lock_pending(connection, which, destination, target_url)
         inserted = await connection.scalars(
             sa.insert(deliveries)
             .from_select(
@@ -100,6 +103,30 @@ async def replay_events(
         if event_ids:
             queued[destination.name] = len(event_ids)
     return queued
+
+
+async def _lock_pending(
+    connection: AsyncConnection,
+    which: EventFilter,
+    destination: Destination,
+    target_url: str | None,
+) -> None:
+    """Lock the pending deliveries of the pairs a replay is about to queue again. Under READ
+    COMMITTED a forwarder recording one of them dead in another transaction and this replay
+    would not see each other: the dead letter would stay `dead` beside the newer delivery.
+    With the lock the replay waits for that outcome, and its `dead -> replayed` then sees
+    it; in the other order the forwarder waits for the replay, and its settling sees the
+    newer delivery."""
+    await connection.execute(
+        sa.select(deliveries.c.id)
+        .where(
+            deliveries.c.event_id.in_(events_to_replay(which, destination).order_by(None)),
+            deliveries.c.destination == destination.name,
+            deliveries.c.target_url.is_not_distinct_from(sa.literal(target_url, sa.Text)),
+            deliveries.c.state == DeliveryState.PENDING.value,
+        )
+        .with_for_update(of=deliveries)
+    )
 
 
 # Event IDs a statement names when a replay marks dead letters replayed: the actions replay
@@ -154,13 +181,21 @@ async def claim_dead_letters(
             .where(events.c.id.in_(of_claimed))
             .with_for_update(read=True, key_share=True)
         )
+    still_dead = [
+        deliveries.c.id.in_(delivery_ids),
+        deliveries.c.state == DeliveryState.DEAD.value,
+        deliveries.c.destination == destination,
+    ]
+    # A safety net: a dead letter with a newer delivery of its pair is already being
+    # retried (or was): it is settled as `replayed` and nothing is queued for it.
+    await connection.execute(
+        sa.update(deliveries)
+        .where(*still_dead, superseded())
+        .values(state=DeliveryState.REPLAYED.value)
+    )
     claimed = await connection.execute(
         sa.update(deliveries)
-        .where(
-            deliveries.c.id.in_(delivery_ids),
-            deliveries.c.state == DeliveryState.DEAD.value,
-            deliveries.c.destination == destination,
-        )
+        .where(*still_dead)
         .values(state=DeliveryState.REPLAYED.value)
         .returning(deliveries.c.event_id, deliveries.c.target_url)
     )
