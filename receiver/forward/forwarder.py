@@ -237,10 +237,10 @@ class Forwarder:
     ) -> list[ClaimedDelivery]:
         """Write `finished`, hand back `released` and claim up to `wanted` more of each
         destination, in one transaction."""
-        now = datetime.now(UTC)
 
         def work(run: Run, dialect: Dialect) -> tuple[list[AttemptRecord], list[ClaimedDelivery]]:
-            gone = record_attempts(run, dialect, self._owner, finished)
+            now = datetime.now(UTC)
+            gone = record_attempts(run, dialect, self._owner, finished, now)
             release_claims(run, dialect, self._owner, released)
             return gone, [
                 delivery
@@ -265,9 +265,7 @@ class Forwarder:
         written because the database went away meanwhile: it is tried again, whole."""
         for index, record in enumerate(finished):
             try:
-                gone = await self._transact(
-                    functools.partial(record_attempts, owner=self._owner, records=[record])
-                )
+                gone = await self._transact(functools.partial(self._record_alone, record))
             except DATABASE_ERRORS as exc:
                 if database_unavailable(exc):
                     return finished[index:]
@@ -276,6 +274,13 @@ class Forwarder:
                 for record_gone in gone:
                     self._drop(record_gone, "delivery_gone")
         return []
+
+    def _record_alone(
+        self, record: AttemptRecord, run: Run, dialect: Dialect
+    ) -> list[AttemptRecord]:
+        # The clock is read in the transaction, once it holds the write lock (on SQLite):
+        # `finished_at` is then as close to the commit as this process can tell.
+        return record_attempts(run, dialect, self._owner, [record], datetime.now(UTC))
 
     def _drop(self, record: AttemptRecord, reason: str, error_class: str | None = None) -> None:
         self._log.warning(

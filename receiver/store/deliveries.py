@@ -104,13 +104,17 @@ def claim_due_deliveries(
 
 
 def record_attempts(
-    run: Run, dialect: Dialect, owner: str, records: list[AttemptRecord]
+    run: Run, dialect: Dialect, owner: str, records: list[AttemptRecord], now: datetime
 ) -> list[AttemptRecord]:
     """Write each attempt, move its delivery on if this owner still holds the lease, and
     fold the attempts into their destinations' health. Returns the records whose delivery
     is gone (deleted while its attempt was in flight): their attempts can never be written,
     so they are left out rather than failing, for ever, the transaction they share with
-    every other outcome and claim."""
+    every other outcome and claim.
+
+    A finished delivery's `finished_at` is `now`, when its outcome is written (the attempt
+    row keeps when the attempt began): a dry run's `dead_by` then leaves out a delivery
+    whose last attempt was in flight across its count and was recorded dead after it."""
     finished = {DeliveryState.DELIVERED, DeliveryState.DEAD}
     if records:
         statements.run_rows(run, dialect, statements.update_health, _health_rows(records))
@@ -134,7 +138,7 @@ def record_attempts(
                 "state": record.state.value,
                 "attempts": record.attempt,
                 "next_attempt_at": record.next_attempt_at,
-                "finished_at": record.attempted_at if record.state in finished else None,
+                "finished_at": now if record.state in finished else None,
                 "last_status_code": record.status_code,
                 "last_error": record.error_class,
             }

@@ -34,8 +34,9 @@ class EventFilter:
     # Dead letters that died at or before this instant: when a dry run counted. A delivery
     # created before the count and still retrying at it has an ID below `up_to`; if it dies
     # before the confirmation, this keeps it out of what was confirmed. A dead letter's
-    # `finished_at` is when its last attempt began: one in flight across the count (at most
-    # the forwarder's timeout) still reads as dead by it.
+    # `finished_at` is when its outcome was written (by the forwarder's clock, in the
+    # transaction that wrote it), so one whose last attempt was in flight across the count
+    # is kept out too. With several processes it is compared across their clocks.
     dead_by: datetime | None = None
 
 

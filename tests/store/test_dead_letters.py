@@ -90,7 +90,7 @@ async def attempt(engine: AsyncEngine, to: str, state: DeliveryState) -> int:
             )
             for delivery in claimed
         ]
-        record_attempts(run, connection.dialect, OWNER, records)
+        record_attempts(run, connection.dialect, OWNER, records, now)
         return len(records)
 
     async with engine.begin() as connection:
@@ -245,7 +245,9 @@ async def settle_one_by_one(engine: AsyncEngine, to: str, order: list[int]) -> N
         )
 
         def work(connection: Connection, record: AttemptRecord = record) -> None:
-            record_attempts(run_on(connection), connection.dialect, OWNER, [record])
+            record_attempts(
+                run_on(connection), connection.dialect, OWNER, [record], datetime.now(UTC)
+            )
 
         async with engine.begin() as connection:
             await connection.run_sync(work)
