@@ -75,14 +75,17 @@ ZonedMoment = Annotated[datetime, PlainValidator(_zoned_moment)]
 def read_pin(value: object) -> datetime:
     """An instant a confirmation carries back (`dead_by`): exactly as its page wrote it, ISO
     8601 in UTC, nothing a person types. Anything else is a ValueError. Written back and
-    compared, because `fromisoformat` alone lets some through (a trailing NUL, measured)."""
+    compared, because `fromisoformat` alone lets some through (a trailing NUL, measured).
+    The whole conversion is in the `try`: at year 1 or 9999 an offset carries the instant
+    out of `datetime`'s range, an OverflowError (it was a 500)."""
     try:
-        found = datetime.fromisoformat(str(value)) if isinstance(value, str) else None
-    except ValueError:
-        found = None
-    if found is None or found.tzinfo is None or found.astimezone(UTC).isoformat() != value:
+        found = datetime.fromisoformat(value) if isinstance(value, str) else None
+        in_utc = found.astimezone(UTC) if found is not None and found.tzinfo else None
+    except (ValueError, OverflowError):
+        in_utc = None
+    if in_utc is None or in_utc.isoformat() != value:
         raise ValueError("is not an instant this console wrote")
-    return found.astimezone(UTC)
+    return in_utc
 
 
 class _Query(BaseModel):

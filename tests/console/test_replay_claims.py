@@ -165,8 +165,10 @@ def die_in_billing(recovery: Recovery) -> str:
 
 # What a forged or garbled `dead_by` may hold: not an instant, no zone, a span or a date the
 # filters accept (a person's words, never what the page wrote), a Unix time, a month 13,
-# digits that are not ASCII, a NUL.
+# digits that are not ASCII, a NUL, and an offset that carries year 1 or 9999 out of range.
 FORGED_PINS = (
+    "0001-01-01T00:30:00+01:00",
+    "9999-12-31T23:30:00-01:00",
     "x",
     "24h",
     "2026-12-01",
@@ -180,8 +182,9 @@ FORGED_PINS = (
 
 
 def test_a_forged_dead_by_is_a_400_naming_it_and_replays_nothing(recovery: Recovery) -> None:
-    """Both confirmations (a destination's, and the replay page's) refuse a `dead_by` that
-    is not an instant as the page writes it, with a 400 that names the field."""
+    """Both confirmations (a destination's, and the replay page's) and the replay page's
+    dry run refuse a `dead_by` that is not an instant as the page writes it, with a 400
+    that names the field."""
     admin = recovery.admin()
     pinned = confirmation(admin, "/console/destinations/billing/replay")
     step_one = admin.get("/console/replay", delivery_state="dead", destination="billing").text
@@ -194,6 +197,11 @@ def test_a_forged_dead_by_is_a_400_naming_it_and_replays_nothing(recovery: Recov
             answer = admin.post(path, **(form | {"dead_by": forged}))
             assert answer.status_code == 400, (path, forged)
             assert "dead_by" in answer.text, (path, forged)
+    # A NUL in a URL is refused before any field is read (urls.py), as "the URL holds".
+    for forged in (pin for pin in FORGED_PINS if "\x00" not in pin):
+        answer = admin.get("/console/replay", delivery_state="dead", dead_by=forged)
+        assert answer.status_code == 400, forged
+        assert "dead_by" in answer.text, forged
     assert len(recovery.listed("dead", "billing")) == EVENTS
     assert all(len(deliveries_of(recovery, e, "billing")) == 1 for e in recovery.event_ids)
 
