@@ -19,6 +19,7 @@ from receiver.exceptions import (
     RejectedRequestError,
     RequestTimeoutError,
     SignatureError,
+    StoppedPartWayError,
     StoreUnavailableError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
@@ -37,6 +38,9 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
     UnsupportedMediaTypeError: 415,
     PayloadTooLargeError: 413,
     StoreUnavailableError: 503,
+    # Its own entry so that it gets no Retry-After: what it did stays done, and a replay
+    # repeated whole would queue those deliveries again. The client reads the detail first.
+    StoppedPartWayError: 503,
     RejectedRequestError: 400,
     # Unreachable by design; if it happens, the sender should retry rather than give up.
     ReceiverError: 503,
