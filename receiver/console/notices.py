@@ -29,7 +29,7 @@ from receiver.operators.replays import Replayed
 # destination; twelve digits (under a trillion) is more than any store here holds.
 COUNT = re.compile(r"[0-9]{1,12}")
 # The parameters a notice is made of, and the one that signs them.
-SAID = frozenset({"done", "replayed", "became", "changed"})
+SAID = frozenset({"done", "replayed", "became", "changed", "gone"})
 SIGNED = "signed"
 # What the actions with no count to report say.
 FIXED = {
@@ -56,7 +56,9 @@ def replayed_counts(replayed: Replayed) -> Counts:
 
 def reprocessed_counts(counts: ReprocessCounts) -> Counts:
     became = [("became", f"{outcome}:{n}") for outcome, n in counts.outcomes.items()]
-    return [("changed", str(counts.changed)), *became]
+    # Only when retention removed some: the notice says it then, and nothing otherwise.
+    gone = [("gone", str(counts.gone))] if counts.gone else []
+    return [("changed", str(counts.changed)), *became, *gone]
 
 
 def notice_of(request: Request) -> str | None:
@@ -94,10 +96,10 @@ def _replayed(params: QueryParams) -> str:
 
 def _reprocessed(params: QueryParams) -> str:
     outcomes = _named_counts(params.getlist("became"))
-    changed = params.get("changed", "")
-    if outcomes is None or not COUNT.fullmatch(changed):
+    changed, gone = params.get("changed", ""), params.get("gone", "0")
+    if outcomes is None or not (COUNT.fullmatch(changed) and COUNT.fullmatch(gone)):
         return UNREADABLE
-    counts = ReprocessCounts(outcomes, int(changed))
+    counts = ReprocessCounts(outcomes, int(changed), int(gone))
     if counts.unchanged < 0:
         return UNREADABLE
     said = str(counts)

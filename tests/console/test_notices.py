@@ -12,6 +12,9 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from receiver.console.access import ADMIN, Session
+from receiver.console.notices import answer_to, reprocessed_counts
+from receiver.operators.actions import ReprocessCounts
 from tests.conftest import Rivya
 from tests.console.conftest import Browser
 from tests.helpers import make_event, wait_until
@@ -66,6 +69,17 @@ def test_a_real_actions_redirect_shows_its_counts_to_its_own_session(notices: No
     assert notice(notices.admin, address) == REPLAYED
     # Reloading shows the same notice (and acts no more: the redirect is a GET).
     assert notice(notices.admin, address) == REPLAYED
+
+
+def test_a_reprocess_notice_says_how_many_retention_removed_meanwhile(notices: Notices) -> None:
+    """The counts a reprocess's redirect carries, signed for the session as the action
+    signs them, include `gone`, and the notice says it."""
+    counts = ReprocessCounts({"applied": 1, "quarantined": 1}, changed=1, gone=1)
+    session = Session("", ADMIN, notices.admin.csrf())
+    address = answer_to(session, "/console/events", "reprocessed", reprocessed_counts(counts))
+    assert notice(notices.admin, address) == (
+        "Reprocessed 2 events: 1 changed outcome, 1 unchanged, 1 removed by retention meanwhile."
+    )
 
 
 def test_a_link_without_its_sessions_signature_shows_nothing_signed_in_or_out(
