@@ -125,7 +125,12 @@ async def _lock_pending(
             deliveries.c.target_url.is_not_distinct_from(sa.literal(target_url, sa.Text)),
             deliveries.c.state == DeliveryState.PENDING.value,
         )
-        .with_for_update(of=deliveries)
+        # FOR NO KEY UPDATE, what the forwarder's write of an outcome takes: the weakest
+        # that makes either wait for the other (the forwarder's FOR KEY SHARE does not).
+        # In ID order, as an index scan of a forwarder's batch by ID takes them, so that
+        # the two do not each hold a row the other waits for.
+        .order_by(deliveries.c.id)
+        .with_for_update(key_share=True, of=deliveries)
     )
 
 
