@@ -137,10 +137,12 @@ def new_secrets(sensitive: Sensitive) -> Callable[[], str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that touches a database runs on each backend, unless it is marked as
-    being about SQLite itself."""
+    being about one backend itself."""
     if "backend" in metafunc.fixturenames:
-        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
-        backends = ["sqlite"] if sqlite_only else list(BACKENDS)
+        backends = list(BACKENDS)
+        for only in ("sqlite", "postgresql"):
+            if metafunc.definition.get_closest_marker(f"{only}_only") is not None:
+                backends = [only]
         metafunc.parametrize("backend", backends, indirect=True, scope="module")
 
 

@@ -92,14 +92,14 @@ async def claim(engine: AsyncEngine) -> int:
         return await claim_dead_letters(connection, ids, "billing", datetime.now(UTC))
 
 
+# SQLite serialises writers, so the race is PostgreSQL's alone.
+@pytest.mark.postgresql_only
 @pytest.mark.parametrize("first", ["forwarder", "replay"])
 async def test_a_retry_recorded_dead_while_its_pair_is_replayed_leaves_one_open_delivery(
-    engine: AsyncEngine, backend: str, first: str
+    engine: AsyncEngine, first: str
 ) -> None:
     """Whichever transaction writes first, the other waits for it: the retry ends
     `replayed` beside the pending replay, and a dead-letter claim then queues no third copy."""
-    if backend != "postgresql":
-        pytest.skip("SQLite serialises writers: the race is PostgreSQL's")
     prepare_statements(engine.dialect)
     delivery_id = await retrying(engine)
     forwarder, operator = await engine.connect(), await engine.connect()
