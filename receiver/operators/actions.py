@@ -98,6 +98,10 @@ async def reprocess(
     did, and the audit line counts them."""
     outcomes: Counter[str] = Counter()
     changed = gone = 0
+
+    def so_far() -> ReprocessCounts:
+        return ReprocessCounts(dict(sorted(outcomes.items())), changed, gone)
+
     try:
         for start in range(0, len(event_ids), CHUNK):
             chunk = event_ids[start : start + CHUNK]
@@ -113,21 +117,21 @@ async def reprocess(
                     changed += reprocessed.changed
             progress(len(chunk))
     except Exception as exc:
-        so_far = ReprocessCounts(dict(sorted(outcomes.items())), changed, gone)
         raise StoppedPartWayError(
-            f"The reprocess stopped part-way ({why_stopped(exc)}): {so_far} before it."
+            f"The reprocess stopped part-way ({why_stopped(exc)}): {so_far()} before it."
         ) from exc
     finally:
+        counts = so_far()
         log.info(
             "audit",
             who=who,
             what="reprocess",
-            count=sum(outcomes.values()),
-            changed=changed,
-            unchanged=sum(outcomes.values()) - changed,
-            gone=gone,
+            count=counts.reprocessed,
+            changed=counts.changed,
+            unchanged=counts.unchanged,
+            gone=counts.gone,
         )
-    return ReprocessCounts(dict(sorted(outcomes.items())), changed, gone)
+    return counts
 
 
 async def _reprocessed(

@@ -3,7 +3,7 @@ what it would queue (`count_planned`, a dry run), and queueing it (`replay`), wi
 `audit` line each real replay writes."""
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -115,6 +115,11 @@ class Replayed:
     up_to: int | None = None
     dead_by: datetime | None = None
 
+    @classmethod
+    def of(cls, counts: Mapping[str, int]) -> "Replayed":
+        """What a real run queued (or will queue), from counts by destination."""
+        return cls({name: n for name, n in counts.items() if n})
+
     @property
     def deliveries(self) -> int:
         return sum(self.by_destination.values())
@@ -197,7 +202,7 @@ def resolved_counts(resolved: Sequence[Resolved]) -> Replayed:
     by_destination: Counter[str] = Counter()
     for work in resolved:
         by_destination[work.leg.destination.name] += len(work)
-    return Replayed({name: n for name, n in by_destination.items() if n})
+    return Replayed.of(by_destination)
 
 
 async def replay(
@@ -216,7 +221,7 @@ async def replay(
                     queued[name] += await _queue_chunk(connection, work, start)
                 progress(min(CHUNK, len(work) - start))
     except Exception as exc:
-        done = Replayed({name: n for name, n in queued.items() if n})
+        done = Replayed.of(queued)
         raise StoppedPartWayError(
             f"The replay stopped part-way ({why_stopped(exc)}): {done} queued before it."
         ) from exc
@@ -226,9 +231,9 @@ async def replay(
             who=who,
             what="replay",
             count=sum(queued.values()),
-            by_destination={name: n for name, n in queued.items() if n},
+            by_destination=Replayed.of(queued).by_destination,
         )
-    return Replayed({name: n for name, n in queued.items() if n})
+    return Replayed.of(queued)
 
 
 async def _queue_chunk(connection: AsyncConnection, work: Resolved, start: int) -> int:
