@@ -22,7 +22,7 @@ from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.nouns import counted
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.operators.tasks import reconcile, tasks
-from receiver.operators.terminal import emit, json_option, load_settings
+from receiver.operators.terminal import emit, json_option, load_settings, load_tracing
 from receiver.outbound import open_session
 from receiver.process import tune_process
 from receiver.server import run_server, serve_options
@@ -82,15 +82,20 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
         raise click.ClickException(
             f"RECEIVER_METRICS_PORT: {port} is the main port (--port); give it another"
         )
+    tracing = load_tracing(settings)
     configure_logging(settings.log_level, settings.log_format)
     tune_process()
-    run_server(
-        create_app(settings, run_forwarder=not no_forwarder),
-        host=host,
-        port=port,
-        metrics_port=settings.metrics_port,
-        **serve_options(settings.request_timeout_seconds),
-    )
+    try:
+        run_server(
+            create_app(settings, run_forwarder=not no_forwarder, tracing=tracing),
+            host=host,
+            port=port,
+            metrics_port=settings.metrics_port,
+            **serve_options(settings.request_timeout_seconds),
+        )
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
 
 
 @cli.command()
@@ -103,11 +108,16 @@ def worker() -> None:
             "nothing to do: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE, or"
             " RECEIVER_RIVYA_API_KEY"
         )
+    tracing = load_tracing(settings)
     configure_logging(settings.log_level, settings.log_format)
     tune_process()
-    # uvloop, as `serve` runs under uvicorn: the worker's loop is mostly HTTP round trips.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run_worker(settings))
+    try:
+        # uvloop, as `serve` runs under uvicorn: the worker's loop is mostly HTTP round trips.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run_worker(settings, tracing))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
 
 
 @cli.command()

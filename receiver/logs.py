@@ -20,6 +20,8 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from receiver.tracing.carriers import add_trace_ids
+
 ALLOWED_FIELDS = frozenset(
     {
         "timestamp",
@@ -58,6 +60,8 @@ ALLOWED_FIELDS = frozenset(
         "pause_seconds",
         "who",
         "what",
+        "trace_id",
+        "span_id",
     }
 )
 MAX_PATH_CHARS = 200
@@ -98,6 +102,7 @@ def renders_for_people(log_format: str, stream: TextIO) -> bool:
 def configure_logging(level: str, log_format: str, stream: TextIO = sys.stdout) -> None:
     enrich: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -15,13 +15,16 @@ Each app has a registry of its own, so several apps in one process never collide
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,6 +37,8 @@ from receiver.services import Services, services_of
 from receiver.store.deliveries import DeliveryState
 from receiver.store.health import COUNTED
 from receiver.store.stats import collect_totals
+from receiver.tracing.carriers import trace_exemplar
+from receiver.tracing.pipeline import DroppedSpans
 
 WEBHOOK_PATH = "/webhooks/rivya"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -55,8 +60,12 @@ class Totals:
 
 
 class Metrics:
-    def __init__(self, refresh_seconds: float) -> None:
+    def __init__(self, refresh_seconds: float, dropped_spans: DroppedSpans | None = None) -> None:
+        """`dropped_spans`: tracing's count of spans that never reached the collector
+        (`receiver_trace_spans_dropped_total`, present while tracing is on)."""
         self.registry = CollectorRegistry()
+        if dropped_spans is not None:
+            self.registry.register(_DroppedSpansCollector(dropped_spans))
         self._refresh_seconds = refresh_seconds
         self._refreshed_at: float | None = None  # time.monotonic() of the last computation
         self._refreshing: asyncio.Task[None] | None = None
@@ -77,6 +86,13 @@ class Metrics:
             "receiver_delivery_attempts",
             "Forwarding attempts made by this process, by destination and result.",
             ["destination", "result"],
+            registry=self.registry,
+        )
+        self.delivery_seconds = Histogram(
+            "receiver_delivery_duration_seconds",
+            "Time from a forwarding attempt's start to its answer or failure, by destination.",
+            ["destination"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.write_batch_size = Histogram(
@@ -183,11 +199,14 @@ class Metrics:
         else:
             outcome, reason = "rejected", str(bound.get("reason") or f"http_{http_status}")
         self.webhook_requests.labels(outcome, reason).inc()
-        self.ingest_seconds.observe(seconds)
+        # Called within the request's span: with tracing on, the bucket keeps its trace ID.
+        self.ingest_seconds.observe(seconds, trace_exemplar())
 
     def observe_attempt(
-        self, destination: str, status_code: int | None, error_class: str | None
+        self, destination: str, status_code: int | None, error_class: str | None, seconds: float
     ) -> None:
+        """The forwarder's hook, called within the attempt's span."""
+        self.delivery_seconds.labels(destination).observe(seconds, trace_exemplar())
         if status_code is not None:
             result = f"{status_code // 100}xx"
         elif error_class and "Timeout" in error_class:
@@ -213,11 +232,14 @@ class Metrics:
 
     async def render(self, request: Request) -> Response:
         """GET /metrics."""
-        return await self.respond(services_of(request))
+        return await self.respond(services_of(request), request)
 
-    async def respond(self, services: Services) -> Response:
+    async def respond(self, services: Services, request: Request) -> Response:
+        """The text format, or OpenMetrics (which alone carries exemplars) when the scraper
+        asks for it, as Prometheus does with exemplar storage on."""
         await self._refresh_when_due(services)
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        encode, media_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(self.registry), headers={"content-type": media_type})
 
     async def totals(self, services: Services) -> Totals:
         """The totals the gauges were last set from, refreshed like a scrape's; waits for
@@ -309,9 +331,28 @@ def loopback_app(app: Starlette) -> Starlette:
         services = getattr(app.state, "services", None)
         if services is None:
             return Response(status_code=503)
-        return await metrics.respond(services)
+        return await metrics.respond(services, request)
 
     return Starlette(routes=[Route("/metrics", render)])
+
+
+class _DroppedSpansCollector(Collector):
+    def __init__(self, dropped: DroppedSpans) -> None:
+        self._dropped = dropped
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "receiver_trace_spans_dropped",
+            "Spans this process ended but never exported, by reason: queue_full (more than"
+            " OTEL_BSP_MAX_QUEUE_SIZE waiting) or export_failed (the collector was down, slow"
+            " or refused them).",
+            labels=["reason"],
+        )
+        with self._dropped.lock:
+            counts = dict(self._dropped.by_reason)
+        for reason, count in sorted(counts.items()):
+            family.add_metric([reason], count)
+        yield family
 
 
 def _accepted_as(outcome: object) -> str:

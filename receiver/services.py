@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import cast
 
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.types import Scope
@@ -20,6 +21,8 @@ class Services:
     verifier: Verifier
     writer: EventWriter
     forwarder: Forwarder | None
+    # None when tracing is off: the ingest path then starts no span at all.
+    tracer: Tracer | None = None
 
 
 def services_in(scope: Scope) -> Services:

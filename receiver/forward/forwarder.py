@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import aiohttp
+from opentelemetry.trace import Span, Tracer
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -47,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from receiver.destinations import Destination
 from receiver.forward.breaker import Breaker
 from receiver.forward.retries import RetryPolicy
+from receiver.forward.spans import attempt_span, record_outcome
 from receiver.logs import log
 from receiver.outbound import open_session
 from receiver.settings import Settings
@@ -67,6 +69,7 @@ from receiver.store.deliveries import (
     release_claims,
 )
 from receiver.store.statements import Run
+from receiver.tracing.carriers import headers_for
 
 # After a failed write of outcomes, the pause before trying again.
 WRITE_RETRY_SECONDS = 0.5
@@ -105,14 +108,17 @@ class Forwarder:
         self,
         engine: AsyncEngine,
         settings: Settings,
-        on_attempt: Callable[[str, int | None, str | None], None] | None = None,
+        on_attempt: Callable[[str, int | None, str | None, float], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        """`on_attempt(destination, status_code, error_class)` is told of every attempt
-        (the metrics)."""
+        """`on_attempt(destination, status_code, error_class, seconds)` is told of every
+        attempt (the metrics), within its span; `tracer`: a client span for each attempt, a
+        child of the span that stored its event (see `forward.spans`)."""
         if not settings.forwarding:
             raise ValueError("forwarding needs a destination")
         self._engine = engine
         self._on_attempt = on_attempt
+        self._tracer = tracer
         self._lanes = {d.name: _Lane(d) for d in settings.forwarding}
         self._policy = RetryPolicy(settings.forward_retry_schedule)
         self._timeout = settings.forward_timeout_seconds
@@ -318,6 +324,13 @@ class Forwarder:
         self._wakeup.set()
 
     async def _attempt(self, lane: _Lane, delivery: ClaimedDelivery) -> None:
+        if self._tracer is None:
+            await self._send(lane, delivery, None)
+            return
+        with attempt_span(self._tracer, lane.destination, delivery) as span:
+            await self._send(lane, delivery, span)
+
+    async def _send(self, lane: _Lane, delivery: ClaimedDelivery, span: Span | None) -> None:
         destination = lane.destination
         attempted_at = datetime.now(UTC)
         started = time.perf_counter()
@@ -326,6 +339,8 @@ class Forwarder:
         retry_after: str | None = None
         headers = sign_headers(destination.signing_secrets, delivery.event_id, delivery.body)
         headers["content-type"] = "application/json"
+        if span is not None:
+            headers.update(headers_for(span))
         if self._session is None:
             raise RuntimeError("the forwarder is used outside its context")
         try:
@@ -342,11 +357,13 @@ class Forwarder:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever failed, it is this attempt's outcome
             error_class = type(exc).__name__
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        seconds = time.perf_counter() - started
+        duration_ms = round(seconds * 1000, 2)
         if self._on_attempt is not None:
-            self._on_attempt(destination.name, status_code, error_class)
+            self._on_attempt(destination.name, status_code, error_class, seconds)
         attempt = delivery.attempts_made + 1
         verdict = self._policy.judge(attempt, status_code, retry_after, datetime.now(UTC))
+        record_outcome(span, status_code, error_class, verdict.state)
         # The last attempt of a delivery that goes dead needs an operator: a warning.
         dead = verdict.state is DeliveryState.DEAD
         (self._log.warning if dead else self._log.info)(

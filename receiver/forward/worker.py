@@ -11,10 +11,12 @@ from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
 from receiver.settings import Settings
 from receiver.store.database import create_engine, upgrade_schema
+from receiver.tracing.pipeline import Tracing
 
 
-async def run_worker(settings: Settings) -> None:
-    """Forward until SIGTERM or SIGINT, then stop gracefully."""
+async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None:
+    """Forward until SIGTERM or SIGINT, then stop gracefully; `tracing` traces deliveries
+    and reconciliation passes."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -25,10 +27,17 @@ async def run_worker(settings: Settings) -> None:
         async with AsyncExitStack() as stack:
             forwarder = None
             if settings.forwarding:
-                forwarder = await stack.enter_async_context(Forwarder(engine, settings))
+                forwarder = await stack.enter_async_context(
+                    Forwarder(engine, settings, tracer=tracing.tracer if tracing else None)
+                )
             if settings.rivya_api_key is not None:
                 reconciler = await stack.enter_async_context(
-                    Reconciler(engine, settings, on_stored=forwarder.wake if forwarder else None)
+                    Reconciler(
+                        engine,
+                        settings,
+                        on_stored=forwarder.wake if forwarder else None,
+                        tracing=tracing,
+                    )
                 )
                 reconciler.run_periodically()
             if settings.retention_days:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import orjson
 import structlog
+from opentelemetry import trace
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +27,8 @@ from receiver.model import Outcome
 from receiver.responses import answer_disconnect, answer_error
 from receiver.services import Services, services_in
 from receiver.store.events import Submission
+from receiver.tracing.carriers import carrier_of
+from receiver.tracing.spans import annotate, start_span
 
 USED_HEADERS = frozenset(
     {
@@ -46,9 +49,16 @@ class RivyaWebhookEndpoint:
             content = await _ingest(services_in(scope), scope, receive)
         except ReceiverError as exc:
             answer = answer_error(exc)
+            annotate(
+                {
+                    "receiver.outcome": _refused_as(answer.status_code),
+                    "error.type": type(exc).__name__,
+                }
+            )
         except ClientDisconnect:
             answer = answer_disconnect()
         else:
+            annotate({"receiver.outcome": content["status"]})
             await _answer(send, 200, content, None)
             return
         await _answer(send, answer.status_code, answer.content, answer.headers)
@@ -75,7 +85,9 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
         raise InvalidHeaderError(f"{repeated} is given more than once")
     _require_json(headers.get("content-type", ""))
     body = await read_body(receive, settings.max_body_bytes, settings.request_timeout_seconds)
-    message = services.verifier.verify(body, headers)
+    tracer = services.tracer
+    with start_span(tracer, "receiver.verify"):
+        message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)
     structlog.contextvars.bind_contextvars(
         event_id=event.event_id,
@@ -83,9 +95,18 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
         task_id=event.generation.task_id if event.generation else None,
         reason=event.quarantine_reason,
     )
-    outcome = await services.writer.submit(
-        Submission(event=event, msg_id=message.msg_id, body=body, received_at=datetime.now(UTC))
+    # The request's own span stores the event: its deliveries' attempts are its children.
+    request = trace.get_current_span() if tracer else trace.INVALID_SPAN
+    annotate({"receiver.event_id": event.event_id, "receiver.event_type": event.type})
+    submission = Submission(
+        event=event,
+        msg_id=message.msg_id,
+        body=body,
+        received_at=datetime.now(UTC),
+        trace=carrier_of(request),
     )
+    with start_span(tracer, "receiver.store.wait"):
+        outcome = await services.writer.submit(submission, request.get_span_context())
     structlog.contextvars.bind_contextvars(outcome=outcome or "duplicate")
     return {"status": _status_of(outcome), "event_id": event.event_id}
 
@@ -94,6 +115,10 @@ def _status_of(outcome: Outcome | None) -> str:
     if outcome is None:
         return "duplicate"
     return "quarantined" if outcome is Outcome.QUARANTINED else "accepted"
+
+
+def _refused_as(status_code: int) -> str:
+    return "unavailable" if status_code == 503 else "rejected"
 
 
 def _require_json(content_type: str) -> None:

@@ -33,6 +33,7 @@ from receiver.store.replays import (
     events_to_replay,
     replay_events,
 )
+from receiver.tracing.carriers import replay_carrier
 
 # The delivery states a replay chooses by: replayed and recovered are history, and no
 # pair's latest delivery (one of those was followed by another).
@@ -213,12 +214,15 @@ async def replay(
     Chunk by chunk, each its own transaction: a failure part-way leaves the chunks before
     it queued, and says how many (the audit line counts them too)."""
     queued: Counter[str] = Counter()
+    # One replay, one trace: its deliveries' attempts are children of the current span (the
+    # request that asked), linked to each event's first trace.
+    traceparent = replay_carrier().traceparent
     try:
         for work in resolved:
             name = work.leg.destination.name
             for start in range(0, len(work), CHUNK):
                 async with transaction(engine) as connection:
-                    queued[name] += await _queue_chunk(connection, work, start)
+                    queued[name] += await _queue_chunk(connection, work, start, traceparent)
                 progress(min(CHUNK, len(work) - start))
     except Exception as exc:
         done = Replayed.of(queued)
@@ -236,13 +240,17 @@ async def replay(
     return Replayed.of(queued)
 
 
-async def _queue_chunk(connection: AsyncConnection, work: Resolved, start: int) -> int:
+async def _queue_chunk(
+    connection: AsyncConnection, work: Resolved, start: int, traceparent: str
+) -> int:
     leg, now = work.leg, datetime.now(UTC)
     if leg.claims:
         chunk = work.dead_letters[start : start + CHUNK]
-        return await claim_dead_letters(connection, chunk, leg.destination.name, now)
+        return await claim_dead_letters(connection, chunk, leg.destination.name, now, traceparent)
     which = EventFilter(event_ids=tuple(work.event_ids[start : start + CHUNK]))
-    queued = await replay_events(connection, which, now, [leg.destination], leg.target_url)
+    queued = await replay_events(
+        connection, which, now, [leg.destination], leg.target_url, traceparent
+    )
     return queued.get(leg.destination.name, 0)
 
 

@@ -29,6 +29,7 @@ from receiver.operators.moments import read_moment
 from receiver.operators.spans import parse_span
 from receiver.settings import Settings
 from receiver.store.database import create_engine, schema_is_current, sqlite_path
+from receiver.tracing.pipeline import Tracing, start_tracing
 
 T = TypeVar("T")
 PROGRESS_FROM = 1000
@@ -39,6 +40,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def load_settings() -> Settings:
     try:
         return Settings.from_environment(os.environ, Path(".env"))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def load_tracing(settings: Settings) -> Tracing | None:
+    """The OTEL_* variables' tracing pipeline, or None; a bad value is a one-line error."""
+    try:
+        return start_tracing(os.environ, settings.trace_trust_incoming)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
 

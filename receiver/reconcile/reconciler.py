@@ -51,6 +51,10 @@ from receiver.store.reconciliation import (
     release_claims,
     save_credits,
 )
+from receiver.tracing.carriers import Carrier, carrier_of
+from receiver.tracing.http import rivya_trace_configs
+from receiver.tracing.pipeline import Tracing
+from receiver.tracing.spans import annotate, start_span
 
 SOURCE = "reconciliation"
 EVENT_TYPES = {status: event_type for event_type, status in APPLIED_TYPES.items()}
@@ -87,9 +91,12 @@ class Reconciler:
         on_request: Callable[[str], None] | None = None,
         on_pass: Callable[[str], None] | None = None,
         on_stored: Callable[[], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """`on_request(status)` and `on_pass(result)` feed the metrics; `on_stored` is called
-        when a synthesized event was stored (this process's forwarder)."""
+        when a synthesized event was stored (this process's forwarder); `tracing`: a span for
+        each pass, with a child for each call to Rivya's API and for each event it stores
+        (whose deliveries then hang under the pass)."""
         if settings.rivya_api_key is None:
             raise ValueError("reconciliation needs RECEIVER_RIVYA_API_KEY")
         self._engine = engine
@@ -102,7 +109,9 @@ class Reconciler:
             settings.rivya_api_rate,
             settings.rivya_api_timeout_seconds,
             on_request,
+            trace_configs=rivya_trace_configs(tracing),
         )
+        self._tracer = tracing.tracer if tracing else None
         self._on_pass = on_pass
         self._on_stored = on_stored
         self._periodic = Periodic(
@@ -134,6 +143,27 @@ class Reconciler:
     ) -> PassReport:
         """Ask about every due record (unchanged for `after`, by default the setting's), or
         about the records of `task_ids` whatever their state."""
+        with start_span(self._tracer, "receiver.reconcile.pass", attributes={"receiver.who": who}):
+            report = await self._run_pass(who, after, task_ids, progress)
+            annotate(
+                {
+                    "receiver.reconcile.result": report.result,
+                    "receiver.reconcile.asked": report.asked,
+                    "receiver.reconcile.changed": report.changed,
+                    "receiver.reconcile.not_found": report.not_found,
+                    "receiver.reconcile.failed": report.failed,
+                    "error.type": report.error_code,
+                }
+            )
+        return report
+
+    async def _run_pass(
+        self,
+        who: str,
+        after: timedelta | None,
+        task_ids: Sequence[str] | None,
+        progress: Progress,
+    ) -> PassReport:
         report = PassReport(who)
         # Due as of the pass's start: a record asked about during the pass is not due again
         # before it ends, however long it takes.
@@ -239,21 +269,28 @@ class Reconciler:
             # Asked by force about a record already final: nothing can apply, and an event
             # would only repeat (as stale) what subscribers were told.
             return ReconcileState.COMPLETED, False
-        submission = synthesized_event(answer, generation, now)
-        async with transaction(self._engine) as connection:
-            (outcome,) = await connection.run_sync(
-                lambda sync: store_events(
-                    run_on(sync), sync.dialect, [submission], self._destinations
+        with start_span(
+            self._tracer, "receiver.reconcile.store", attributes={"receiver.task_id": claim.task_id}
+        ) as span:
+            submission = synthesized_event(answer, generation, now, carrier_of(span))
+            annotate({"receiver.event_id": submission.event.event_id})
+            async with transaction(self._engine) as connection:
+                (outcome,) = await connection.run_sync(
+                    lambda sync: store_events(
+                        run_on(sync), sync.dialect, [submission], self._destinations
+                    )
                 )
-            )
+            annotate({"receiver.outcome": outcome.value if outcome else "duplicate"})
         if outcome is not None and self._on_stored is not None:
             self._on_stored()
         return ReconcileState.COMPLETED, outcome is Outcome.APPLIED
 
 
-def synthesized_event(answer: dict[str, Any], generation: Generation, now: datetime) -> Submission:
+def synthesized_event(
+    answer: dict[str, Any], generation: Generation, now: datetime, trace: Carrier | None = None
+) -> Submission:
     """The event a webhook would have carried: the envelope's usual keys, Rivya's answer as
-    `data`, and where it came from."""
+    `data`, and where it came from; stored by the span `trace` holds."""
     event_id = f"reconciled:{generation.task_id}:{generation.status}"
     event_type = EVENT_TYPES[generation.status]
     envelope = {
@@ -265,4 +302,4 @@ def synthesized_event(answer: dict[str, Any], generation: Generation, now: datet
         "source": SOURCE,
     }
     event = Event(event_id, event_type, None, now, generation)
-    return Submission(event, event_id, orjson.dumps(envelope), now)
+    return Submission(event, event_id, orjson.dumps(envelope), now, trace)

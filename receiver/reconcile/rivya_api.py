@@ -16,7 +16,7 @@ pause holds every call of the session, not only the one that met it.
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -87,18 +87,20 @@ class RivyaAPI:
         rate: float,
         timeout_seconds: float,
         on_request: Callable[[str], None] | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         """`on_request(status)` is told of every call: its HTTP status, or `timeout` or
-        `connection_error` (the metrics)."""
+        `connection_error` (the metrics); `trace_configs` trace each call."""
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._pacer = Pacer(rate)
         self._timeout_seconds = timeout_seconds
         self._on_request = on_request
+        self._trace_configs = trace_configs
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "RivyaAPI":
-        self._session = open_session(self._timeout_seconds)
+        self._session = open_session(self._timeout_seconds, trace_configs=self._trace_configs)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

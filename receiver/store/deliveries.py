@@ -16,6 +16,7 @@ from sqlalchemy.engine import Dialect
 
 from receiver.store import statements
 from receiver.store.statements import Run
+from receiver.tracing.carriers import Carrier
 
 
 class DeliveryState(StrEnum):
@@ -51,6 +52,9 @@ class ClaimedDelivery:
     attempts_made: int
     target_url: str | None
     body: bytes
+    # The event's trace context (its ingest span), and a replay's own.
+    trace: Carrier | None = None
+    replay_trace: Carrier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +95,31 @@ def claim_due_deliveries(
         "limit": limit,
     }
     rows = sorted(run(statement, statement.parameters([lease])), key=lambda row: (row[4], row[0]))
-    bodies: dict[str, bytes] = {}
+    bodies: dict[str, tuple[bytes, Carrier | None]] = {}
     for chunk in _chunks(sorted({row[1] for row in rows})):
         wanted = _padded([{"id": event_id} for event_id in chunk])
         statement = statements.select_bodies(dialect, len(wanted))
         found = run(statement, statement.parameters(wanted))
-        bodies.update((event_id, bytes(body)) for event_id, body in found)
+        bodies.update(
+            (event_id, (bytes(body), _carrier(traceparent, tracestate)))
+            for event_id, body, traceparent, tracestate in found
+        )
     return [
-        ClaimedDelivery(delivery_id, destination, event_id, attempts, target_url, bodies[event_id])
-        for delivery_id, event_id, attempts, target_url, _ in rows
+        ClaimedDelivery(
+            delivery_id,
+            destination,
+            event_id,
+            attempts,
+            target_url,
+            *bodies[event_id],
+            replay_trace=_carrier(replay_traceparent, None),
+        )
+        for delivery_id, event_id, attempts, target_url, _, replay_traceparent in rows
     ]
+
+
+def _carrier(traceparent: str | None, tracestate: str | None) -> Carrier | None:
+    return Carrier(traceparent, tracestate) if traceparent else None
 
 
 def record_attempts(

@@ -30,6 +30,7 @@ from receiver.store.statements import (
     upsert_records,
 )
 from receiver.store.tables import deliveries, events
+from receiver.tracing.carriers import Carrier
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class Submission:
     msg_id: str
     body: bytes
     received_at: datetime
+    # The span that stored it, whose children its deliveries' attempts will be.
+    trace: Carrier | None = None
 
 
 def store_events(
@@ -176,6 +179,8 @@ def _event_row(submission: Submission) -> dict[str, Any]:
         "webhook_id": submission.msg_id,
         "received_at": submission.received_at,
         "body": submission.body,
+        "traceparent": submission.trace.traceparent if submission.trace else None,
+        "tracestate": submission.trace.tracestate if submission.trace else None,
         **_parsed_columns(event, _outcome_before_applying(event)),
     }
 

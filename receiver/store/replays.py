@@ -60,10 +60,12 @@ async def replay_events(
     now: datetime,
     destinations: Sequence[Destination],
     target_url: str | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, int]:
     """Queue a new delivery of every matching event to each of `destinations` whose filters
     it passes (by its type and outcome as stored), to `target_url` instead of the
-    destination's URL if given; how many, by destination. Each queued pair's dead letters
+    destination's URL if given, their attempts starting from `traceparent` (the replay's
+    trace); how many, by destination. Each queued pair's dead letters
     become `replayed` at once: a retry is in flight, and nobody should replay them twice."""
     queued: dict[str, int] = {}
     for destination in destinations:
@@ -74,6 +76,7 @@ async def replay_events(
             sa.literal(target_url, sa.Text),
             sa.literal(now, deliveries.c.next_attempt_at.type),
             sa.literal(now, deliveries.c.created_at.type),
+            sa.literal(traceparent, sa.Text),
         ).where(*replay_conditions(which, destination))
         # On PostgreSQL, an event a prune has locked is waited for, then skipped if it went:
         # without the lock the new row's foreign key would fail the whole replay.
@@ -83,7 +86,15 @@ async def replay_events(
         inserted = await connection.scalars(
             sa.insert(deliveries)
             .from_select(
-                ["event_id", "destination", "state", "target_url", "next_attempt_at", "created_at"],
+                [
+                    "event_id",
+                    "destination",
+                    "state",
+                    "target_url",
+                    "next_attempt_at",
+                    "created_at",
+                    "traceparent",
+                ],
                 selected,
             )
             .returning(deliveries.c.event_id)
@@ -172,10 +183,15 @@ async def count_dead_letters(
 
 
 async def claim_dead_letters(
-    connection: AsyncConnection, delivery_ids: Sequence[int], destination: str, now: datetime
+    connection: AsyncConnection,
+    delivery_ids: Sequence[int],
+    destination: str,
+    now: datetime,
+    traceparent: str | None = None,
 ) -> int:
     """Replay those of `delivery_ids` that are still dead letters of `destination`: each is
-    claimed (made `replayed`) and a new delivery of its event queued to its own target URL.
+    claimed (made `replayed`) and a new delivery of its event queued to its own target URL,
+    its attempts starting from `traceparent` (the replay's trace).
     How many: a dead letter another replay claimed first is not queued again."""
     if connection.dialect.name == "postgresql":
         # The events first (as `replay_events` does): a prune that has locked one is waited
@@ -212,6 +228,7 @@ async def claim_dead_letters(
             "target_url": target_url,
             "next_attempt_at": now,
             "created_at": now,
+            "traceparent": traceparent,
         }
         for event_id, target_url in claimed
     ]

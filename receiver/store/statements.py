@@ -113,12 +113,12 @@ def insert_deliveries(dialect: Dialect, rows: int) -> Prepared:
 def claim_deliveries(dialect: Dialect) -> Prepared:
     """Lease up to `limit` due deliveries of one destination to `owner`. Parameters (one
     row): destination, owner, now, lease_expires_at, limit. Returns id, event_id, attempts,
-    target_url, next_attempt_at."""
+    target_url, next_attempt_at, traceparent."""
     return _prepared(dialect, "claim_deliveries", 1)
 
 
 def select_bodies(dialect: Dialect, rows: int) -> Prepared:
-    """The body of each event named (id a row)."""
+    """The body and trace context of each event named (id a row)."""
     return _prepared(dialect, "select_bodies", rows)
 
 
@@ -285,13 +285,16 @@ def _claim_deliveries(_: Any, __: int) -> Any:
             deliveries.c.attempts,
             deliveries.c.target_url,
             deliveries.c.next_attempt_at,
+            deliveries.c.traceparent,
         )
     )
 
 
 def _select_bodies(_: Any, rows: int) -> Any:
     ids = _ids(events.c.id, rows)
-    return sa.select(events.c.id, events.c.body).where(events.c.id.in_(ids))
+    return sa.select(events.c.id, events.c.body, events.c.traceparent, events.c.tracestate).where(
+        events.c.id.in_(ids)
+    )
 
 
 def _insert_attempts(_: Any, rows: int) -> Any:

@@ -92,6 +92,10 @@ events = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("quarantine_reason", sa.Text),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    # The W3C trace context of the span that stored the event (receiver.tracing.carriers):
+    # its deliveries' attempts are that span's children. NULL when stored untraced.
+    sa.Column("traceparent", sa.Text),
+    sa.Column("tracestate", sa.Text),
     # A record's history on the console: its events, found without a scan.
     sa.Index("ix_events_task_id", "task_id"),
     partial_index(
@@ -166,6 +170,9 @@ deliveries = sa.Table(
     sa.Column("finished_at", UTCDateTime),
     sa.Column("last_status_code", sa.Integer),
     sa.Column("last_error", sa.Text),
+    # A replay's own trace context: its attempts start there, linked to the event's. NULL
+    # for the event's first deliveries, whose attempts are children of its ingest span.
+    sa.Column("traceparent", sa.Text),
     sa.Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
     # Claims are taken per destination, in order of when they come due.
     sa.Index(

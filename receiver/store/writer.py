@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from opentelemetry.trace import Link, SpanContext, Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.destinations import Destination
@@ -25,9 +26,10 @@ from receiver.model import Outcome
 from receiver.store.connections import WriteConnection, open_write_connection
 from receiver.store.database import database_unavailable
 from receiver.store.events import Submission, store_events
+from receiver.tracing.spans import annotate, start_span
 
-# The outcome of storing, or None for a duplicate.
-_Pending = tuple[Submission, "asyncio.Future[Outcome | None]"]
+# The outcome of storing, or None for a duplicate; and the span of the request that waits.
+_Pending = tuple[Submission, "asyncio.Future[Outcome | None]", SpanContext | None]
 
 
 class EventWriter:
@@ -39,12 +41,15 @@ class EventWriter:
         busy_timeout_seconds: float = 5.0,
         max_batch: int = 256,
         observe: Callable[[int, float], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """`destinations`: where new events are forwarded (an outbox row for each that
         wants the event); `on_stored`: called after a commit
         that stored something new (the in-process forwarder's wake-up); `observe`: called
-        with each committed batch's size and its transaction's duration in seconds."""
+        with each committed batch's size and its transaction's duration in seconds;
+        `tracer`: a span for each batch, linked to the requests it acknowledges."""
         self._engine = engine
+        self._tracer = tracer
         self._observe = observe
         self._busy_timeout_seconds = busy_timeout_seconds
         self._destinations = destinations
@@ -67,12 +72,15 @@ class EventWriter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def submit(self, submission: Submission) -> Outcome | None:
-        """Store `submission` durably; None means it was a duplicate."""
+    async def submit(
+        self, submission: Submission, request: SpanContext | None = None
+    ) -> Outcome | None:
+        """Store `submission` durably; None means it was a duplicate. `request`: the span
+        the batch that stores it links to."""
         if self._closing:
             raise StoreUnavailableError("the receiver is shutting down")
         future: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((submission, future))
+        self._queue.put_nowait((submission, future, request))
         return await future
 
     async def _run(self, connection: WriteConnection) -> None:
@@ -93,7 +101,18 @@ class EventWriter:
         self, connection: WriteConnection, batch: list[_Pending]
     ) -> BaseException | None:
         """Store `batch`; the error that said the database is unavailable, if one did."""
-        submissions = [submission for submission, _ in batch]
+        if self._tracer is None:
+            return await self._store(connection, batch)
+        # A batch serves many requests, each in a trace of its own: links, not a parent.
+        links = [Link(request) for _, _, request in batch if request and request.is_valid]
+        rows = {"receiver.batch.rows": len(batch)}
+        with start_span(self._tracer, "receiver.store.batch", links=links, attributes=rows):
+            return await self._store(connection, batch)
+
+    async def _store(
+        self, connection: WriteConnection, batch: list[_Pending]
+    ) -> BaseException | None:
+        submissions = [submission for submission, _, _ in batch]
         started = time.perf_counter()
         try:
             outcomes = await connection.transact(
@@ -112,9 +131,11 @@ class EventWriter:
                         _fail(rest, absent)
                     return absent
         else:
+            seconds = time.perf_counter() - started
+            annotate({"receiver.batch.commit_ms": round(seconds * 1000, 2)})
             if self._observe:
-                self._observe(len(batch), time.perf_counter() - started)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                self._observe(len(batch), seconds)
+            for (_, future, _), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
             if self._on_stored and any(outcome is not None for outcome in outcomes):
@@ -124,7 +145,7 @@ class EventWriter:
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:
     log.warning("store_failed", batch_size=len(batch), exc_info=exc)
-    for _, future in batch:
+    for _, future, _ in batch:
         if not future.done():
             error = StoreUnavailableError("the event could not be stored")
             error.__cause__ = exc

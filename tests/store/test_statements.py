@@ -119,6 +119,8 @@ def test_a_failed_batch_rolls_back_and_the_next_one_commits(tmp_path: Path) -> N
         "outcome": "ignored",
         "quarantine_reason": None,
         "body": b"{}",
+        "traceparent": None,
+        "tracestate": None,
     }
 
     async def scenario() -> list[int]:
