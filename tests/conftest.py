@@ -214,13 +214,17 @@ def start_server(
     new_database: Callable[[Path], str],
 ) -> Iterator[Callable[..., ReceiverProcess]]:
     """Servers of the test's own (`receiver serve`, or the command given), on a fresh
-    database (one per test), with settings overridden by keyword (an empty value unsets)."""
+    database (one per test), with settings overridden by keyword (an empty value unsets;
+    OTEL_* names are passed as they are)."""
     started: list[ReceiverProcess] = []
     database_url = new_database(tmp_path)
 
     def start(*args: str, **overrides: str) -> ReceiverProcess:
         env = {**server_env, "RECEIVER_DATABASE_URL": database_url}
-        env |= {f"RECEIVER_{name.upper()}": value for name, value in overrides.items()}
+        env |= {
+            name if name.startswith("OTEL_") else f"RECEIVER_{name.upper()}": value
+            for name, value in overrides.items()
+        }
         started.append(ReceiverProcess(tmp_path, env, args or ("serve",)).start())
         return started[-1]
 
