@@ -83,7 +83,7 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
             f"RECEIVER_METRICS_PORT: {port} is the main port (--port); give it another"
         )
     tracing = load_tracing(settings)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, trace_ids=tracing is not None)
     tune_process()
     try:
         run_server(
@@ -109,7 +109,7 @@ def worker() -> None:
             " RECEIVER_RIVYA_API_KEY"
         )
     tracing = load_tracing(settings)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, trace_ids=tracing is not None)
     tune_process()
     try:
         # uvloop, as `serve` runs under uvicorn: the worker's loop is mostly HTTP round trips.

@@ -99,10 +99,13 @@ def renders_for_people(log_format: str, stream: TextIO) -> bool:
     return log_format == "console"
 
 
-def configure_logging(level: str, log_format: str, stream: TextIO = sys.stdout) -> None:
+def configure_logging(
+    level: str, log_format: str, stream: TextIO = sys.stdout, trace_ids: bool = False
+) -> None:
+    """`trace_ids`: tracing is on, so lines written within a span carry its IDs."""
     enrich: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        add_trace_ids,
+        *([add_trace_ids] if trace_ids else []),
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

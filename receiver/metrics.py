@@ -64,6 +64,8 @@ class Metrics:
         """`dropped_spans`: tracing's count of spans that never reached the collector
         (`receiver_trace_spans_dropped_total`, present while tracing is on)."""
         self.registry = CollectorRegistry()
+        # Exemplars only with tracing on: off, the current span is not even looked up.
+        self._exemplars = dropped_spans is not None
         if dropped_spans is not None:
             self.registry.register(_DroppedSpansCollector(dropped_spans))
         self._refresh_seconds = refresh_seconds
@@ -200,13 +202,14 @@ class Metrics:
             outcome, reason = "rejected", str(bound.get("reason") or f"http_{http_status}")
         self.webhook_requests.labels(outcome, reason).inc()
         # Called within the request's span: with tracing on, the bucket keeps its trace ID.
-        self.ingest_seconds.observe(seconds, trace_exemplar())
+        self.ingest_seconds.observe(seconds, trace_exemplar() if self._exemplars else None)
 
     def observe_attempt(
         self, destination: str, status_code: int | None, error_class: str | None, seconds: float
     ) -> None:
         """The forwarder's hook, called within the attempt's span."""
-        self.delivery_seconds.labels(destination).observe(seconds, trace_exemplar())
+        exemplar = trace_exemplar() if self._exemplars else None
+        self.delivery_seconds.labels(destination).observe(seconds, exemplar)
         if status_code is not None:
             result = f"{status_code // 100}xx"
         elif error_class and "Timeout" in error_class:

@@ -45,20 +45,21 @@ class RivyaWebhookEndpoint:
     """The route's ASGI app (Starlette treats a class instance as one, not as a handler)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = services_in(scope)
+        # Tracing off, the span is not even looked up: this path carries the load.
+        traced = services.tracer is not None
         try:
-            content = await _ingest(services_in(scope), scope, receive)
+            content = await _ingest(services, scope, receive)
         except ReceiverError as exc:
             answer = answer_error(exc)
-            annotate(
-                {
-                    "receiver.outcome": _refused_as(answer.status_code),
-                    "error.type": type(exc).__name__,
-                }
-            )
+            if traced:
+                refused = _refused_as(answer.status_code)
+                annotate({"receiver.outcome": refused, "error.type": type(exc).__name__})
         except ClientDisconnect:
             answer = answer_disconnect()
         else:
-            annotate({"receiver.outcome": content["status"]})
+            if traced:
+                annotate({"receiver.outcome": content["status"]})
             await _answer(send, 200, content, None)
             return
         await _answer(send, answer.status_code, answer.content, answer.headers)
@@ -96,8 +97,9 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
         reason=event.quarantine_reason,
     )
     # The request's own span stores the event: its deliveries' attempts are its children.
-    request = trace.get_current_span() if tracer else trace.INVALID_SPAN
-    annotate({"receiver.event_id": event.event_id, "receiver.event_type": event.type})
+    request = trace.get_current_span() if tracer else None
+    if request is not None:
+        annotate({"receiver.event_id": event.event_id, "receiver.event_type": event.type})
     submission = Submission(
         event=event,
         msg_id=message.msg_id,
@@ -106,7 +108,9 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
         trace=carrier_of(request),
     )
     with start_span(tracer, "receiver.store.wait"):
-        outcome = await services.writer.submit(submission, request.get_span_context())
+        outcome = await services.writer.submit(
+            submission, request.get_span_context() if request else None
+        )
     structlog.contextvars.bind_contextvars(outcome=outcome or "duplicate")
     return {"status": _status_of(outcome), "event_id": event.event_id}
 
