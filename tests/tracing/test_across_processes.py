@@ -1,0 +1,202 @@
+"""One trace from the request that stored an event to the attempts that deliver it, when they
+run in another process: `receiver serve --no-forwarder` stores, a separate `receiver worker`
+delivers, both exporting to the module's collector, on each backend. The trace survives the
+worker not running when the event is stored, and a restart between two attempts; an event
+stored untraced is delivered in a trace of its own."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Rivya, Sensitive
+from tests.helpers import Downstream, ReceiverProcess, make_event, wait_until
+from tests.otlp_collector import CLIENT, SERVER, CollectedSpan, Collector
+
+INGEST = "POST /webhooks/rivya"
+DELIVER = "receiver.deliver"
+
+
+def stored_by(collector: Collector, event_id: str) -> CollectedSpan:
+    """The server span of the request that stored `event_id`."""
+    (span,) = collector.wait_for(INGEST, **{"receiver.event_id": event_id})
+    assert span.kind == SERVER
+    assert span.attributes["receiver.outcome"] == "accepted"
+    return span
+
+
+def attempts_of(collector: Collector, event_id: str, count: int = 1) -> list[CollectedSpan]:
+    """The delivery attempts' spans for `event_id`, by attempt number."""
+    spans = collector.wait_for(DELIVER, count, **{"receiver.event_id": event_id})
+    return sorted(spans, key=lambda span: span.attributes["receiver.delivery.attempt"])
+
+
+def traceparent_parts(traceparent: str) -> tuple[str, str, bool]:
+    """The trace ID, the parent's span ID and the sampled flag a `traceparent` carries."""
+    version, trace_id, parent_id, flags = traceparent.split("-")
+    assert version == "00"
+    return trace_id, parent_id, bool(int(flags, 16) & 1)
+
+
+def logged_span(process: ReceiverProcess, span: CollectedSpan, after: int = 0) -> bool:
+    """Whether `process` wrote a log line within `span` (past `after` characters of its
+    output): the span is its own, not another process's."""
+    return f'"span_id":"{span.span_id}"' in process.output()[after:].replace(" ", "")
+
+
+@pytest.fixture
+def untraced_server(
+    tmp_path: Path, sensitive: Sensitive
+) -> Iterator[Callable[[dict[str, str]], ReceiverProcess]]:
+    """`receiver serve --no-forwarder` with `env` but none of its OTEL_* variables (tracing
+    off), scanned for leaks at the end as `start_server`'s are."""
+    started: list[ReceiverProcess] = []
+
+    def start(env: dict[str, str]) -> ReceiverProcess:
+        untraced = {name: value for name, value in env.items() if not name.startswith("OTEL_")}
+        started.append(ReceiverProcess(tmp_path, untraced, ("serve", "--no-forwarder")).start())
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.running:
+            process.stop()
+        assert sensitive.found_in(process.output()) == [], "a sensitive value reached the logs"
+
+
+def test_a_worker_process_delivers_in_the_trace_of_the_request_that_stored_the_event(
+    start_server: Callable[..., ReceiverProcess],
+    collector: Collector,
+    downstream: Downstream,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """serve --no-forwarder stores, a separate worker delivers: the worker's attempt span
+    (same service name) is a child of the ingest server span, and the subscriber's
+    `traceparent` names that trace and the attempt span as its parent."""
+    server = start_server("serve", "--no-forwarder")
+    worker = start_server("worker")
+    event = make_event()
+    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+
+    ingest = stored_by(collector, event["id"])
+    (attempt,) = attempts_of(collector, event["id"])
+    assert attempt.kind == CLIENT
+    assert (attempt.trace_id, attempt.parent_span_id) == (ingest.trace_id, ingest.span_id)
+    assert attempt.service_name == ingest.service_name == "rivya-receiver"
+    assert attempt.attributes["receiver.delivery.attempt"] == 1
+    assert attempt.attributes["receiver.delivery.state"] == "delivered"
+    assert attempt.attributes["http.response.status_code"] == 200
+    assert logged_span(worker, attempt), "the attempt span is the worker's"
+    assert not logged_span(server, attempt)
+
+    (received,) = downstream.of(event["id"])
+    assert traceparent_parts(received.headers["traceparent"]) == (
+        ingest.trace_id,
+        attempt.span_id,
+        True,
+    )
+
+
+def test_an_event_stored_while_no_worker_runs_is_delivered_later_in_its_own_trace(
+    start_server: Callable[..., ReceiverProcess],
+    collector: Collector,
+    downstream: Downstream,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """A worker started and stopped; the event stored by a server that then stops too; a
+    worker started again afterwards: its attempt is still a child of the server span that
+    stored the event (the context came from the database, not from any process's memory)."""
+    worker = start_server("worker")
+    worker.stop()
+    server = start_server("serve", "--no-forwarder")
+    event = make_event()
+    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    ingest = stored_by(collector, event["id"])
+    server.stop()
+    assert downstream.of(event["id"]) == []
+    assert all(
+        span.attributes["receiver.event_id"] != event["id"] for span in collector.named(DELIVER)
+    )
+
+    worker.start()
+    (attempt,) = attempts_of(collector, event["id"])
+    assert (attempt.trace_id, attempt.parent_span_id) == (ingest.trace_id, ingest.span_id)
+    (received,) = downstream.of(event["id"])
+    assert traceparent_parts(received.headers["traceparent"])[:2] == (
+        ingest.trace_id,
+        attempt.span_id,
+    )
+
+
+def test_a_retry_by_a_restarted_worker_is_still_a_child_of_the_request_that_stored_the_event(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    collector: Collector,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """The subscriber refuses the first attempt; the worker that made it is stopped before
+    the retry is due, and another worker process makes the retry: both attempt spans are
+    children of the ingest server span, each the parent named in its own request's
+    `traceparent`."""
+    sink = own_downstream(lambda _, earlier: (503 if earlier == 0 else 200, {}))
+    # The retry is due 3 s after the refusal: time enough to stop the first worker first.
+    settings = {"forward_url": sink.url, "forward_retry_schedule": "3,3"}
+    server = start_server("serve", "--no-forwarder", **settings)
+    worker = start_server("worker", **settings)
+    event = make_event()
+    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    ingest = stored_by(collector, event["id"])
+    (first,) = attempts_of(collector, event["id"])
+    worker.stop()
+    assert len(sink.of(event["id"])) == 1, "the first worker made one attempt"
+
+    restarted_at = len(worker.output())
+    worker.start()
+    first, second = attempts_of(collector, event["id"], count=2)
+    assert (first.attributes["error.type"], first.attributes["receiver.delivery.state"]) == (
+        "503",
+        "pending",
+    )
+    assert second.attributes["receiver.delivery.state"] == "delivered"
+    assert second.attributes["receiver.delivery.attempt"] == 2
+    for attempt in (first, second):
+        assert (attempt.trace_id, attempt.parent_span_id) == (ingest.trace_id, ingest.span_id)
+    assert logged_span(worker, second, after=restarted_at), "the retry is the new process's"
+    assert [
+        traceparent_parts(received.headers["traceparent"])[:2] for received in sink.of(event["id"])
+    ] == [(ingest.trace_id, first.span_id), (ingest.trace_id, second.span_id)]
+
+
+def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trace(
+    start_server: Callable[..., ReceiverProcess],
+    untraced_server: Callable[[dict[str, str]], ReceiverProcess],
+    collector: Collector,
+    downstream: Downstream,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """Stored by a server without OTEL_* variables, delivered by a traced worker: the attempt
+    span has no parent (a trace of its own, not a broken reference), and the subscriber still
+    gets a `traceparent` naming it."""
+    worker = start_server("worker")
+    server = untraced_server(worker.env)
+    event = make_event()
+    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+
+    (attempt,) = attempts_of(collector, event["id"])
+    assert attempt.parent_span_id == ""
+    assert attempt.attributes["receiver.delivery.state"] == "delivered"
+    assert all(
+        span.attributes.get("receiver.event_id") != event["id"] for span in collector.named(INGEST)
+    )
+    wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=10)
+    (received,) = downstream.of(event["id"])
+    assert traceparent_parts(received.headers["traceparent"]) == (
+        attempt.trace_id,
+        attempt.span_id,
+        True,
+    )
+    assert attempt.trace_id not in server.output(), "the server traced nothing"
