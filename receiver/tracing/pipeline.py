@@ -40,8 +40,11 @@ from receiver.exceptions import SettingsError
 
 DEFAULT_SERVICE_NAME = "rivya-receiver"
 DEFAULT_SAMPLER = "parentbased_always_on"
-# The SDK's own default, read here as well because the drop count needs the bound.
+# The SDK's own defaults, read here as well because the drop count needs the queue's bound
+# and the SDK refuses, with a traceback, a batch larger than the queue or a delay of 0.
 DEFAULT_MAX_QUEUE_SIZE = 2048
+DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+DEFAULT_SCHEDULE_DELAY_MILLIS = 5000
 # A group-commit batch links every request it acknowledged: up to the writer's largest
 # batch (receiver.store.writer), over the SDK's default of 128 links a span.
 MAX_LINKS = 256
@@ -95,6 +98,10 @@ def start_tracing(environ: Mapping[str, str], trust_incoming: bool) -> Tracing |
     _check_protocol(environ)
     dropped = DroppedSpans()
     max_queue_size = _positive_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
+    batch_size = _positive_int(
+        environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE
+    )
+    delay = _positive_int(environ, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MILLIS)
     limits = {} if environ.get("OTEL_SPAN_LINK_COUNT_LIMIT") else {"max_links": MAX_LINKS}
     provider = TracerProvider(
         sampler=read_sampler(environ),
@@ -102,7 +109,9 @@ def start_tracing(environ: Mapping[str, str], trust_incoming: bool) -> Tracing |
         span_limits=SpanLimits(**limits),
     )
     exporter = _CountingExporter(OTLPSpanExporter(endpoint=endpoint), dropped)
-    provider.add_span_processor(_CountingBatchProcessor(exporter, max_queue_size, dropped))
+    provider.add_span_processor(
+        _CountingBatchProcessor(exporter, max_queue_size, dropped, batch_size, delay)
+    )
     return Tracing(provider, trust_incoming, dropped)
 
 
@@ -154,8 +163,19 @@ def _check_protocol(environ: Mapping[str, str]) -> None:
 
 
 def _check_url(name: str, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        # The port is read to be checked: one out of range or not a number raises here, not
+        # at each export (which would drop every span).
+        usable = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and parts.port != 0
+            and url.isprintable()
+        )
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not one
+        usable = False
+    if not usable:
         raise SettingsError(f"{name}: give an http:// or https:// URL")
 
 
@@ -163,7 +183,8 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     value = environ.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit() or int(value) == 0:
+    # isdigit alone takes "²", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or int(value) == 0:
         raise SettingsError(f"{name}: give a positive whole number")
     return int(value)
 
@@ -201,9 +222,21 @@ class _CountingBatchProcessor(BatchSpanProcessor):
     as it is handed to the exporter."""
 
     def __init__(
-        self, exporter: _CountingExporter, max_queue_size: int, dropped: DroppedSpans
+        self,
+        exporter: _CountingExporter,
+        max_queue_size: int,
+        dropped: DroppedSpans,
+        max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
+        schedule_delay_millis: int = DEFAULT_SCHEDULE_DELAY_MILLIS,
     ) -> None:
-        super().__init__(exporter, max_queue_size=max_queue_size)
+        # A queue smaller than a batch (OTEL_BSP_MAX_QUEUE_SIZE alone set under 512) is sent
+        # whole, where the SDK would refuse to start.
+        super().__init__(
+            exporter,
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=min(max_export_batch_size, max_queue_size),
+        )
         self._max_queue_size = max_queue_size
         self._queued = 0
         self._dropped = dropped

@@ -1,0 +1,352 @@
+"""The tracing pipeline at its edges: what the OTEL_* variables turn on and refuse, what
+leaves the process of a failing span, how drops are counted, and the W3C carriers."""
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from receiver.exceptions import SettingsError
+from receiver.tracing.carriers import (
+    MAX_TRACESTATE_CHARS,
+    Carrier,
+    carrier_of,
+    context_of,
+    replay_carrier,
+)
+from receiver.tracing.pipeline import (
+    DroppedSpans,
+    _CountingBatchProcessor,
+    _CountingExporter,
+    scrubbed,
+    start_tracing,
+    traces_endpoint,
+)
+from tests.helpers import free_port, run_cli
+from tests.otlp_collector import Collector
+
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    """A collector of the test's own (these tests register no secrets to scan for)."""
+    found = Collector()
+    yield found
+    found.stop()
+
+
+def exported_through(environ: dict[str, str], collector: Collector) -> list[str]:
+    """The names of the spans `collector` got from a pipeline that `environ` started."""
+    tracing = start_tracing(environ, trust_incoming=False)
+    assert tracing is not None
+    with tracing.tracer.start_as_current_span("probe"):
+        pass
+    tracing.shutdown()
+    return [span.name for span in collector.spans()]
+
+
+def test_no_endpoint_is_no_pipeline() -> None:
+    assert start_tracing({}, trust_incoming=False) is None
+    assert start_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "  "}, trust_incoming=False) is None
+
+
+def test_sdk_disabled_wins_over_an_endpoint() -> None:
+    environ = {"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318"}
+    assert start_tracing(environ, trust_incoming=False) is None
+
+
+def test_the_general_endpoint_exports_to_v1_traces_under_it(collector: Collector) -> None:
+    """The collector answers 404 anywhere but /v1/traces: a span there proves the path."""
+    assert traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318"}) == (
+        "http://h:4318/v1/traces"
+    )
+    assert traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318/"}) == (
+        "http://h:4318/v1/traces"
+    )
+    assert exported_through({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}, collector) == ["probe"]
+
+
+def test_the_traces_endpoint_wins_and_is_used_as_given(collector: Collector) -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4318/custom",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318",
+    }
+    assert traces_endpoint(environ) == "http://t:4318/custom"
+    nobody = f"http://127.0.0.1:{free_port()}"
+    environ = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{collector.url}/v1/traces",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": nobody,
+    }
+    assert exported_through(environ, collector) == ["probe"]
+
+
+def test_a_queue_smaller_than_a_batch_starts(collector: Collector) -> None:
+    """OTEL_BSP_MAX_QUEUE_SIZE under the SDK's batch of 512, alone: it was a ValueError
+    traceback at start-up (the SDK refuses a batch larger than its queue)."""
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_MAX_QUEUE_SIZE": "64"}
+    assert exported_through(environ, collector) == ["probe"]
+
+
+ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+RATIO = {**ENDPOINT, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
+BAD_VALUES = [
+    ({**ENDPOINT, "OTEL_TRACES_SAMPLER": "bogus"}, "OTEL_TRACES_SAMPLER", "bogus"),
+    *[
+        ({**RATIO, "OTEL_TRACES_SAMPLER_ARG": ratio}, "OTEL_TRACES_SAMPLER_ARG", ratio)
+        for ratio in ("abc", "1.5", "nan", "-0.1", "inf")
+    ],
+    (
+        {**ENDPOINT, "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
+        "OTEL_TRACES_SAMPLER_ARG",
+        "2",
+    ),
+    *[
+        ({name: url}, name, url)
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        for url in (
+            "ftp://x",
+            "not a url",
+            "http:///v1/traces",
+            "http://[::1",
+            "http://h:99999",
+            "http://h:port",
+            "http://h\x00:4318",
+        )
+    ],
+    *[
+        ({**ENDPOINT, name: "grpc"}, name, "grpc")
+        for name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    ],
+    *[
+        ({**ENDPOINT, name: value}, name, value)
+        for name in (
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            "OTEL_BSP_SCHEDULE_DELAY",
+        )
+        for value in ("0", "-3", "x", "1.5", "²")
+    ],
+]
+
+
+@pytest.mark.parametrize(("environ", "name", "value"), BAD_VALUES)
+def test_a_bad_value_is_refused_naming_the_variable_not_the_value(
+    environ: dict[str, str], name: str, value: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        start_tracing(environ, trust_incoming=False)
+    message = str(refused.value)
+    assert message.startswith(f"{name}: ")
+    assert value not in message.removeprefix(f"{name}: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_the_cli_refuses_a_bad_sampler_in_one_line(
+    command: str, tmp_path: Path, new_secrets: Callable[[], str]
+) -> None:
+    env = {
+        "RECEIVER_SIGNING_SECRETS": new_secrets(),
+        "RECEIVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'r.db'}",
+        "RECEIVER_FORWARD_URL": f"http://127.0.0.1:{free_port()}/hooks",
+        "RECEIVER_FORWARD_SIGNING_SECRETS": new_secrets(),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_TRACES_SAMPLER": "bogus",
+    }
+    port = ("--port", str(free_port())) if command == "serve" else ()
+    result = run_cli(command, *port, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: OTEL_TRACES_SAMPLER: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "bogus" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "name"),
+    [
+        ({}, "rivya-receiver"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging"}, "rivya-receiver"),
+        ({"OTEL_SERVICE_NAME": "receiver-eu"}, "receiver-eu"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team=hooks,service.name=receiver-us"}, "receiver-us"),
+    ],
+)
+def test_the_service_is_named_rivya_receiver_unless_told(
+    variables: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's Resource.create reads os.environ itself: the variables are set there too."""
+    for variable in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    tracing = start_tracing({**ENDPOINT, **variables}, trust_incoming=False)
+    assert tracing is not None
+    tracing.shutdown()
+    assert tracing.provider.resource.attributes["service.name"] == name
+
+
+def in_memory_pipeline() -> tuple[TracerProvider, InMemorySpanExporter, DroppedSpans]:
+    """The module's own exporter and processor, sending to memory instead of OTLP."""
+    memory, dropped = InMemorySpanExporter(), DroppedSpans()
+    provider = TracerProvider()
+    exporter = _CountingExporter(memory, dropped)
+    provider.add_span_processor(_CountingBatchProcessor(exporter, 16, dropped))
+    return provider, memory, dropped
+
+
+def test_a_failing_span_leaves_with_its_exception_class_only() -> None:
+    provider, memory, _ = in_memory_pipeline()
+    tracer = provider.get_tracer("test")
+    with pytest.raises(ValueError, match="secret text"), tracer.start_as_current_span("fails"):
+        raise ValueError("secret text")
+    provider.force_flush()
+    (span,) = memory.get_finished_spans()
+    assert [(event.name, dict(event.attributes or {})) for event in span.events] == [
+        ("exception", {"exception.type": "ValueError"})
+    ]
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "ValueError"
+    assert "secret text" not in span.to_json()
+    provider.shutdown()
+
+
+def test_a_span_without_exception_or_description_is_exported_as_is() -> None:
+    provider, memory, _ = in_memory_pipeline()
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("fine") as span:
+        span.add_event("retry", {"receiver.attempt": 2})
+        span.set_status(Status(StatusCode.ERROR))
+    provider.force_flush()
+    (exported,) = memory.get_finished_spans()
+    assert scrubbed(exported) is exported
+    assert [event.name for event in exported.events] == ["retry"]
+    provider.shutdown()
+
+
+class BlockingExporter(SpanExporter):
+    """Holds the first export until released, as a hanging collector does."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(timeout=30)
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def end_spans(provider: TracerProvider, count: int) -> None:
+    tracer = provider.get_tracer("test")
+    for _ in range(count):
+        tracer.start_span("work").end()
+
+
+def test_a_full_queue_counts_exactly_the_spans_it_drops() -> None:
+    blocking, dropped = BlockingExporter(), DroppedSpans()
+    provider = TracerProvider()
+    processor = _CountingBatchProcessor(_CountingExporter(blocking, dropped), 4, dropped)
+    provider.add_span_processor(processor)
+    end_spans(provider, 4)  # a whole batch: the exporter's thread takes it and hangs
+    assert blocking.entered.wait(timeout=10)
+    end_spans(provider, 4 + 3)  # the queue fills with 4; 3 have no room
+    assert dropped.by_reason == {"queue_full": 3, "export_failed": 0}
+    blocking.release.set()
+    provider.shutdown()
+    assert blocking.exported == 8
+    assert dropped.by_reason == {"queue_full": 3, "export_failed": 0}
+
+
+class RefusingExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.FAILURE
+
+
+def test_a_refused_export_counts_its_batch_as_failed() -> None:
+    dropped = DroppedSpans()
+    provider = TracerProvider()
+    provider.add_span_processor(
+        _CountingBatchProcessor(_CountingExporter(RefusingExporter(), dropped), 4, dropped)
+    )
+    end_spans(provider, 3)
+    provider.force_flush()
+    assert dropped.by_reason == {"queue_full": 0, "export_failed": 3}
+    provider.shutdown()
+
+
+def remote(trace_state: TraceState | None = None) -> NonRecordingSpan:
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+            span_id=0xB7AD6B7169203331,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_state=trace_state,
+        )
+    )
+
+
+def test_a_carrier_round_trips_a_span_context() -> None:
+    span = remote(TraceState([("rivya", "t61rcWkgMzE"), ("congo", "ucfJifl5GOE")]))
+    carrier = carrier_of(span)
+    assert carrier == Carrier(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "rivya=t61rcWkgMzE,congo=ucfJifl5GOE",
+    )
+    context = context_of(carrier)
+    assert context is not None
+    back = trace.get_current_span(context).get_span_context()
+    original = span.get_span_context()
+    assert (back.trace_id, back.span_id, back.trace_flags, back.trace_state) == (
+        original.trace_id,
+        original.span_id,
+        original.trace_flags,
+        original.trace_state,
+    )
+
+
+def test_a_tracestate_over_512_characters_is_not_kept() -> None:
+    # Each member "kN=" plus 250 characters; two fit in 512 with their comma, three do not.
+    members = [(f"k{n}", "v" * 250) for n in range(3)]
+    assert len(carrier_of(remote(TraceState(members[:2]))).tracestate or "") <= (  # type: ignore[union-attr]
+        MAX_TRACESTATE_CHARS
+    )
+    carrier = carrier_of(remote(TraceState(members)))
+    assert carrier is not None
+    assert carrier.traceparent.startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert carrier.tracestate is None
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "",
+        "garbage",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333\x00-01",
+    ],
+)
+def test_an_invalid_traceparent_gives_no_context(traceparent: str) -> None:
+    assert context_of(Carrier(traceparent)) is None
+    assert context_of(None) is None
+
+
+def test_an_untraced_replay_starts_a_fresh_sampled_trace_each_time() -> None:
+    first, second = replay_carrier(), replay_carrier()
+    parsed = [TRACEPARENT.fullmatch(carrier.traceparent) for carrier in (first, second)]
+    assert all(parsed), (first, second)
+    assert parsed[0].group(1) != parsed[1].group(1)  # type: ignore[union-attr]
+    assert context_of(first) is not None
