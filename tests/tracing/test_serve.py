@@ -1,0 +1,461 @@
+"""One trace through `receiver serve`, read at a real OTLP/HTTP collector: from Rivya's
+request, through the group commit, to every delivery attempt a real sink receives."""
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from standardwebhooks import Webhook
+
+from tests.conftest import ADMIN_TOKEN, Rivya
+from tests.helpers import (
+    HTTP,
+    Downstream,
+    Received,
+    ReceiverProcess,
+    make_event,
+    only,
+    sign,
+    signed,
+    wait_until,
+    write_destinations,
+)
+from tests.otlp_collector import CLIENT, SERVER, CollectedSpan, Collector
+
+INGEST = "POST /webhooks/rivya"
+DELIVER = "receiver.deliver"
+BATCH = "receiver.store.batch"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+ERROR = Status.StatusCode.STATUS_CODE_ERROR
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def new_traceparent() -> tuple[str, str, str]:
+    """A caller's own `traceparent`, with its trace and span IDs."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
+
+
+def ingest_of(collector: Collector, event_id: str) -> CollectedSpan:
+    (span,) = collector.wait_for(INGEST, **{"receiver.event_id": event_id})
+    return span
+
+
+def deliveries_of(collector: Collector, event_id: str, count: int = 1) -> list[CollectedSpan]:
+    spans = collector.wait_for(DELIVER, count, **{"receiver.event_id": event_id})
+    assert len(spans) == count, [span.attributes for span in spans]
+    return sorted(spans, key=lambda span: span.attributes["receiver.delivery.attempt"])
+
+
+def linked_from(collector: Collector, trace_id: str) -> CollectedSpan:
+    """The server span that kept the incoming `traceparent` of `trace_id` as its link."""
+    found: list[CollectedSpan] = []
+
+    def arrived() -> bool:
+        found[:] = [
+            span
+            for span in collector.named(INGEST)
+            if any(link.trace_id == trace_id for link in span.links)
+        ]
+        return bool(found)
+
+    wait_until(arrived, timeout=15, what=f"a server span linked to trace {trace_id}")
+    (span,) = found
+    return span
+
+
+def child(collector: Collector, parent: CollectedSpan, name: str) -> CollectedSpan:
+    found: list[CollectedSpan] = []
+
+    def arrived() -> bool:
+        found[:] = [
+            span
+            for span in collector.named(name)
+            if (span.trace_id, span.parent_span_id) == (parent.trace_id, parent.span_id)
+        ]
+        return bool(found)
+
+    wait_until(arrived, timeout=15, what=f"{name} under {parent.name}")
+    (span,) = found
+    return span
+
+
+def received(sink: Downstream, event_id: str, count: int = 1) -> list[Received]:
+    wait_until(lambda: len(sink.of(event_id)) >= count, timeout=15, what=f"{event_id} at sink")
+    return sink.of(event_id)
+
+
+def log_lines(server: ReceiverProcess, event: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]
+
+
+def test_a_forwarded_event_is_one_trace_from_request_to_delivery(
+    collector: Collector, rivya: Rivya, downstream: Downstream, forward_secret: str
+) -> None:
+    """Server span (status, outcome, event), its verify and store.wait children, the batch
+    span linked to it, the attempt's client span its child; the sink's traceparent names
+    that trace and attempt, and the delivery's signature still verifies."""
+    event = make_event()
+    assert rivya.send(event).status_code == 200
+
+    ingest = ingest_of(collector, event["id"])
+    assert ingest.kind == SERVER
+    assert ingest.service_name == "rivya-receiver"
+    status = ingest.attributes.get(
+        "http.status_code", ingest.attributes.get("http.response.status_code")
+    )
+    assert status == 200
+    assert ingest.attributes["receiver.outcome"] == "accepted"
+    assert ingest.attributes["receiver.event_type"] == event["type"]
+    assert ingest.attributes["http.route"] == "/webhooks/rivya"
+    assert ingest.parent_span_id == ""
+    child(collector, ingest, "receiver.verify")
+    child(collector, ingest, "receiver.store.wait")
+
+    def batch_linked() -> bool:
+        return any(
+            (link.trace_id, link.span_id) == (ingest.trace_id, ingest.span_id)
+            for span in collector.named(BATCH)
+            for link in span.links
+        )
+
+    wait_until(batch_linked, timeout=15, what="the batch span linked to the request")
+    (batch,) = [
+        span
+        for span in collector.named(BATCH)
+        if any(link.span_id == ingest.span_id for link in span.links)
+    ]
+    assert batch.trace_id != ingest.trace_id, "a batch serves many requests: a trace of its own"
+    assert batch.attributes["receiver.batch.rows"] >= 1
+
+    (deliver,) = deliveries_of(collector, event["id"])
+    assert deliver.kind == CLIENT
+    assert (deliver.trace_id, deliver.parent_span_id) == (ingest.trace_id, ingest.span_id)
+    assert deliver.attributes["receiver.delivery.state"] == "delivered"
+    assert deliver.attributes["receiver.delivery.attempt"] == 1
+    assert deliver.attributes["http.response.status_code"] == 200
+    assert deliver.attributes["receiver.destination"] == "default"
+
+    (sent,) = received(downstream, event["id"])
+    version, trace_id, parent_id, flags = sent.headers["traceparent"].split("-")
+    assert (version, trace_id, parent_id) == ("00", ingest.trace_id, deliver.span_id)
+    assert int(flags, 16) & 1, "sampled"
+    assert Webhook(forward_secret).verify(sent.body, sent.headers)["id"] == event["id"]
+
+
+def test_an_untrusted_incoming_traceparent_is_a_link_not_the_parent(
+    collector: Collector, rivya: Rivya
+) -> None:
+    event = make_event()
+    traceparent, trace_id, span_id = new_traceparent()
+    body, headers = signed(rivya.secret, event)
+    assert rivya.post(body, {**headers, "traceparent": traceparent}).status_code == 200
+
+    ingest = ingest_of(collector, event["id"])
+    assert ingest.trace_id != trace_id
+    assert ingest.parent_span_id == ""
+    assert [(link.trace_id, link.span_id, link.attributes) for link in ingest.links] == [
+        (trace_id, span_id, {"receiver.link": "untrusted_traceparent"})
+    ]
+    (deliver,) = deliveries_of(collector, event["id"])
+    assert (deliver.trace_id, deliver.parent_span_id) == (ingest.trace_id, ingest.span_id)
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "garbage",
+        f"00-{'0' * 32}-{'1' * 16}-01",  # the all-zero trace ID is invalid
+        f"00-{'1' * 32}-{'0' * 16}-01",  # so is the all-zero span ID
+        f"ff-{'1' * 32}-{'1' * 16}-01",  # version ff is forbidden
+        f"00-{'1' * 32}-{'1' * 16}-01-extra",
+        f"00-{'A' * 32}-{'1' * 16}-01",  # upper case is not W3C's
+        "00-" + "1" * 5000,
+    ],
+    ids=["garbage", "zero-trace", "zero-span", "version-ff", "extra", "upper", "long"],
+)
+def test_a_malformed_incoming_traceparent_is_ignored(
+    collector: Collector, rivya: Rivya, traceparent: str
+) -> None:
+    event = make_event()
+    body, headers = signed(rivya.secret, event)
+    assert rivya.post(body, {**headers, "traceparent": traceparent}).status_code == 200
+    ingest = ingest_of(collector, event["id"])
+    assert ingest.links == []
+    assert ingest.parent_span_id == ""
+    (deliver,) = deliveries_of(collector, event["id"])
+    assert deliver.parent_span_id == ingest.span_id
+
+
+def test_a_trusted_incoming_traceparent_is_the_parent_of_ingest_and_delivery(
+    collector: Collector,
+    start_server: Callable[..., ReceiverProcess],
+    rivya: Rivya,
+    downstream: Downstream,
+) -> None:
+    server = start_server(trace_trust_incoming="true")
+    trusting = Rivya(server, rivya.secret, rivya.sensitive)
+    event = make_event()
+    traceparent, trace_id, span_id = new_traceparent()
+    body, headers = signed(trusting.secret, event)
+    assert trusting.post(body, {**headers, "traceparent": traceparent}).status_code == 200
+
+    ingest = ingest_of(collector, event["id"])
+    assert (ingest.trace_id, ingest.parent_span_id) == (trace_id, span_id)
+    assert ingest.links == []
+    (deliver,) = deliveries_of(collector, event["id"])
+    assert (deliver.trace_id, deliver.parent_span_id) == (trace_id, ingest.span_id)
+    (sent,) = received(downstream, event["id"])
+    assert sent.headers["traceparent"].startswith(f"00-{trace_id}-{deliver.span_id}-")
+
+
+@pytest.mark.parametrize(
+    ("refusal", "error_type"),
+    [
+        ("wrong-secret", "NoMatchingSignatureError"),
+        ("stale", "TimestampOutOfToleranceError"),
+        ("unsigned", "MissingHeaderError"),
+    ],
+)
+def test_a_refused_webhook_is_a_rejected_server_span_with_no_batch_or_delivery(
+    collector: Collector,
+    rivya: Rivya,
+    new_secrets: Callable[[], str],
+    refusal: str,
+    error_type: str,
+) -> None:
+    event = make_event()
+    body = orjson.dumps(event)
+    if refusal == "wrong-secret":
+        headers = sign(new_secrets(), body, event["id"])
+    elif refusal == "stale":
+        headers = sign(rivya.secret, body, event["id"], datetime.now(UTC) - timedelta(hours=1))
+    else:
+        headers = {"content-type": "application/json"}
+    # The incoming traceparent, kept as a link, tells this request's span from the others.
+    traceparent, trace_id, _ = new_traceparent()
+    answer = rivya.post(body, {**headers, "traceparent": traceparent})
+    assert answer.status_code == 401
+
+    refused = linked_from(collector, trace_id)
+    assert refused.attributes["receiver.outcome"] == "rejected"
+    assert refused.attributes["error.type"] == error_type
+    status = refused.attributes.get(
+        "http.status_code", refused.attributes.get("http.response.status_code")
+    )
+    assert status == 401
+    # A later event's batch and delivery have arrived, so this one's would have too.
+    later = make_event()
+    assert rivya.send(later).status_code == 200
+    deliveries_of(collector, later["id"])
+    assert not [
+        span
+        for span in collector.named(DELIVER)
+        if span.attributes["receiver.event_id"] == event["id"]
+    ]
+    assert not [
+        span
+        for span in collector.named(BATCH)
+        if any(link.span_id == refused.span_id for link in span.links)
+    ]
+    in_its_trace = [span for span in collector.spans() if span.trace_id == refused.trace_id]
+    assert sorted(span.name for span in in_its_trace) == [INGEST, "receiver.verify"]
+    (verify,) = [span for span in in_its_trace if span.name == "receiver.verify"]
+    assert (verify.parent_span_id, verify.status_code) == (refused.span_id, ERROR)
+
+
+def test_admin_and_console_spans_are_named_by_route_and_probes_are_not_traced(
+    collector: Collector, rivya: Rivya, server: ReceiverProcess
+) -> None:
+    event = make_event(event_id=f"evt_{secrets.token_hex(8)}")
+    assert rivya.send(event).status_code == 200
+    ingest_of(collector, event["id"])
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert HTTP.get(f"{server.url}{path}", headers=ADMIN).status_code == 200
+    assert rivya.admin(f"/events/{event['id']}").status_code == 200
+    assert rivya.admin("/events/evt_..%2F..%2Fnone").status_code == 404
+    console = HTTP.get(f"{server.url}/console/events/{event['id']}")
+    assert console.status_code in (200, 303, 401)
+
+    admin = collector.wait_for("GET /admin/events/{event_id:path}", 2)
+    assert {span.attributes["http.route"] for span in admin} == {"/admin/events/{event_id:path}"}
+    assert sorted(
+        span.attributes.get("http.status_code", span.attributes.get("http.response.status_code"))
+        for span in admin
+    ) == [200, 404]
+    assert all(span.kind == SERVER for span in admin)
+    collector.wait_for("GET /console/events/{event_id:path}")
+    names = {span.name for span in collector.spans()}
+    assert not [name for name in names if event["id"] in name or "none" in name]
+    assert not [
+        name for name in names if any(probe in name for probe in ("healthz", "readyz", "metrics"))
+    ]
+    targets = {
+        str(span.attributes.get("http.target", span.attributes.get("url.path", "")))
+        for span in collector.spans()
+    }
+    assert not targets & {"/healthz", "/readyz", "/metrics"}
+
+
+def test_request_and_delivery_log_lines_carry_their_spans_ids(
+    collector: Collector, rivya: Rivya, server: ReceiverProcess
+) -> None:
+    event = make_event()
+    assert rivya.send(event).status_code == 200
+    ingest = ingest_of(collector, event["id"])
+    (deliver,) = deliveries_of(collector, event["id"])
+
+    def logged() -> bool:
+        return any(
+            line.get("event_id") == event["id"] for line in log_lines(server, "delivery_attempt")
+        )
+
+    wait_until(logged, timeout=10, what="the delivery_attempt line")
+    requests = [
+        line
+        for line in log_lines(server, "request")
+        if line.get("trace_id") == ingest.trace_id and line.get("path") == "/webhooks/rivya"
+    ]
+    assert [(line["span_id"], line["http_status"]) for line in requests] == [(ingest.span_id, 200)]
+    (attempt,) = [
+        line for line in log_lines(server, "delivery_attempt") if line["event_id"] == event["id"]
+    ]
+    assert (attempt["trace_id"], attempt["span_id"]) == (deliver.trace_id, deliver.span_id)
+
+
+def test_histograms_carry_the_trace_as_exemplar_in_openmetrics_only(
+    collector: Collector, rivya: Rivya, server: ReceiverProcess, downstream: Downstream
+) -> None:
+    event = make_event()
+    assert rivya.send(event).status_code == 200
+    ingest = ingest_of(collector, event["id"])
+    deliveries_of(collector, event["id"])
+    received(downstream, event["id"])
+
+    exemplar = f'# {{trace_id="{ingest.trace_id}"}}'
+
+    def scraped() -> str:
+        answer = HTTP.get(f"{server.url}/metrics", headers={**ADMIN, "accept": OPENMETRICS})
+        assert answer.headers["content-type"].startswith("application/openmetrics-text")
+        return answer.text
+
+    def both_exemplars() -> bool:
+        lines = scraped().splitlines()
+        return all(
+            any(line.startswith(metric) and exemplar in line for line in lines)
+            for metric in (
+                "receiver_ingest_duration_seconds_bucket",
+                "receiver_delivery_duration_seconds_bucket",
+            )
+        )
+
+    wait_until(both_exemplars, timeout=10, what=lambda: f"exemplars {exemplar}:\n{scraped()}")
+    assert scraped().rstrip().endswith("# EOF")
+
+    plain = HTTP.get(f"{server.url}/metrics", headers=ADMIN)
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert "receiver_ingest_duration_seconds_bucket" in plain.text
+    assert "trace_id" not in plain.text
+    assert "# EOF" not in plain.text
+
+
+def test_a_replay_through_the_admin_api_starts_a_new_trace_linked_to_the_original(
+    collector: Collector,
+    start_server: Callable[..., ReceiverProcess],
+    rivya: Rivya,
+    downstream: Downstream,
+) -> None:
+    server = start_server()
+    sender = Rivya(server, rivya.secret, rivya.sensitive)
+    event = make_event()
+    assert sender.send(event).status_code == 200
+    ingest = ingest_of(collector, event["id"])
+    (original,) = deliveries_of(collector, event["id"])
+    received(downstream, event["id"])
+
+    answer = sender.admin("/replay", "POST", json={"type": event["type"]})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["deliveries"] == 1
+
+    (admin,) = collector.wait_for("POST /admin/replay")
+    assert admin.kind == SERVER
+    first, replayed = deliveries_of(collector, event["id"], 2)
+    assert first == original
+    assert replayed.trace_id not in (ingest.trace_id, original.trace_id)
+    assert (replayed.trace_id, replayed.parent_span_id) == (admin.trace_id, admin.span_id)
+    assert [(link.trace_id, link.span_id, link.attributes) for link in replayed.links] == [
+        (ingest.trace_id, ingest.span_id, {"receiver.link": "replay_of"})
+    ]
+    _, again = received(downstream, event["id"], 2)
+    assert again.headers["traceparent"].startswith(f"00-{admin.trace_id}-{replayed.span_id}-")
+
+
+def test_one_event_to_two_destinations_is_two_attempt_spans_under_one_server_span(
+    collector: Collector,
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    rivya: Rivya,
+    tmp_path: Path,
+) -> None:
+    billing, crm = own_downstream(), own_downstream()
+    tables = [
+        {"name": "billing", "url": billing.url, "signing_secrets": new_secrets()},
+        {"name": "crm", "url": crm.url, "signing_secrets": new_secrets()},
+    ]
+    server = start_server(**only(write_destinations(tmp_path / "destinations.toml", *tables)))
+    sender = Rivya(server, rivya.secret, rivya.sensitive)
+    event = make_event()
+    assert sender.send(event).status_code == 200
+
+    ingest = ingest_of(collector, event["id"])
+    spans = collector.wait_for(DELIVER, 2, **{"receiver.event_id": event["id"]})
+    by_destination = {span.attributes["receiver.destination"]: span for span in spans}
+    assert sorted(by_destination) == ["billing", "crm"]
+    for name, sink in (("billing", billing), ("crm", crm)):
+        span = by_destination[name]
+        assert (span.trace_id, span.parent_span_id) == (ingest.trace_id, ingest.span_id)
+        (sent,) = received(sink, event["id"])
+        assert sent.headers["traceparent"].startswith(f"00-{ingest.trace_id}-{span.span_id}-")
+        assert span.attributes["server.port"] == int(sink.url.split(":")[2].split("/")[0])
+    assert by_destination["billing"].span_id != by_destination["crm"].span_id
+
+
+def test_a_retried_delivery_is_one_attempt_span_each_under_the_ingest_span(
+    collector: Collector, rivya: Rivya, downstream: Downstream
+) -> None:
+    event = make_event()
+
+    def first_fails(request: Received, earlier: int) -> tuple[int, dict[str, str]]:
+        failed = request.headers.get("webhook-id") == event["id"] and earlier == 0
+        return (500 if failed else 200), {}
+
+    downstream.respond = first_fails
+    try:
+        assert rivya.send(event).status_code == 200
+        ingest = ingest_of(collector, event["id"])
+        first, second = deliveries_of(collector, event["id"], 2)
+        sent = received(downstream, event["id"], 2)
+    finally:
+        downstream.respond = lambda _, __: (200, {})
+
+    for attempt in (first, second):
+        assert (attempt.trace_id, attempt.parent_span_id) == (ingest.trace_id, ingest.span_id)
+    assert [span.attributes["receiver.delivery.attempt"] for span in (first, second)] == [1, 2]
+    assert first.attributes["error.type"] == "500"
+    assert first.attributes["http.response.status_code"] == 500
+    assert first.attributes["receiver.delivery.state"] != "delivered"
+    assert first.status_code == ERROR
+    assert second.attributes["receiver.delivery.state"] == "delivered"
+    assert "error.type" not in second.attributes
+    assert second.status_code != ERROR
+    assert [request.headers["traceparent"].split("-")[2] for request in sent] == [
+        first.span_id,
+        second.span_id,
+    ]
