@@ -11,6 +11,7 @@ from bench.bursts import DESTINATIONS, LARGEST_BURST, Bursts
 from bench.console import ConsolePages
 from bench.load import CONNECTIONS, DURATION, Load
 from bench.runs import DRAIN_EVENTS, MEMORY_DURATION, Drain
+from bench.tracing import TRACINGS, Traced
 
 README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -37,10 +38,16 @@ class Results:
     postgres_version: str
     console: ConsolePages
     bursts: Bursts
+    # By TRACINGS' names, each the best of its runs alternated with `ingest`'s.
+    tracing: dict[str, Traced]
 
     @property
     def ratio(self) -> float:
         return self.ingest.rps / self.bare.rps
+
+    def to_off(self, tracing: str) -> float:
+        """Requests/s of a traced run over the run with no endpoint (tracing off)."""
+        return self.tracing[tracing].ingest.load.rps / self.ingest.rps
 
     @property
     def growth(self) -> float:
@@ -53,19 +60,30 @@ class Results:
 
 def check(r: Results) -> dict[str, bool]:
     """The targets, by name; the correctness ones decide the exit code (see `correct`)."""
+    traced = [(run.ingest.load, run.ingest.rows) for run in r.tracing.values()]
+    exported = r.tracing["always_on"].exports > 0 and r.tracing["disabled"].exports == 0
     return {
         "ingest >= 0.25 x bare": r.ratio >= 0.25,
+        "tracing always_on >= 0.85 x off": r.to_off("always_on") >= 0.85,
+        # Both take the path with no tracer: a gap past 2 % is this run's noise, and would
+        # hide a cost of tracing off that small.
+        "tracing off: SDK disabled with an endpoint within 2 % of no endpoint": (
+            abs(r.to_off("disabled") - 1) < 0.02
+        ),
+        "the always_on run exported spans, the disabled one none": exported,
         "p99 <= 25 ms at 32 connections": r.ingest.p99_ms <= 25,
         "0 non-2xx": all(
             load.non_2xx == 0
             for load in (r.ingest, r.duplicates, r.memory_load, r.pg_one, r.pg_two, r.bursts)
-        ),
+        )
+        and all(load.non_2xx == 0 for load, _ in traced),
         "every acknowledged event stored": all(
             rows >= load.requests - load.non_2xx and not load.wrapped
             for load, rows in (
                 (r.ingest, r.ingest_rows),
                 (r.pg_one, r.pg_one_rows),
                 (r.pg_two, r.pg_two_rows),
+                *traced,
             )
         ),
         "forwarder >= 3,000 deliveries/s": r.drain.rate >= 3000,
@@ -82,13 +100,26 @@ def check(r: Results) -> dict[str, bool]:
 
 def correct(checks: dict[str, bool]) -> bool:
     """Speed is reported; correctness fails the run."""
-    return checks["0 non-2xx"] and checks["every acknowledged event stored"]
+    return (
+        checks["0 non-2xx"]
+        and checks["every acknowledged event stored"]
+        and checks["the always_on run exported spans, the disabled one none"]
+    )
 
 
 def render(r: Results, checks: dict[str, bool]) -> str:
     rows = [
         ("bare Starlette (204)", r.bare, "-", r.bare_rss),
         ("receiver", r.ingest, f"{r.ingest_rows:,}", r.ingest_rss),
+        *(
+            (
+                f"receiver, {TRACINGS[name].label}",
+                run.ingest.load,
+                f"{run.ingest.rows:,}",
+                run.ingest.rss,
+            )
+            for name, run in r.tracing.items()
+        ),
         ("receiver, each event x3", r.duplicates, f"{r.duplicates_rows:,}", r.duplicates_rss),
         ("receiver, PostgreSQL, 1 replica", r.pg_one, f"{r.pg_one_rows:,}", None),
         ("receiver, PostgreSQL, 2 replicas", r.pg_two, f"{r.pg_two_rows:,}", None),
@@ -109,6 +140,7 @@ def render(r: Results, checks: dict[str, bool]) -> str:
         ),
         "",
         f"- receiver / bare: **{r.ratio:.2f}**",
+        *(_tracing_line(r, name) for name in TRACINGS),
         f"- PostgreSQL, two replicas / one: **{r.pg_two.rps / r.pg_one.rps:.2f}**",
         f"- forwarder draining {DRAIN_EVENTS:,} deliveries into a local 200 endpoint: "
         f"**{r.drain.rate:,.0f} deliveries/s**; a bare aiohttp client, {CONNECTIONS} in "
@@ -130,6 +162,16 @@ def render(r: Results, checks: dict[str, bool]) -> str:
         *(f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in checks.items()),
     ]
     return "\n".join(lines)
+
+
+def _tracing_line(r: Results, name: str) -> str:
+    run = r.tracing[name]
+    dropped = ", ".join(f"{count:,} {reason}" for reason, count in run.ingest.dropped_spans.items())
+    return (
+        f"- receiver, {TRACINGS[name].label} / tracing off: **{r.to_off(name):.2f}**; "
+        f"{run.exports:,} exports, {run.exported_bytes / 2**20:,.1f} MiB to the sink"
+        + (f"; spans dropped: {dropped}" if dropped else "")
+    )
 
 
 def write_into_readme(table: str) -> None:

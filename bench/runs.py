@@ -4,6 +4,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from bench.load import CONNECTIONS, DURATION, Load, aiohttp_ceiling, combined, w
 from bench.servers import (
     receiver_env,
     serve,
+    spans_dropped,
     start_bare,
     start_worker,
     stored_events,
@@ -41,14 +43,28 @@ def run_bare(workdir: Path, secret: WebhookSecret, feed: Path) -> tuple[Load, fl
         bare.stop()
 
 
-def run_receiver(workdir: Path, secret: WebhookSecret, feed: Path) -> tuple[Load, float, int]:
-    env = receiver_env(workdir, secret)
+@dataclass
+class Ingest:
+    load: Load
+    rss: float
+    rows: int
+    # Spans the tracing pipeline dropped, by reason (none are counted with tracing off).
+    dropped_spans: dict[str, int]
+
+
+def run_receiver(
+    workdir: Path, secret: WebhookSecret, feed: Path, otel: Mapping[str, str] | None = None
+) -> Ingest:
+    """`receiver serve` under wrk; `otel`, OTEL_* variables that turn tracing on."""
+    # /metrics open, for the dropped-span count: it changes no other route.
+    env = {**receiver_env(workdir, secret, metrics_public="true"), **(otel or {})}
     process, url = serve(workdir, env)
     try:
         warm_up(url, workdir, secret)
         before = stored_events(env["RECEIVER_DATABASE_URL"])
         load = wrk(url, feed, DURATION)
-        return load, process.memory("VmHWM"), stored_events(env["RECEIVER_DATABASE_URL"]) - before
+        rows = stored_events(env["RECEIVER_DATABASE_URL"]) - before
+        return Ingest(load, process.memory("VmHWM"), rows, spans_dropped(url))
     finally:
         process.stop()
 

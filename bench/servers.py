@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import sqlalchemy as sa
 
 from bench.load import HERE, write_feed, wrk
@@ -21,9 +22,12 @@ class Process:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, ready: str | int) -> None:
         self.log = log
+        # Each run sets its own tracing: an OTEL_* variable of the caller's shell would turn
+        # it on in the runs measured without it.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         with log.open("wb") as out:
             self.popen = subprocess.Popen(
-                args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+                args, env={**inherited, **env}, stdout=out, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 30
         while not self._ready(ready):
@@ -101,3 +105,13 @@ def warm_up(url: str, workdir: Path, secret: WebhookSecret) -> None:
 def stored_events(database_url: str) -> int:
     with reading(database_url) as db:
         return int(db.scalar(sa.text("SELECT count(*) FROM events")))
+
+
+def spans_dropped(url: str) -> dict[str, int]:
+    """receiver_trace_spans_dropped_total by reason, from the /metrics of the server whose
+    webhook endpoint is `url` (open, RECEIVER_METRICS_PUBLIC); empty with tracing off."""
+    metrics = httpx.get(url.replace("/webhooks/rivya", "/metrics")).raise_for_status().text
+    found = re.findall(
+        r'^receiver_trace_spans_dropped_total\{reason="(\w+)"\} (\S+)$', metrics, re.M
+    )
+    return {reason: int(float(count)) for reason, count in found}
