@@ -6,6 +6,7 @@ stored untraced is delivered in a trace of its own."""
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,14 @@ INGEST = "POST /webhooks/rivya"
 DELIVER = "receiver.deliver"
 
 
+def of_event(event_id: str) -> dict[str, Any]:
+    """The attribute that names the event a span is about, for `Collector.wait_for`."""
+    return {"receiver.event_id": event_id}
+
+
 def stored_by(collector: Collector, event_id: str) -> CollectedSpan:
     """The server span of the request that stored `event_id`."""
-    (span,) = collector.wait_for(INGEST, **{"receiver.event_id": event_id})
+    (span,) = collector.wait_for(INGEST, **of_event(event_id))
     assert span.kind == SERVER
     assert span.attributes["receiver.outcome"] == "accepted"
     return span
@@ -27,7 +33,7 @@ def stored_by(collector: Collector, event_id: str) -> CollectedSpan:
 
 def attempts_of(collector: Collector, event_id: str, count: int = 1) -> list[CollectedSpan]:
     """The delivery attempts' spans for `event_id`, by attempt number."""
-    spans = collector.wait_for(DELIVER, count, **{"receiver.event_id": event_id})
+    spans = collector.wait_for(DELIVER, count, **of_event(event_id))
     return sorted(spans, key=lambda span: span.attributes["receiver.delivery.attempt"])
 
 
