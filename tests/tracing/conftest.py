@@ -5,7 +5,11 @@ the suite's own plus the collector's OTEL_* variables, so `server`, `rivya` and
 `start_server` are traced as they are. A server of the test's own collector is
 `start_server(**own_collector().env())` (request `own_collector` first, so that the
 server stops before its collector). Every collector, at its end, scans every span it
-was sent for what must never be in one."""
+was sent for what must never be in one.
+
+The module's collector does not depend on the backend, so both backends' servers export to
+it: find a test's spans by its own IDs (an event's, a parent's, a link's), never by name
+alone."""
 
 from collections.abc import Callable, Iterator
 
