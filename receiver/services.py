@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 from typing import cast
 
-from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.types import Scope
@@ -12,6 +11,7 @@ from receiver.forward.forwarder import Forwarder
 from receiver.settings import Settings
 from receiver.signatures import Verifier
 from receiver.store.writer import EventWriter
+from receiver.tracing.pipeline import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Services:
     writer: EventWriter
     forwarder: Forwarder | None
     # None when tracing is off: the ingest path then starts no span at all.
-    tracer: Tracer | None = None
+    tracing: Tracing | None = None
 
 
 def services_in(scope: Scope) -> Services:

@@ -143,7 +143,12 @@ async def reconcile_task(request: Request) -> Response:
             await get_record(connection, task_id)
         except NotFoundError:
             raise HTTPException(404, "No such record.") from None
-    async with Reconciler(services.engine, services.settings) as reconciler:
+    async with Reconciler(
+        services.engine,
+        services.settings,
+        on_stored=services.forwarder.wake if services.forwarder else None,
+        tracing=services.tracing,
+    ) as reconciler:
         report = await reconciler.run_pass(WHO, task_ids=[task_id])
     return _back(
         session,

@@ -47,7 +47,7 @@ class RivyaWebhookEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services = services_in(scope)
         # Tracing off, the span is not even looked up: this path carries the load.
-        traced = services.tracer is not None
+        traced = services.tracing is not None
         try:
             content = await _ingest(services, scope, receive)
         except ReceiverError as exc:
@@ -86,7 +86,7 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
         raise InvalidHeaderError(f"{repeated} is given more than once")
     _require_json(headers.get("content-type", ""))
     body = await read_body(receive, settings.max_body_bytes, settings.request_timeout_seconds)
-    tracer = services.tracer
+    tracer = services.tracing.tracer if services.tracing else None
     with start_span(tracer, "receiver.verify"):
         message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)

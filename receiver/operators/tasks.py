@@ -13,6 +13,7 @@ from receiver.operators.terminal import (
     emit,
     json_option,
     load_settings,
+    load_tracing,
     parse_duration,
     progress,
     run_with_store,
@@ -69,6 +70,10 @@ def reconcile(
             "RECEIVER_RIVYA_API_KEY is not set: reconciliation asks Rivya's API"
         )
 
+    # The pass is traced as the service's are, when the OTEL_* variables say so: its span,
+    # its calls, and the events it stores (whose deliveries are then its children).
+    tracing = None if dry_run else load_tracing(settings)
+
     async def run(engine: AsyncEngine) -> dict[str, Any]:
         async with transaction(engine) as connection:
             for task_id in task_ids:
@@ -76,12 +81,16 @@ def reconcile(
             due = len(task_ids) or await count_due(connection, after, datetime.now(UTC))
         if dry_run:
             return {"dry_run": True, "due": due}
-        async with Reconciler(engine, settings) as reconciler:
+        async with Reconciler(engine, settings, tracing=tracing) as reconciler:
             with progress(due, "Asking Rivya", quiet=as_json, at_least=1) as advance:
                 report = await reconciler.run_pass(WHO, after, task_ids or None, advance)
         return {"dry_run": False, "due": due, **asdict(report)}
 
-    result = run_with_store(run)
+    try:
+        result = run_with_store(run)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
     emit(result, as_json, views.reconciliation)
     if result.get("result", "ok") != "ok":
         raise click.ClickException(f"the pass stopped: {result['result']} ({result['error_code']})")

@@ -7,18 +7,16 @@ parent only when RECEIVER_TRACE_TRUST_INCOMING is true: otherwise anyone who can
 port could choose our trace IDs (and so where our spans land, and which are sampled), so it
 is removed before the instrumentation reads it and kept as a link instead.
 
-No header is recorded unless an operator asks, through the instrumentations' own
-OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* variables; even then the values of those that
-authenticate (the admin token, the console's cookie, a webhook's signature, the API key)
-are replaced with `[REDACTED]`.
+Queries are not recorded (`_drop_query`). No header is recorded unless an operator asks,
+through the instrumentations' own OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* variables;
+even then the values of those that authenticate (the admin token, the console's cookie, a
+webhook's signature, the API key) are replaced with `[REDACTED]`.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,6 +29,8 @@ TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 SECRET_HEADERS = ["authorization", "cookie", "set-cookie", "webhook-signature", "x-csrf-token"]
 # Where the untrusted incoming context waits for the server span to link it.
 _INCOMING = "receiver.incoming_trace"
+# Where the instrumentation writes a request's query, by HTTP semantic conventions old and new.
+QUERY_ATTRIBUTES = ("http.target", "http.url", "url.query")
 # Probes and scrapes, every few seconds each, would bury the requests worth a look.
 UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
 
@@ -39,6 +39,10 @@ class TraceRequests:
     """ASGI middleware: the instrumentation's server span around each request."""
 
     def __init__(self, app: ASGIApp, tracing: Tracing, routes: Sequence[BaseRoute]) -> None:
+        # Imported only with tracing on: the instrumentations import the SDK's global
+        # propagators, which read OTEL_PROPAGATORS (checked by start_tracing) as they load.
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
         self._routes = routes
         self._trust = tracing.trust_incoming
         self._traced = OpenTelemetryMiddleware(
@@ -46,7 +50,7 @@ class TraceRequests:
             excluded_urls=UNTRACED_PATHS,
             tracer_provider=tracing.provider,
             default_span_details=self._span_details,
-            server_request_hook=_link_incoming,
+            server_request_hook=_on_request,
             # Its spans around every receive() and send() would double the spans of a
             # request for what the server span's duration already tells.
             exclude_spans=["receive", "send"],
@@ -70,6 +74,8 @@ def rivya_trace_configs(tracing: Tracing | None) -> list[aiohttp.TraceConfig]:
     """The aiohttp-client instrumentation for Rivya's API session, or none."""
     if tracing is None:
         return []
+    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
     return [
         create_trace_config(
             tracer_provider=tracing.provider,
@@ -109,6 +115,17 @@ def _untrusted(scope: Scope) -> Scope:
     }
 
 
-def _link_incoming(span: Span, scope: Scope) -> None:
+def _on_request(span: Span, scope: Scope) -> None:
     if (incoming := scope.get(_INCOMING)) is not None:
         span.add_link(incoming, {"receiver.link": "untrusted_traceparent"})
+    if scope.get("query_string"):
+        _drop_query(span)
+
+
+def _drop_query(span: Span) -> None:
+    """The request's URL without its query: callers fill queries with anything (a console
+    search, a signed notice), and the route and path already say what was asked."""
+    recorded = getattr(span, "attributes", None) or {}
+    for key in QUERY_ATTRIBUTES:
+        if isinstance(value := recorded.get(key), str):
+            span.set_attribute(key, "" if key == "url.query" else value.partition("?")[0])

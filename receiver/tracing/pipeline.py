@@ -59,6 +59,7 @@ RATIO_SAMPLERS: dict[str, Callable[[float], Sampler]] = {
     "parentbased_traceidratio": ParentBasedTraceIdRatio,
 }
 TRACES_PATH = "v1/traces"
+INSTALLED_PROPAGATORS = frozenset({"tracecontext", "baggage", "none"})
 
 
 @dataclass
@@ -96,6 +97,7 @@ def start_tracing(environ: Mapping[str, str], trust_incoming: bool) -> Tracing |
     if endpoint is None:
         return None
     _check_protocol(environ)
+    _check_propagators(environ)
     dropped = DroppedSpans()
     max_queue_size = _positive_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
     batch_size = _positive_int(
@@ -160,6 +162,14 @@ def _check_protocol(environ: Mapping[str, str]) -> None:
     for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         if (protocol := environ.get(name, "").strip()) and protocol != "http/protobuf":
             raise SettingsError(f"{name}: only http/protobuf is supported")
+
+
+def _check_propagators(environ: Mapping[str, str]) -> None:
+    # The SDK's global propagators, which the instrumentations use, load these by name and
+    # fail at import for any other (no B3 or Jaeger package is installed).
+    names = {name.strip() for name in environ.get("OTEL_PROPAGATORS", "").split(",")} - {""}
+    if names - INSTALLED_PROPAGATORS:
+        raise SettingsError("OTEL_PROPAGATORS: use tracecontext, baggage or none")
 
 
 def _check_url(name: str, url: str) -> None:
