@@ -9,10 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from standardwebhooks import Webhook
 
 from tests.conftest import ADMIN_TOKEN, Rivya
+from tests.databases import reading
 from tests.helpers import (
     HTTP,
     Downstream,
@@ -227,6 +229,13 @@ def test_a_trusted_incoming_traceparent_is_the_parent_of_ingest_and_delivery(
     assert sent.headers["traceparent"].startswith(f"00-{trace_id}-{deliver.span_id}-")
     assert sent.headers["tracestate"] == "rivya=t61rcWkgMzE,other=1"
 
+    # Trusted, a malformed one is ignored as well: a trace of our own.
+    unparented = make_event()
+    body, headers = signed(trusting.secret, unparented)
+    assert trusting.post(body, {**headers, "traceparent": "00-garbage"}).status_code == 200
+    ours = ingest_of(collector, unparented["id"])
+    assert (ours.parent_span_id, ours.links) == ("", [])
+
 
 def test_a_trusted_tracestate_too_long_to_store_is_dropped_and_the_trace_kept(
     collector: Collector,
@@ -253,11 +262,13 @@ def test_a_trusted_tracestate_too_long_to_store_is_dropped_and_the_trace_kept(
 
 
 @pytest.mark.parametrize(
-    ("refusal", "error_type"),
+    ("refusal", "error_type", "status"),
     [
-        ("wrong-secret", "NoMatchingSignatureError"),
-        ("stale", "TimestampOutOfToleranceError"),
-        ("unsigned", "MissingHeaderError"),
+        ("wrong-secret", "NoMatchingSignatureError", 401),
+        ("stale", "TimestampOutOfToleranceError", 401),
+        ("unsigned", "MissingHeaderError", 401),
+        ("too-large", "PayloadTooLargeError", 413),
+        ("not-json", "UnsupportedMediaTypeError", 415),
     ],
 )
 def test_a_refused_webhook_is_a_rejected_server_span_with_no_batch_or_delivery(
@@ -266,24 +277,29 @@ def test_a_refused_webhook_is_a_rejected_server_span_with_no_batch_or_delivery(
     new_secrets: Callable[[], str],
     refusal: str,
     error_type: str,
+    status: int,
 ) -> None:
-    event = make_event()
+    # Over the suite's RECEIVER_MAX_BODY_BYTES (64 KiB) when it is to be too large.
+    event = make_event(data={"pad": "x" * 70_000}) if refusal == "too-large" else make_event()
     body = orjson.dumps(event)
+    headers = sign(rivya.secret, body, event["id"])
     if refusal == "wrong-secret":
         headers = sign(new_secrets(), body, event["id"])
     elif refusal == "stale":
         headers = sign(rivya.secret, body, event["id"], datetime.now(UTC) - timedelta(hours=1))
-    else:
+    elif refusal == "unsigned":
         headers = {"content-type": "application/json"}
+    elif refusal == "not-json":
+        headers["content-type"] = "text/plain"
     # The incoming traceparent, kept as a link, tells this request's span from the others.
     traceparent, trace_id, _ = new_traceparent()
     answer = rivya.post(body, {**headers, "traceparent": traceparent})
-    assert answer.status_code == 401
+    assert answer.status_code == status
 
     refused = linked_from(collector, trace_id)
     assert refused.attributes["receiver.outcome"] == "rejected"
     assert refused.attributes["error.type"] == error_type
-    assert http_status(refused) == 401
+    assert http_status(refused) == status
     # A later event's batch and delivery have arrived, so this one's would have too.
     later = make_event()
     assert rivya.send(later).status_code == 200
@@ -298,10 +314,14 @@ def test_a_refused_webhook_is_a_rejected_server_span_with_no_batch_or_delivery(
         for span in collector.named(BATCH)
         if any(link.span_id == refused.span_id for link in span.links)
     ]
+    # In its trace, nothing but the failed verification of a refused signature.
     in_its_trace = [span for span in collector.spans() if span.trace_id == refused.trace_id]
-    assert sorted(span.name for span in in_its_trace) == [INGEST, "receiver.verify"]
-    (verify,) = [span for span in in_its_trace if span.name == "receiver.verify"]
-    assert (verify.parent_span_id, verify.status_code) == (refused.span_id, ERROR)
+    verified = [("receiver.verify", refused.span_id, ERROR)] if status == 401 else []
+    assert [
+        (span.name, span.parent_span_id, span.status_code)
+        for span in in_its_trace
+        if span is not refused
+    ] == verified
 
 
 def test_admin_and_console_spans_are_named_by_route_and_probes_are_not_traced(
@@ -502,3 +522,34 @@ def test_a_retried_delivery_is_one_attempt_span_each_under_the_ingest_span(
         first.span_id,
         second.span_id,
     ]
+
+
+def test_an_event_stored_with_no_or_an_unreadable_trace_context_is_delivered_in_its_own_trace(
+    collector: Collector,
+    start_server: Callable[..., ReceiverProcess],
+    rivya: Rivya,
+    downstream: Downstream,
+) -> None:
+    """As for an event stored before tracing (NULL), or a column written by hand."""
+    server = start_server("serve", "--no-forwarder")
+    sender = Rivya(server, rivya.secret, rivya.sensitive)
+    stored = {"garbage": make_event(), None: make_event()}
+    for event in stored.values():
+        assert sender.send(event).status_code == 200
+    with reading(server.env["RECEIVER_DATABASE_URL"]) as db:
+        for traceparent, event in stored.items():
+            db.execute(
+                sa.text("UPDATE events SET traceparent = :value WHERE id = :id"),
+                {"value": traceparent, "id": event["id"]},
+            )
+        db.commit()
+    start_server("worker")
+
+    for event in stored.values():
+        ingest = ingest_of(collector, event["id"])
+        (deliver,) = deliveries_of(collector, event["id"])
+        assert deliver.parent_span_id == ""
+        assert deliver.trace_id != ingest.trace_id
+        assert deliver.attributes["receiver.delivery.state"] == "delivered"
+        (sent,) = received(downstream, event["id"])
+        assert sent.headers["traceparent"].startswith(f"00-{deliver.trace_id}-{deliver.span_id}-")
