@@ -4,14 +4,16 @@ delivers, both exporting to the module's collector, on each backend. The trace s
 worker not running when the event is stored, and a restart between two attempts; an event
 stored untraced is delivered in a trace of its own."""
 
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from receiver.tracing.carriers import MAX_TRACESTATE_CHARS
 from tests.conftest import Rivya, Sensitive
-from tests.helpers import Downstream, ReceiverProcess, make_event, wait_until
+from tests.helpers import Downstream, ReceiverProcess, make_event, signed, wait_until
 from tests.otlp_collector import CLIENT, SERVER, CollectedSpan, Collector
 
 INGEST = "POST /webhooks/rivya"
@@ -51,16 +53,22 @@ def logged_span(process: ReceiverProcess, span: CollectedSpan, after: int = 0) -
 
 
 @pytest.fixture
-def untraced_server(
-    tmp_path: Path, sensitive: Sensitive
-) -> Iterator[Callable[[dict[str, str]], ReceiverProcess]]:
-    """`receiver serve --no-forwarder` with `env` but none of its OTEL_* variables (tracing
-    off), scanned for leaks at the end as `start_server`'s are."""
+def start_process(
+    tmp_path: Path,
+    server_env: dict[str, str],
+    new_database: Callable[[Path], str],
+    sensitive: Sensitive,
+) -> Iterator[Callable[..., ReceiverProcess]]:
+    """`receiver ARGS` processes of the test's own, on one fresh database, with the module's
+    variables changed by `env`, OTEL_* ones included (which `start_server` cannot change; a
+    None value removes one); scanned for leaks at the end as `start_server`'s are."""
     started: list[ReceiverProcess] = []
+    database_url = new_database(tmp_path)
 
-    def start(env: dict[str, str]) -> ReceiverProcess:
-        untraced = {name: value for name, value in env.items() if not name.startswith("OTEL_")}
-        started.append(ReceiverProcess(tmp_path, untraced, ("serve", "--no-forwarder")).start())
+    def start(env: Mapping[str, str | None], *args: str) -> ReceiverProcess:
+        merged = {**server_env, "RECEIVER_DATABASE_URL": database_url, **env}
+        settings = {name: value for name, value in merged.items() if value is not None}
+        started.append(ReceiverProcess(tmp_path, settings, args).start())
         return started[-1]
 
     yield start
@@ -177,8 +185,7 @@ def test_a_retry_by_a_restarted_worker_is_still_a_child_of_the_request_that_stor
 
 
 def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trace(
-    start_server: Callable[..., ReceiverProcess],
-    untraced_server: Callable[[dict[str, str]], ReceiverProcess],
+    start_process: Callable[..., ReceiverProcess],
     collector: Collector,
     downstream: Downstream,
     secrets_in_use: tuple[str, str],
@@ -187,8 +194,9 @@ def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trac
     """Stored by a server without OTEL_* variables, delivered by a traced worker: the attempt
     span has no parent (a trace of its own, not a broken reference), and the subscriber still
     gets a `traceparent` naming it."""
-    worker = start_server("worker")
-    server = untraced_server(worker.env)
+    worker = start_process({}, "worker")
+    untraced = {name: None for name in worker.env if name.startswith("OTEL_")}
+    server = start_process(untraced, "serve", "--no-forwarder")
     event = make_event()
     assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
 
@@ -198,11 +206,78 @@ def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trac
     assert all(
         span.attributes.get("receiver.event_id") != event["id"] for span in collector.named(INGEST)
     )
-    wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=10)
     (received,) = downstream.of(event["id"])
     assert traceparent_parts(received.headers["traceparent"]) == (
         attempt.trace_id,
         attempt.span_id,
         True,
     )
-    assert attempt.trace_id not in server.output(), "the server traced nothing"
+    assert '"trace_id"' not in server.output(), "the server traced nothing"
+
+
+def test_a_trusted_callers_trace_and_tracestate_reach_the_subscriber_through_the_worker(
+    start_server: Callable[..., ReceiverProcess],
+    collector: Collector,
+    downstream: Downstream,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """With RECEIVER_TRACE_TRUST_INCOMING=true, a webhook's `traceparent` is the ingest span's
+    parent, and its `tracestate`, stored with the event, goes with the worker's attempt to
+    the subscriber; one over the 512 characters kept is dropped, the trace kept whole."""
+    server = start_server("serve", "--no-forwarder", trace_trust_incoming="true")
+    start_server("worker")
+    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    states = {
+        "short": "rivya=t61rcWkgMzE,other=1",
+        "long": f"a={'x' * 250},b={'y' * 250},c={'z' * 40}",
+    }
+    assert len(states["long"]) > MAX_TRACESTATE_CHARS
+    for which, state in states.items():
+        caller = (secrets.token_hex(16), secrets.token_hex(8))
+        event = make_event()
+        body, headers = signed(secrets_in_use[0], event)
+        headers |= {"traceparent": f"00-{caller[0]}-{caller[1]}-01", "tracestate": state}
+        assert rivya.post(body, headers).status_code == 200
+
+        ingest = stored_by(collector, event["id"])
+        assert (ingest.trace_id, ingest.parent_span_id) == caller
+        (attempt,) = attempts_of(collector, event["id"])
+        assert (attempt.trace_id, attempt.parent_span_id) == (caller[0], ingest.span_id)
+        (received,) = downstream.of(event["id"])
+        assert traceparent_parts(received.headers["traceparent"])[:2] == (
+            caller[0],
+            attempt.span_id,
+        )
+        sent = received.headers.get("tracestate")
+        assert sent == (state if which == "short" else None), which
+
+
+def test_an_ingest_not_sampled_leaves_its_delivery_unsampled_in_the_same_trace(
+    start_process: Callable[..., ReceiverProcess],
+    collector: Collector,
+    downstream: Downstream,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """The sampling decision made at ingest holds in the worker (its sampler follows the
+    parent, as the default does): no span of the trace is exported, yet the subscriber's
+    `traceparent` continues the stored trace, unsampled, and both processes' log lines
+    carry its ID."""
+    worker = start_process({"OTEL_TRACES_SAMPLER": "parentbased_always_on"}, "worker")
+    never = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
+    server = start_process(never, "serve", "--no-forwarder")
+    event = make_event()
+    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=15)
+
+    (received,) = downstream.of(event["id"])
+    trace_id, parent_id, sampled = traceparent_parts(received.headers["traceparent"])
+    assert not sampled
+    # Stopped, each process has exported all it would: nothing of this trace.
+    worker.stop()
+    server.stop()
+    assert [span.name for span in collector.spans() if span.trace_id == trace_id] == []
+    for process in (server, worker):
+        assert f'"trace_id":"{trace_id}"' in process.output().replace(" ", ""), process.args
+    assert f'"span_id":"{parent_id}"' in worker.output().replace(" ", "")
