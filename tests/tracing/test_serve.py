@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from standardwebhooks import Webhook
 
-from tests.conftest import ADMIN_TOKEN, Rivya
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.databases import reading
 from tests.helpers import (
     HTTP,
@@ -98,9 +98,14 @@ def child(collector: Collector, parent: CollectedSpan, name: str) -> CollectedSp
     )
 
 
-def received(sink: Downstream, event_id: str, count: int = 1) -> list[Received]:
+def received(
+    sink: Downstream, event_id: str, sensitive: Sensitive, count: int = 1
+) -> list[Received]:
+    """What the sink got for the event, its signatures registered as never to be in a span."""
     wait_until(lambda: len(sink.of(event_id)) >= count, timeout=WAIT, what=f"{event_id} at sink")
-    return sink.of(event_id)
+    sent = sink.of(event_id)
+    sensitive.add(*(request.headers["webhook-signature"] for request in sent))
+    return sent
 
 
 def log_lines(server: ReceiverProcess, event: str) -> list[dict[str, Any]]:
@@ -151,7 +156,7 @@ def test_a_forwarded_event_is_one_trace_from_request_to_delivery(
     assert deliver.attributes["http.response.status_code"] == 200
     assert deliver.attributes["receiver.destination"] == "default"
 
-    (sent,) = received(downstream, event["id"])
+    (sent,) = received(downstream, event["id"], rivya.sensitive)
     version, trace_id, parent_id, flags = sent.headers["traceparent"].split("-")
     assert (version, trace_id, parent_id) == ("00", ingest.trace_id, deliver.span_id)
     assert int(flags, 16) & 1, "sampled"
@@ -175,7 +180,7 @@ def test_an_untrusted_incoming_traceparent_is_a_link_not_the_parent(
     ]
     (deliver,) = deliveries_of(collector, event["id"])
     assert (deliver.trace_id, deliver.parent_span_id) == (ingest.trace_id, ingest.span_id)
-    (sent,) = received(downstream, event["id"])
+    (sent,) = received(downstream, event["id"], rivya.sensitive)
     assert sent.headers["traceparent"].startswith(f"00-{ingest.trace_id}-{deliver.span_id}-")
     assert "tracestate" not in sent.headers, "an untrusted caller's tracestate is not ours"
 
@@ -225,7 +230,7 @@ def test_a_trusted_incoming_traceparent_is_the_parent_of_ingest_and_delivery(
     assert ingest.links == []
     (deliver,) = deliveries_of(collector, event["id"])
     assert (deliver.trace_id, deliver.parent_span_id) == (trace_id, ingest.span_id)
-    (sent,) = received(downstream, event["id"])
+    (sent,) = received(downstream, event["id"], rivya.sensitive)
     assert sent.headers["traceparent"].startswith(f"00-{trace_id}-{deliver.span_id}-")
     assert sent.headers["tracestate"] == "rivya=t61rcWkgMzE,other=1"
 
@@ -256,7 +261,7 @@ def test_a_trusted_tracestate_too_long_to_store_is_dropped_and_the_trace_kept(
     ingest = ingest_of(collector, event["id"])
     (deliver,) = deliveries_of(collector, event["id"])
     assert (deliver.trace_id, deliver.parent_span_id) == (trace_id, ingest.span_id)
-    (sent,) = received(downstream, event["id"])
+    (sent,) = received(downstream, event["id"], rivya.sensitive)
     assert sent.headers["traceparent"].startswith(f"00-{trace_id}-{deliver.span_id}-")
     assert "tracestate" not in sent.headers
 
@@ -398,7 +403,7 @@ def test_histograms_carry_the_trace_as_exemplar_in_openmetrics_only(
     assert rivya.send(event).status_code == 200
     ingest = ingest_of(collector, event["id"])
     deliveries_of(collector, event["id"])
-    received(downstream, event["id"])
+    received(downstream, event["id"], rivya.sensitive)
 
     exemplar = f'# {{trace_id="{ingest.trace_id}"}}'
 
@@ -439,7 +444,7 @@ def test_a_replay_through_the_admin_api_starts_a_new_trace_linked_to_the_origina
     assert sender.send(event).status_code == 200
     ingest = ingest_of(collector, event["id"])
     (original,) = deliveries_of(collector, event["id"])
-    received(downstream, event["id"])
+    received(downstream, event["id"], rivya.sensitive)
 
     answer = sender.admin("/replay", "POST", json={"type": event["type"]})
     assert answer.status_code == 202, answer.text
@@ -455,7 +460,7 @@ def test_a_replay_through_the_admin_api_starts_a_new_trace_linked_to_the_origina
     assert [(link.trace_id, link.span_id, link.attributes) for link in replayed.links] == [
         (ingest.trace_id, ingest.span_id, {"receiver.link": "replay_of"})
     ]
-    _, again = received(downstream, event["id"], 2)
+    _, again = received(downstream, event["id"], rivya.sensitive, 2)
     assert again.headers["traceparent"].startswith(f"00-{admin.trace_id}-{replayed.span_id}-")
 
 
@@ -484,7 +489,7 @@ def test_one_event_to_two_destinations_is_two_attempt_spans_under_one_server_spa
     for name, sink in (("billing", billing), ("crm", crm)):
         span = by_destination[name]
         assert (span.trace_id, span.parent_span_id) == (ingest.trace_id, ingest.span_id)
-        (sent,) = received(sink, event["id"])
+        (sent,) = received(sink, event["id"], rivya.sensitive)
         assert sent.headers["traceparent"].startswith(f"00-{ingest.trace_id}-{span.span_id}-")
         assert span.attributes["server.port"] == int(sink.url.split(":")[2].split("/")[0])
     assert by_destination["billing"].span_id != by_destination["crm"].span_id
@@ -504,7 +509,7 @@ def test_a_retried_delivery_is_one_attempt_span_each_under_the_ingest_span(
         assert rivya.send(event).status_code == 200
         ingest = ingest_of(collector, event["id"])
         first, second = deliveries_of(collector, event["id"], 2)
-        sent = received(downstream, event["id"], 2)
+        sent = received(downstream, event["id"], rivya.sensitive, 2)
     finally:
         downstream.respond = lambda _, __: (200, {})
 
@@ -551,5 +556,5 @@ def test_an_event_stored_with_no_or_an_unreadable_trace_context_is_delivered_in_
         assert deliver.parent_span_id == ""
         assert deliver.trace_id != ingest.trace_id
         assert deliver.attributes["receiver.delivery.state"] == "delivered"
-        (sent,) = received(downstream, event["id"])
+        (sent,) = received(downstream, event["id"], rivya.sensitive)
         assert sent.headers["traceparent"].startswith(f"00-{deliver.trace_id}-{deliver.span_id}-")
