@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from receiver.tracing.carriers import MAX_TRACESTATE_CHARS
 from tests.conftest import Rivya, Sensitive
+from tests.databases import reading
 from tests.helpers import Downstream, ReceiverProcess, make_event, signed, wait_until
 from tests.otlp_collector import CLIENT, SERVER, CollectedSpan, Collector
 
@@ -281,3 +283,56 @@ def test_an_ingest_not_sampled_leaves_its_delivery_unsampled_in_the_same_trace(
     for process in (server, worker):
         assert f'"trace_id":"{trace_id}"' in process.output().replace(" ", ""), process.args
     assert f'"span_id":"{parent_id}"' in worker.output().replace(" ", "")
+
+
+def test_a_stored_trace_context_that_no_longer_reads_starts_a_new_trace_and_delivers(
+    start_server: Callable[..., ReceiverProcess],
+    collector: Collector,
+    downstream: Downstream,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """Stored contexts edited under the service (an all-zero trace ID, the invalid version
+    ff, 10,000 characters; test_serve.py has NULL and garbage): each event is still
+    delivered, its attempt the root of a trace of its own; a valid `traceparent` beside an
+    unreadable `tracestate` keeps its parent and sends no `tracestate`."""
+    server = start_server("serve", "--no-forwarder")
+    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    unreadable = {
+        "zero trace": (f"00-{'0' * 32}-{'1' * 16}-01", None),
+        "version ff": (f"ff-{'a' * 32}-{'b' * 16}-01", None),
+        "oversized": ("0" * 10_000, "a=" + "b" * 10_000),
+    }
+    events = {which: make_event() for which in [*unreadable, "bad tracestate"]}
+    for event in events.values():
+        assert rivya.send(event).status_code == 200
+    ingest = stored_by(collector, events["bad tracestate"]["id"])
+    edits = [
+        *((events[which]["id"], *context) for which, context in unreadable.items()),
+        (events["bad tracestate"]["id"], None, "not a tracestate,,=="),
+    ]
+    with reading(server.env["RECEIVER_DATABASE_URL"]) as connection:
+        for event_id, traceparent, tracestate in edits:
+            connection.execute(
+                sa.text(
+                    "UPDATE events SET traceparent = COALESCE(:traceparent, traceparent),"
+                    " tracestate = :tracestate WHERE id = :id"
+                ),
+                {"traceparent": traceparent, "tracestate": tracestate, "id": event_id},
+            )
+        connection.commit()
+
+    start_server("worker")
+    for which in unreadable:
+        (attempt,) = attempts_of(collector, events[which]["id"])
+        assert attempt.parent_span_id == "", which
+        assert attempt.attributes["receiver.delivery.state"] == "delivered", which
+        (received,) = downstream.of(events[which]["id"])
+        assert traceparent_parts(received.headers["traceparent"])[:2] == (
+            attempt.trace_id,
+            attempt.span_id,
+        )
+    (attempt,) = attempts_of(collector, events["bad tracestate"]["id"])
+    assert (attempt.trace_id, attempt.parent_span_id) == (ingest.trace_id, ingest.span_id)
+    (received,) = downstream.of(events["bad tracestate"]["id"])
+    assert "tracestate" not in received.headers
