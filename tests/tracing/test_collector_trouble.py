@@ -28,7 +28,7 @@ from tests.test_metrics import ADMIN, scrape
 
 # Enough spans (about six a webhook) to fill the small queue many times over, and for a
 # queue that kept them all to grow by megabytes (about 3 KB a span, measured).
-REQUESTS = 300
+REQUESTS = 600
 # Requests before the memory baseline: the first ones import and cache what the rest reuse.
 WARMUP = 50
 # A queue this small is full for most of a run against a collector that takes nothing.
@@ -36,9 +36,9 @@ SMALL_QUEUE = "64"
 # Seconds an export may take (OTEL_EXPORTER_OTLP_TIMEOUT); the SDK's default is 10.
 EXPORT_TIMEOUT = "2"
 # RSS growth allowed from after-warmup to after-REQUESTS: the full queue is 64 spans (about
-# 200 KB); the rest is the allocator's and the drivers' slack, measured under 2 MiB here,
-# where a queue keeping every span of the run grew by about 6 MiB.
-MAX_RSS_GROWTH_KIB = 4 * 1024
+# 200 KB); the rest is the allocator's and the drivers' slack, measured at 3.2 MiB at most
+# here, where a queue keeping every span of the run grew by 11 MiB.
+MAX_RSS_GROWTH_KIB = 6 * 1024
 # The traced median within this of the untraced one: a functional bound on a shared, noisy
 # machine (what tracing costs is make bench's to say), far under the EXPORT_TIMEOUT that
 # one request waiting on an export would add.
