@@ -107,7 +107,9 @@ def _untrusted(scope: Scope) -> Scope:
     }
     incoming = None
     if "traceparent" in sent:
-        incoming = span_context_of(Carrier(sent["traceparent"], sent.get("tracestate")))
+        # Without its tracestate, which a link does not need: OpenTelemetry's parser logs a
+        # warning quoting each member it cannot read, so any caller could write our logs.
+        incoming = span_context_of(Carrier(sent["traceparent"]))
     return {
         **scope,
         "headers": [(name, value) for name, value in headers if name not in TRACE_HEADERS],
