@@ -9,6 +9,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,11 @@ def dropped(server: ReceiverProcess) -> dict[str, float]:
     }
 
 
+def about(event_id: str) -> dict[str, Any]:
+    """The attribute naming a span's event, for `Collector.wait_for`."""
+    return {"receiver.event_id": event_id}
+
+
 def stop_timed(process: ReceiverProcess) -> tuple[int, float]:
     began = time.monotonic()
     code = process.stop()
@@ -214,8 +220,8 @@ def test_spans_ended_just_before_serve_stops_reach_the_collector(
     event_id, _ = send(server, secrets_in_use[0], sensitive)
     wait_until(lambda: len(sink.received) == 1, timeout=15, what="the delivery")
     server.stop()
-    collector.wait_for(INGEST, timeout=5, **{"receiver.event_id": event_id})
-    collector.wait_for(DELIVER, timeout=5, **{"receiver.event_id": event_id})
+    collector.wait_for(INGEST, **about(event_id))
+    collector.wait_for(DELIVER, **about(event_id))
 
 
 def test_spans_ended_just_before_a_worker_stops_reach_the_collector(
@@ -236,7 +242,7 @@ def test_spans_ended_just_before_a_worker_stops_reach_the_collector(
     event_id, _ = send(server, secrets_in_use[0], sensitive)
     wait_until(lambda: len(sink.received) == 1, timeout=15, what="the delivery")
     assert worker.stop() == 0
-    collector.wait_for(DELIVER, timeout=5, **{"receiver.event_id": event_id})
+    collector.wait_for(DELIVER, **about(event_id))
 
 
 def test_with_tracing_off_no_drop_metric_and_no_traceparent_is_sent(
