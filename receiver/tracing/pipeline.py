@@ -45,6 +45,12 @@ DEFAULT_SAMPLER = "parentbased_always_on"
 DEFAULT_MAX_QUEUE_SIZE = 2048
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
 DEFAULT_SCHEDULE_DELAY_MILLIS = 5000
+# Upper bounds, where the SDK fails past some value: a queue longer than a C ssize_t stops
+# start-up with a traceback, a delay past time_t kills the export thread (every span then
+# dropped). 65,536 spans are about 200 MiB at the 3 KB a span measured; a delay of an hour
+# already leaves a trace unreadable for that long.
+MOST_SPANS = 65_536
+MOST_DELAY_MILLIS = 3_600_000
 # A group-commit batch links every request it acknowledged: up to the writer's largest
 # batch (receiver.store.writer), over the SDK's default of 128 links a span.
 MAX_LINKS = 256
@@ -99,11 +105,15 @@ def start_tracing(environ: Mapping[str, str], trust_incoming: bool) -> Tracing |
     _check_protocol(environ)
     _check_propagators(environ)
     dropped = DroppedSpans()
-    max_queue_size = _positive_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
-    batch_size = _positive_int(
-        environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE
+    max_queue_size = _positive_int(
+        environ, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE, MOST_SPANS
     )
-    delay = _positive_int(environ, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MILLIS)
+    batch_size = _positive_int(
+        environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE, MOST_SPANS
+    )
+    delay = _positive_int(
+        environ, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MILLIS, MOST_DELAY_MILLIS
+    )
     limits = {} if environ.get("OTEL_SPAN_LINK_COUNT_LIMIT") else {"max_links": MAX_LINKS}
     provider = TracerProvider(
         sampler=read_sampler(environ),
@@ -189,13 +199,13 @@ def _check_url(name: str, url: str) -> None:
         raise SettingsError(f"{name}: give an http:// or https:// URL")
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(environ: Mapping[str, str], name: str, default: int, most: int) -> int:
     value = environ.get(name, "").strip()
     if not value:
         return default
     # isdigit alone takes "²", which int() refuses.
-    if not (value.isascii() and value.isdigit()) or int(value) == 0:
-        raise SettingsError(f"{name}: give a positive whole number")
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= most:
+        raise SettingsError(f"{name}: give a whole number from 1 to {most}")
     return int(value)
 
 
