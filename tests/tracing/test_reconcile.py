@@ -9,11 +9,19 @@ from typing import Any
 import pytest
 
 from tests.conftest import SECRETS_OF_THE_RUN, Rivya, Sensitive
+from tests.console.conftest import Browser
 from tests.fake_rivya import FakeRivya
-from tests.helpers import Downstream, ReceiverProcess, free_port, make_event, wait_until
-from tests.otlp_collector import CLIENT, INTERNAL, CollectedSpan, Collector
+from tests.helpers import (
+    Downstream,
+    ReceiverProcess,
+    free_port,
+    make_event,
+    run_cli,
+    wait_until,
+)
+from tests.otlp_collector import CLIENT, INTERNAL, SERVER, CollectedSpan, Collector
 from tests.reconcile.conftest import reconciling, serve_fake_rivya
-from tests.tracing.test_across_processes import attempts_of, traceparent_parts
+from tests.tracing.test_across_processes import attempts_of, logged_span, traceparent_parts
 
 PASS_SPAN = "receiver.reconcile.pass"  # noqa: S105 - a span name, not a password
 STORE_SPAN = "receiver.reconcile.store"
@@ -205,3 +213,75 @@ def test_a_pass_that_cannot_reach_rivya_records_only_the_exceptions_class(
     no_exception_text(collector)
     leaked = ("Cannot connect", "Connect call failed", "Connection refused")
     assert not [span.name for span in collector.spans() if any(t in span.text() for t in leaked)]
+
+
+def test_a_pass_run_by_the_cli_is_one_trace_with_the_delivery_the_server_makes(
+    start_server: Callable[..., ReceiverProcess],
+    collector: Collector,
+    downstream: Downstream,
+    fake_rivya: FakeRivya,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """`receiver reconcile --task` in its own process, with the server's OTEL_* variables:
+    its pass, calls and store spans reach the collector before it exits, and the server's
+    forwarder, another process, delivers the synthesized event as a child of the CLI's
+    store span."""
+    server = start_server(**reconciling(fake_rivya, reconcile_after_seconds="3600"))
+    event = make_event("generation.failed")
+    task_id = event["data"]["id"]
+    fake_rivya.generations[task_id] = event["data"]
+    register(Rivya(server, secrets_in_use[0], sensitive), task_id)
+
+    ran = run_cli("reconcile", "--json", "--task", task_id, env=server.env, cwd=server.workdir)
+    assert ran.returncode == 0, ran.stderr
+    assert fake_rivya.key not in ran.stdout + ran.stderr
+    about_task: dict[str, Any] = {"receiver.task_id": task_id}
+    (store,) = collector.wait_for(STORE_SPAN, **about_task)
+    found = parent_of(collector, store)
+    assert (found.name, found.parent_span_id) == (PASS_SPAN, "")
+    assert found.attributes["receiver.who"] == "cli"
+    assert sorted(
+        url_of(call).removeprefix(fake_rivya.url) for call in calls_in(collector, found)
+    ) == [
+        "/credits",
+        f"/generations/{task_id}",
+    ]
+    (attempt,) = attempts_of(collector, f"reconciled:{task_id}:failed")
+    assert (attempt.trace_id, attempt.parent_span_id) == (store.trace_id, store.span_id)
+    assert logged_span(server, attempt), "the server's forwarder made the attempt"
+    no_authorization(collector, fake_rivya.key)
+
+
+def test_a_pass_asked_for_from_the_console_hangs_under_the_consoles_request(
+    start_server: Callable[..., ReceiverProcess],
+    collector: Collector,
+    fake_rivya: FakeRivya,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """ "Ask Rivya about this task now": the pass is a child of the console request's server
+    span, and the synthesized event's delivery is in that same trace, under the store span."""
+    server = start_server(**reconciling(fake_rivya, reconcile_after_seconds="3600"))
+    event = make_event()
+    task_id = event["data"]["id"]
+    fake_rivya.generations[task_id] = event["data"]
+    register(Rivya(server, secrets_in_use[0], sensitive), task_id)
+    console = Browser(server.url)
+    try:
+        console.sign_in()
+        page = f"/console/records/{task_id}"
+        asked = console.post("/console/records/reconcile", csrf=console.csrf(page), task_id=task_id)
+        assert asked.status_code == 303
+    finally:
+        console.client.close()
+
+    about_task: dict[str, Any] = {"receiver.task_id": task_id}
+    (store,) = collector.wait_for(STORE_SPAN, **about_task)
+    found = parent_of(collector, store)
+    assert (found.name, found.attributes["receiver.who"]) == (PASS_SPAN, "console")
+    request = parent_of(collector, found)
+    assert (request.name, request.kind) == ("POST /console/records/reconcile", SERVER)
+    (attempt,) = attempts_of(collector, f"reconciled:{task_id}:succeeded")
+    assert (attempt.trace_id, attempt.parent_span_id) == (request.trace_id, store.span_id)
+    no_authorization(collector, fake_rivya.key)
