@@ -5,6 +5,8 @@ worker not running when the event is stored, and a restart between two attempts;
 stored untraced is delivered in a trace of its own."""
 
 import secrets
+import signal
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 from receiver.tracing.carriers import MAX_TRACESTATE_CHARS
 from tests.conftest import Rivya, Sensitive
 from tests.databases import reading
-from tests.helpers import Downstream, ReceiverProcess, make_event, signed, wait_until
+from tests.helpers import Downstream, Received, ReceiverProcess, make_event, signed, wait_until
 from tests.otlp_collector import CLIENT, SERVER, CollectedSpan, Collector
 
 INGEST = "POST /webhooks/rivya"
@@ -336,3 +338,41 @@ def test_a_stored_trace_context_that_no_longer_reads_starts_a_new_trace_and_deli
     assert (attempt.trace_id, attempt.parent_span_id) == (ingest.trace_id, ingest.span_id)
     (received,) = downstream.of(events["bad tracestate"]["id"])
     assert "tracestate" not in received.headers
+
+
+def test_an_attempt_by_a_worker_killed_mid_flight_is_made_again_under_the_same_ingest_span(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    collector: Collector,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """The worker is killed (SIGKILL) while the subscriber holds its first attempt: that span
+    is lost with the process, and the next worker's attempt, once the lease has expired, is
+    still a child of the ingest server span, named by the subscriber's second
+    `traceparent`."""
+
+    def slow_first(_: Received, earlier: int) -> tuple[int, dict[str, str]]:
+        if earlier == 0:
+            time.sleep(1.5)  # under the 2 s attempt timeout: the kill comes first
+        return 200, {}
+
+    sink = own_downstream(slow_first)
+    server = start_server("serve", "--no-forwarder", forward_url=sink.url)
+    worker = start_server("worker", forward_url=sink.url)
+    event = make_event()
+    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    ingest = stored_by(collector, event["id"])
+    wait_until(lambda: len(sink.of(event["id"])) == 1, timeout=15, what="the first attempt")
+    worker.stop(signal.SIGKILL)
+
+    worker.start()
+    (attempt,) = attempts_of(collector, event["id"])
+    assert (attempt.trace_id, attempt.parent_span_id) == (ingest.trace_id, ingest.span_id)
+    assert attempt.attributes["receiver.delivery.state"] == "delivered"
+    first, second = sink.of(event["id"])
+    assert traceparent_parts(first.headers["traceparent"])[0] == ingest.trace_id
+    assert traceparent_parts(second.headers["traceparent"])[:2] == (
+        ingest.trace_id,
+        attempt.span_id,
+    )
