@@ -1,5 +1,6 @@
 """The application factory: routes, middleware, error translation and lifespan, listed."""
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -35,7 +36,8 @@ def create_app(
     settings: Settings, run_forwarder: bool = True, tracing: Tracing | None = None
 ) -> Starlette:
     """`run_forwarder=False` leaves delivery to a separate `receiver worker`; `tracing`
-    (receiver.tracing.pipeline.start_tracing) traces requests, batches and deliveries."""
+    (receiver.tracing.pipeline.start_tracing) traces requests, batches and deliveries, and
+    is shut down when the app stops."""
     metrics = Metrics(settings.metrics_refresh_seconds, tracing.dropped if tracing else None)
     tracer = tracing.tracer if tracing else None
 
@@ -44,6 +46,12 @@ def create_app(
         # Entered in order, closed in reverse: the writer drains before the forwarder
         # stops, and both before the engine goes.
         async with AsyncExitStack() as stack:
+            if tracing is not None:
+                # Closed last, once every span is ended: the queued spans are exported (in a
+                # thread: it waits on the collector). Here, not after the server returns:
+                # uvicorn raises a captured SIGTERM again once it has stopped, which ends the
+                # process before anything after `uvicorn.run` could.
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
             engine = create_engine(settings.database_url, settings.database_busy_timeout_seconds)
             stack.push_async_callback(engine.dispose)
             stack.push_async_callback(metrics.stop_refreshing)

@@ -85,17 +85,14 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
     tracing = load_tracing(settings)
     configure_logging(settings.log_level, settings.log_format, trace_ids=tracing is not None)
     tune_process()
-    try:
-        run_server(
-            create_app(settings, run_forwarder=not no_forwarder, tracing=tracing),
-            host=host,
-            port=port,
-            metrics_port=settings.metrics_port,
-            **serve_options(settings.request_timeout_seconds),
-        )
-    finally:
-        if tracing is not None:
-            tracing.shutdown()
+    # The app's lifespan shuts its tracing down.
+    run_server(
+        create_app(settings, run_forwarder=not no_forwarder, tracing=tracing),
+        host=host,
+        port=port,
+        metrics_port=settings.metrics_port,
+        **serve_options(settings.request_timeout_seconds),
+    )
 
 
 @cli.command()
