@@ -7,11 +7,9 @@ stored untraced is delivered in a trace of its own."""
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from receiver.tracing.carriers import MAX_TRACESTATE_CHARS
@@ -54,32 +52,6 @@ def logged_span(process: ReceiverProcess, span: CollectedSpan, after: int = 0) -
     """Whether `process` wrote a log line within `span` (past `after` characters of its
     output): the span is its own, not another process's."""
     return f'"span_id":"{span.span_id}"' in process.output()[after:].replace(" ", "")
-
-
-@pytest.fixture
-def start_process(
-    tmp_path: Path,
-    server_env: dict[str, str],
-    new_database: Callable[[Path], str],
-    sensitive: Sensitive,
-) -> Iterator[Callable[..., ReceiverProcess]]:
-    """`receiver ARGS` processes of the test's own, on one fresh database, with the module's
-    variables changed by `env`, OTEL_* ones included (which `start_server` cannot change; a
-    None value removes one); scanned for leaks at the end as `start_server`'s are."""
-    started: list[ReceiverProcess] = []
-    database_url = new_database(tmp_path)
-
-    def start(env: Mapping[str, str | None], *args: str) -> ReceiverProcess:
-        merged = {**server_env, "RECEIVER_DATABASE_URL": database_url, **env}
-        settings = {name: value for name, value in merged.items() if value is not None}
-        started.append(ReceiverProcess(tmp_path, settings, args).start())
-        return started[-1]
-
-    yield start
-    for process in started:
-        if process.running:
-            process.stop()
-        assert sensitive.found_in(process.output()) == [], "a sensitive value reached the logs"
 
 
 def test_a_worker_process_delivers_in_the_trace_of_the_request_that_stored_the_event(
@@ -189,7 +161,7 @@ def test_a_retry_by_a_restarted_worker_is_still_a_child_of_the_request_that_stor
 
 
 def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trace(
-    start_process: Callable[..., ReceiverProcess],
+    start_server: Callable[..., ReceiverProcess],
     collector: Collector,
     downstream: Downstream,
     secrets_in_use: tuple[str, str],
@@ -198,9 +170,9 @@ def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trac
     """Stored by a server without OTEL_* variables, delivered by a traced worker: the attempt
     span has no parent (a trace of its own, not a broken reference), and the subscriber still
     gets a `traceparent` naming it."""
-    worker = start_process({}, "worker")
-    untraced = {name: None for name in worker.env if name.startswith("OTEL_")}
-    server = start_process(untraced, "serve", "--no-forwarder")
+    start_server("worker")
+    # An empty endpoint is none: tracing off, as without the variable.
+    server = start_server("serve", "--no-forwarder", OTEL_EXPORTER_OTLP_ENDPOINT="")
     event = make_event()
     assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
 
@@ -258,7 +230,7 @@ def test_a_trusted_callers_trace_and_tracestate_reach_the_subscriber_through_the
 
 
 def test_an_ingest_not_sampled_leaves_its_delivery_unsampled_in_the_same_trace(
-    start_process: Callable[..., ReceiverProcess],
+    start_server: Callable[..., ReceiverProcess],
     collector: Collector,
     downstream: Downstream,
     secrets_in_use: tuple[str, str],
@@ -268,9 +240,9 @@ def test_an_ingest_not_sampled_leaves_its_delivery_unsampled_in_the_same_trace(
     parent, as the default does): no span of the trace is exported, yet the subscriber's
     `traceparent` continues the stored trace, unsampled, and both processes' log lines
     carry its ID."""
-    worker = start_process({"OTEL_TRACES_SAMPLER": "parentbased_always_on"}, "worker")
+    worker = start_server("worker", OTEL_TRACES_SAMPLER="parentbased_always_on")
     never = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
-    server = start_process(never, "serve", "--no-forwarder")
+    server = start_server("serve", "--no-forwarder", **never)
     event = make_event()
     assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
     wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=15)
