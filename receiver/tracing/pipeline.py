@@ -51,6 +51,11 @@ DEFAULT_SCHEDULE_DELAY_MILLIS = 5000
 # already leaves a trace unreadable for that long.
 MOST_SPANS = 65_536
 MOST_DELAY_MILLIS = 3_600_000
+# How long a stop waits to export what is queued. The SDK waits 30 s (for an export hanging,
+# then each queued batch): beside the service's own graceful stop (20 s for requests in
+# flight, deploy/README.md) that outlasts compose's 30 s grace and Kubernetes' 40, and the
+# process is killed mid-way. Past this, what is left is dropped.
+SHUTDOWN_MILLIS = 5000
 # A group-commit batch links every request it acknowledged: up to the writer's largest
 # batch (receiver.store.writer), over the SDK's default of 128 links a span.
 MAX_LINKS = 256
@@ -274,6 +279,9 @@ class _CountingBatchProcessor(BatchSpanProcessor):
     def _left_queue(self, count: int) -> None:
         with self._dropped.lock:
             self._queued = max(0, self._queued - count)
+
+    def shutdown(self) -> None:
+        self._batch_processor.shutdown(timeout_millis=SHUTDOWN_MILLIS)
 
 
 def scrubbed(span: ReadableSpan) -> ReadableSpan:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from receiver.tracing.pipeline import SHUTDOWN_MILLIS
 from tests.conftest import Sensitive
 from tests.databases import stored_event_ids
 from tests.helpers import (
@@ -45,9 +46,10 @@ MAX_RSS_GROWTH_KIB = 6 * 1024
 # one request waiting on an export would add.
 LATENCY_FACTOR = 3
 LATENCY_SLACK_SECONDS = 0.005
-# A stop waits for at most the export in flight and the queue's last batch (one: the queue
-# is smaller than the SDK's batch), EXPORT_TIMEOUT each, then the process's own stop.
-MAX_STOP_SECONDS = 10.0
+# A stop gives tracing SHUTDOWN_MILLIS to export what is queued, then the process's own stop
+# takes its second or two. Without that bound, with the SDK's defaults and an export
+# hanging, a worker took 19 s to stop and `serve` 30 s.
+MAX_STOP_SECONDS = SHUTDOWN_MILLIS / 1000 + 5
 INGEST = "POST /webhooks/rivya"
 DELIVER = "receiver.deliver"
 
@@ -185,12 +187,16 @@ def test_a_stop_does_not_wait_on_a_hanging_collector(
     sensitive: Sensitive,
 ) -> None:
     """Both processes that export: `serve` (stopped as the suite stops it, by SIGTERM,
-    which uvicorn re-raises) and `worker` (exit 0), each with an export hanging."""
+    which uvicorn re-raises) and `worker` (exit 0), each with an export hanging and spans
+    queued behind it, with the SDK's own queue and export timeout."""
     hanging = own_collector(hang=True)
     sink = own_downstream()
-    server = start(otel(hanging.url), "serve", "--no-forwarder", forward_url=sink.url)
+    sdk_defaults = otel(
+        hanging.url, OTEL_BSP_MAX_QUEUE_SIZE="2048", OTEL_EXPORTER_OTLP_TIMEOUT="10"
+    )
+    server = start(sdk_defaults, "serve", "--no-forwarder", forward_url=sink.url)
     worker = start(
-        otel(hanging.url),
+        sdk_defaults,
         "worker",
         forward_url=sink.url,
         database_url=server.env["RECEIVER_DATABASE_URL"],
@@ -199,6 +205,9 @@ def test_a_stop_does_not_wait_on_a_hanging_collector(
         send(server, secrets_in_use[0], sensitive)
     wait_until(lambda: len(sink.received) >= int(SMALL_QUEUE), timeout=30, what="deliveries")
     wait_until(lambda: hanging.exports >= 2, timeout=15, what="both exporting")
+    # One more, whose spans queue behind the hanging exports (its delivery's, the worker's).
+    send(server, secrets_in_use[0], sensitive)
+    wait_until(lambda: len(sink.received) > 2 * int(SMALL_QUEUE), timeout=15, what="delivery")
 
     code, seconds = stop_timed(worker)
     assert (code, seconds < MAX_STOP_SECONDS) == (0, True), seconds

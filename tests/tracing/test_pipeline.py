@@ -3,6 +3,7 @@ leaves the process of a failing span, how drops are counted, and the W3C carrier
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from receiver.tracing.carriers import (
     replay_carrier,
 )
 from receiver.tracing.pipeline import (
+    SHUTDOWN_MILLIS,
     DroppedSpans,
     _CountingBatchProcessor,
     _CountingExporter,
@@ -30,7 +32,7 @@ from receiver.tracing.pipeline import (
     start_tracing,
     traces_endpoint,
 )
-from tests.helpers import free_port, run_cli
+from tests.helpers import free_port, run_cli, wait_until
 from tests.otlp_collector import Collector
 
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
@@ -94,6 +96,24 @@ def test_a_queue_smaller_than_a_batch_starts(collector: Collector) -> None:
     traceback at start-up (the SDK refuses a batch larger than its queue)."""
     environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_MAX_QUEUE_SIZE": "64"}
     assert exported_through(environ, collector) == ["probe"]
+
+
+def test_a_stop_gives_up_on_a_hanging_collector_after_its_bound() -> None:
+    """With the SDK's export timeout (10 s), an export hanging and a span queued behind
+    it: the SDK's own shutdown waited 19 s here (up to 30)."""
+    hanging = Collector(hang=True)
+    try:
+        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": hanging.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        tracing = start_tracing(environ, trust_incoming=False)
+        assert tracing is not None
+        tracing.tracer.start_span("sent").end()
+        wait_until(lambda: hanging.exports == 1, timeout=5)
+        tracing.tracer.start_span("queued").end()
+        began = time.monotonic()
+        tracing.shutdown()
+        assert time.monotonic() - began < SHUTDOWN_MILLIS / 1000 + 2
+    finally:
+        hanging.stop()
 
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
