@@ -15,7 +15,7 @@ from receiver.forward.forwarder import Forwarder
 from receiver.health import healthz, readyz
 from receiver.ingest.webhooks import RivyaWebhookEndpoint
 from receiver.logs import RequestLogMiddleware
-from receiver.metrics import Metrics
+from receiver.metrics import WEBHOOK_PATH, Metrics
 from receiver.operators.admin import RequireAdminToken, admin_mount
 from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
@@ -104,7 +104,7 @@ def create_app(
             yield
 
     routes: list[BaseRoute] = [
-        Route("/webhooks/rivya", RivyaWebhookEndpoint(), methods=["POST"]),
+        Route(WEBHOOK_PATH, RivyaWebhookEndpoint(), methods=["POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route(
@@ -117,11 +117,16 @@ def create_app(
         admin_mount(settings.admin_token),
         *([console_mount(settings)] if settings.console else []),
     ]
+    traced = [
+        Middleware(TraceRequests, tracing=tracing, routes=routes, ingest_path=WEBHOOK_PATH)
+        for _ in [tracing]
+        if tracing
+    ]
     app = Starlette(
         routes=routes,
         middleware=[
             # Outermost: the request's log line and metrics are written within its span.
-            *([Middleware(TraceRequests, tracing=tracing, routes=routes)] if tracing else []),
+            *traced,
             Middleware(RequestLogMiddleware, on_finished=metrics.observe_request),
             # The console answers its own with a page (its guard): it knows who is asking.
             Middleware(

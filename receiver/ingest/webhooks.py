@@ -28,7 +28,7 @@ from receiver.responses import answer_disconnect, answer_error
 from receiver.services import Services, services_in
 from receiver.store.events import Submission
 from receiver.tracing.carriers import carrier_of
-from receiver.tracing.spans import annotate, start_span
+from receiver.tracing.spans import annotate, start_child_span
 
 USED_HEADERS = frozenset(
     {
@@ -87,7 +87,7 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
     _require_json(headers.get("content-type", ""))
     body = await read_body(receive, settings.max_body_bytes, settings.request_timeout_seconds)
     tracer = services.tracing.tracer if services.tracing else None
-    with start_span(tracer, "receiver.verify"):
+    with start_child_span(tracer, "receiver.verify"):
         message = services.verifier.verify(body, headers)
     event = parse_event(body, message.msg_id)
     structlog.contextvars.bind_contextvars(
@@ -107,7 +107,7 @@ async def _ingest(services: Services, scope: Scope, receive: Receive) -> dict[st
         received_at=datetime.now(UTC),
         trace=carrier_of(request),
     )
-    with start_span(tracer, "receiver.store.wait"):
+    with start_child_span(tracer, "receiver.store.wait"):
         outcome = await services.writer.submit(
             submission, request.get_span_context() if request else None
         )
