@@ -38,7 +38,7 @@ from receiver.store.deliveries import DeliveryState
 from receiver.store.health import COUNTED
 from receiver.store.stats import collect_totals
 from receiver.tracing.carriers import trace_exemplar
-from receiver.tracing.pipeline import DroppedSpans
+from receiver.tracing.export import DroppedSpans
 
 WEBHOOK_PATH = "/webhooks/rivya"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

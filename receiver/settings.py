@@ -85,7 +85,7 @@ class Settings(BaseModel):
     metrics_refresh_seconds: float = Field(default=DEFAULT_METRICS_REFRESH_SECONDS, gt=0, le=3600)
     # Whether an incoming `traceparent` may be a request's parent span (see
     # receiver/tracing/http.py); untrusted, it is only linked. Tracing itself is configured
-    # by the standard OTEL_* variables (receiver/tracing/pipeline.py).
+    # by the standard OTEL_* variables (receiver/tracing/variables.py).
     trace_trust_incoming: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # `auto`: `console` when the log stream is a terminal, `json` otherwise (see receiver/logs.py).

@@ -1,6 +1,8 @@
 """OpenTelemetry tracing: one trace from Rivya's request to every delivery of its event.
 
-    pipeline.py   the SDK's pipeline, configured by the standard OTEL_* variables, or none
+    pipeline.py   the SDK's pipeline, as the standard OTEL_* variables ask, or none
+    variables.py  those variables, read and checked
+    export.py     the batch processor and OTLP/HTTP exporter, counting drops and scrubbing
     carriers.py   W3C trace context kept with a stored event, and read back for its attempts
     http.py       server spans for every request (the ASGI instrumentation), and client
                   spans for Rivya's API (the aiohttp-client instrumentation)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from receiver.tracing.pipeline import SHUTDOWN_MILLIS
+from receiver.tracing.export import SHUTDOWN_MILLIS
 from tests.conftest import Sensitive
 from tests.databases import stored_event_ids
 from tests.helpers import (

@@ -23,15 +23,15 @@ from receiver.tracing.carriers import (
     context_of,
     replay_carrier,
 )
-from receiver.tracing.pipeline import (
+from receiver.tracing.export import (
     SHUTDOWN_MILLIS,
+    CountingBatchProcessor,
+    CountingExporter,
     DroppedSpans,
-    _CountingBatchProcessor,
-    _CountingExporter,
     scrubbed,
-    start_tracing,
-    traces_endpoint,
 )
+from receiver.tracing.pipeline import start_tracing
+from receiver.tracing.variables import traces_endpoint
 from tests.helpers import free_port, run_cli, wait_until
 from tests.otlp_collector import Collector
 
@@ -221,8 +221,8 @@ def in_memory_pipeline() -> tuple[TracerProvider, InMemorySpanExporter, DroppedS
     """The module's own exporter and processor, sending to memory instead of OTLP."""
     memory, dropped = InMemorySpanExporter(), DroppedSpans()
     provider = TracerProvider()
-    exporter = _CountingExporter(memory, dropped)
-    provider.add_span_processor(_CountingBatchProcessor(exporter, 16, dropped))
+    exporter = CountingExporter(memory, dropped)
+    provider.add_span_processor(CountingBatchProcessor(exporter, 16, dropped))
     return provider, memory, dropped
 
 
@@ -279,7 +279,7 @@ def end_spans(provider: TracerProvider, count: int) -> None:
 def test_a_full_queue_counts_exactly_the_spans_it_drops() -> None:
     blocking, dropped = BlockingExporter(), DroppedSpans()
     provider = TracerProvider()
-    processor = _CountingBatchProcessor(_CountingExporter(blocking, dropped), 4, dropped)
+    processor = CountingBatchProcessor(CountingExporter(blocking, dropped), 4, dropped)
     provider.add_span_processor(processor)
     end_spans(provider, 4)  # a whole batch: the exporter's thread takes it and hangs
     assert blocking.entered.wait(timeout=10)
@@ -300,7 +300,7 @@ def test_a_refused_export_counts_its_batch_as_failed() -> None:
     dropped = DroppedSpans()
     provider = TracerProvider()
     provider.add_span_processor(
-        _CountingBatchProcessor(_CountingExporter(RefusingExporter(), dropped), 4, dropped)
+        CountingBatchProcessor(CountingExporter(RefusingExporter(), dropped), 4, dropped)
     )
     end_spans(provider, 3)
     provider.force_flush()
