@@ -62,6 +62,8 @@ ALLOWED_FIELDS = frozenset(
         "what",
         "trace_id",
         "span_id",
+        "queue_full",
+        "export_failed",
     }
 )
 MAX_PATH_CHARS = 200
@@ -132,6 +134,7 @@ def configure_logging(
             ],
         )
     )
+    handler.addFilter(withhold_library_text)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -140,6 +143,19 @@ def configure_logging(
         logging.getLogger(name).propagate = True
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Libraries whose log lines quote text from outside: OpenTelemetry's quote a collector's
+# answer, an exporter's headers and endpoint, a caller's tracestate.
+QUOTING_LIBRARIES = ("opentelemetry",)
+
+
+def withhold_library_text(record: logging.LogRecord) -> bool:
+    """A QUOTING_LIBRARIES line keeps its logger, level and exception class, not its text."""
+    if record.name.partition(".")[0] in QUOTING_LIBRARIES:
+        record.msg = f"{record.name.partition('.')[0]}_{record.levelname.lower()}"
+        record.args = ()
+    return True
 
 
 class RequestLogMiddleware:

@@ -40,6 +40,8 @@ def serve_options(request_timeout_seconds: float) -> dict[str, Any]:
         "log_config": None,  # configure_logging routes uvicorn's records through ours
         "access_log": False,  # RequestLogMiddleware writes the one line per request
         "server_header": False,
+        # No route speaks WebSocket: an upgrade is refused as any unknown request is.
+        "ws": "none",
         "timeout_keep_alive": 5,
         # A stop waits this long for requests in flight, which the request deadlines
         # already bound, then cancels them; none of them was acknowledged.

@@ -1,6 +1,7 @@
 """The span of a delivery attempt: a client span, a child of the span that stored the event,
-in whichever process and however long ago; for a replay, a child of the replay's span,
-linked to the event's own. An event stored untraced starts a trace of its own.
+in whichever process and however long ago; for a replay, a child of the replay's span (or,
+queued untraced, the root of a trace of its own), linked to the event's. An event stored
+untraced starts a trace of its own.
 
 The attempt's `traceparent` (and `tracestate`) go with it (`carriers.headers_for`), so the
 subscriber's own trace continues this one."""
@@ -22,14 +23,17 @@ def attempt_span(
 ) -> AbstractContextManager[Span | None]:
     url = yarl.URL(delivery.target_url or destination.url)
     links = []
-    if delivery.replay_trace is not None and (first := span_context_of(delivery.trace)):
-        links.append(Link(first, {"receiver.link": "replay_of"}))
+    parent = context_of(delivery.trace)
+    if delivery.replayed:
+        parent = context_of(delivery.replay_trace)
+        if first := span_context_of(delivery.trace):
+            links.append(Link(first, {"receiver.link": "replay_of"}))
     return start_span(
         tracer,
         "receiver.deliver",
         kind=SpanKind.CLIENT,
         # An empty context, not the current one: the attempt's task has none of its own.
-        context=context_of(delivery.replay_trace or delivery.trace) or Context(),
+        context=parent or Context(),
         links=links,
         attributes={
             "receiver.destination": destination.name,

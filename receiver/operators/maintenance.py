@@ -1,5 +1,6 @@
 """Operator commands that change stored data: replay, reprocess, prune. Each is audited."""
 
+import functools
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +22,12 @@ from receiver.operators.terminal import (
     parse_moment,
     progress,
     run_with_store,
+    traced_command,
 )
 from receiver.store.filters import EventFilter
 from receiver.store.retention import count_prunable
+from receiver.tracing.pipeline import Tracing
+from receiver.tracing.spans import start_span
 
 WHO = "cli"
 
@@ -104,12 +108,13 @@ def replay(
         delivery_state=delivery_state,
         destination=destination,
     )
+    settings = load_settings()
     try:
-        plan = replays.plan_replay(load_settings(), which, destination, target_url)
+        plan = replays.plan_replay(settings, which, destination, target_url)
     except RejectedRequestError as exc:
         raise click.ClickException(str(exc)) from exc
 
-    async def run(engine: AsyncEngine) -> replays.Replayed:
+    async def run(engine: AsyncEngine, tracing: Tracing | None) -> replays.Replayed:
         if event_ids:
             await _existing(engine, which)
         if dry_run:
@@ -121,11 +126,17 @@ def replay(
         if not event_ids and planned.deliveries:
             _confirm(f"Replay {planned}?", yes)
         total = sum(len(work) for work in resolved)
-        with progress(total, "Replaying", quiet=as_json) as advance:
+        # Its deliveries' attempts are children of this span, linked to their events'.
+        tracer = tracing.tracer if tracing else None
+        with (
+            start_span(tracer, "receiver.replay", attributes={"receiver.who": WHO}),
+            progress(total, "Replaying", quiet=as_json) as advance,
+        ):
             return await replays.replay(engine, resolved, WHO, advance)
 
     try:
-        result = run_with_store(run)
+        with traced_command(settings, not dry_run) as tracing:
+            result = run_with_store(functools.partial(run, tracing=tracing))
     except StoppedPartWayError as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "Would queue" if dry_run else "Queued"

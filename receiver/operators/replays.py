@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.destinations import EVERY_OUTCOME, Destination, find_destination
@@ -33,7 +34,7 @@ from receiver.store.replays import (
     events_to_replay,
     replay_events,
 )
-from receiver.tracing.carriers import replay_carrier
+from receiver.tracing.carriers import carrier_of
 
 # The delivery states a replay chooses by: replayed and recovered are history, and no
 # pair's latest delivery (one of those was followed by another).
@@ -215,8 +216,10 @@ async def replay(
     it queued, and says how many (the audit line counts them too)."""
     queued: Counter[str] = Counter()
     # One replay, one trace: its deliveries' attempts are children of the current span (the
-    # request that asked), linked to each event's first trace.
-    traceparent = replay_carrier().traceparent
+    # request or command that asked), linked to each event's first trace. Asked untraced,
+    # "" marks them as a replay's all the same: each attempt then starts a trace of its own.
+    carrier = carrier_of(trace.get_current_span())
+    traceparent = carrier.traceparent if carrier else ""
     try:
         for work in resolved:
             name = work.leg.destination.name

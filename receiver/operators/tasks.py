@@ -13,10 +13,10 @@ from receiver.operators.terminal import (
     emit,
     json_option,
     load_settings,
-    load_tracing,
     parse_duration,
     progress,
     run_with_store,
+    traced_command,
 )
 from receiver.reconcile.reconciler import Reconciler
 from receiver.store.database import transaction
@@ -70,10 +70,6 @@ def reconcile(
             "RECEIVER_RIVYA_API_KEY is not set: reconciliation asks Rivya's API"
         )
 
-    # The pass is traced as the service's are, when the OTEL_* variables say so: its span,
-    # its calls, and the events it stores (whose deliveries are then its children).
-    tracing = None if dry_run else load_tracing(settings)
-
     async def run(engine: AsyncEngine) -> dict[str, Any]:
         async with transaction(engine) as connection:
             for task_id in task_ids:
@@ -86,11 +82,10 @@ def reconcile(
                 report = await reconciler.run_pass(WHO, after, task_ids or None, advance)
         return {"dry_run": False, "due": due, **asdict(report)}
 
-    try:
+    # The pass is traced as the service's are, when the OTEL_* variables say so: its span,
+    # its calls, and the events it stores (whose deliveries are then its children).
+    with traced_command(settings, not dry_run) as tracing:
         result = run_with_store(run)
-    finally:
-        if tracing is not None:
-            tracing.shutdown()
     emit(result, as_json, views.reconciliation)
     if result.get("result", "ok") != "ok":
         raise click.ClickException(f"the pass stopped: {result['result']} ({result['error_code']})")

@@ -52,6 +52,18 @@ def load_tracing(settings: Settings) -> Tracing | None:
         raise click.ClickException(str(exc)) from exc
 
 
+@contextmanager
+def traced_command(settings: Settings, wanted: bool = True) -> Iterator[Tracing | None]:
+    """For an operator's command that acts (a replay, a reconciliation pass): tracing as
+    the OTEL_* variables ask, its spans exported as the command ends."""
+    tracing = load_tracing(settings) if wanted else None
+    try:
+        yield tracing
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+
+
 def run_with_store(operation: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run `operation` against the configured database, which must exist and be current."""
     settings = load_settings()

@@ -52,8 +52,10 @@ class ClaimedDelivery:
     attempts_made: int
     target_url: str | None
     body: bytes
-    # The event's trace context (its ingest span), and a replay's own.
+    # The event's trace context (its ingest span); whether a replay queued it, and the
+    # replay's own context when it was traced.
     trace: Carrier | None = None
+    replayed: bool = False
     replay_trace: Carrier | None = None
 
 
@@ -112,6 +114,7 @@ def claim_due_deliveries(
             attempts,
             target_url,
             *bodies[event_id],
+            replayed=replay_traceparent is not None,
             replay_trace=_carrier(replay_traceparent, None),
         )
         for delivery_id, event_id, attempts, target_url, _, replay_traceparent in rows

@@ -26,7 +26,7 @@ from receiver.model import Outcome
 from receiver.store.connections import WriteConnection, open_write_connection
 from receiver.store.database import database_unavailable
 from receiver.store.events import Submission, store_events
-from receiver.tracing.spans import annotate, start_span
+from receiver.tracing.spans import annotate, mark_failed, start_span
 
 # The outcome of storing, or None for a duplicate; and the span of the request that waits.
 _Pending = tuple[Submission, "asyncio.Future[Outcome | None]", SpanContext | None]
@@ -119,6 +119,7 @@ class EventWriter:
                 lambda run, dialect: store_events(run, dialect, submissions, self._destinations)
             )
         except Exception as exc:  # noqa: BLE001 - the database's absence, or one event's fault
+            mark_failed(exc)
             unavailable = database_unavailable(exc)
             if unavailable or len(batch) == 1:
                 _fail(batch, exc)

@@ -7,12 +7,11 @@ nothing of ours: `traceparent` is 55 characters, and a `tracestate` over the 512
 specification lets a sender cut is not kept (the trace stays whole without it).
 """
 
-import secrets
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanContext, TraceFlags
+from opentelemetry.trace import Span, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from structlog.typing import EventDict, WrappedLogger
 
@@ -65,20 +64,6 @@ def headers_for(span: Span) -> dict[str, str]:
     if span.get_span_context().is_valid:
         _PROPAGATOR.inject(headers, trace.set_span_in_context(span))
     return headers
-
-
-def replay_carrier() -> Carrier:
-    """Where a replay's deliveries start their trace: the current span (the admin request or
-    console action that replays), or, untraced here (a CLI run), a trace of their own."""
-    if carrier := carrier_of(trace.get_current_span()):
-        return carrier
-    context = SpanContext(
-        trace_id=int.from_bytes(secrets.token_bytes(16)) or 1,
-        span_id=int.from_bytes(secrets.token_bytes(8)) or 1,
-        is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    )
-    return Carrier(_traceparent(context))
 
 
 def trace_exemplar() -> dict[str, str] | None:

@@ -9,6 +9,7 @@ down, slow past `OTEL_EXPORTER_OTLP_TIMEOUT`, or refusing), spans are dropped an
 """
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
+from receiver.logs import log
 from receiver.tracing.variables import DEFAULT_MAX_EXPORT_BATCH_SIZE, DEFAULT_SCHEDULE_DELAY_MILLIS
 
 # How long a stop waits to export what is queued. The SDK waits 30 s (for an export hanging,
@@ -23,6 +25,8 @@ from receiver.tracing.variables import DEFAULT_MAX_EXPORT_BATCH_SIZE, DEFAULT_SC
 # flight, deploy/README.md) that outlasts compose's 30 s grace and Kubernetes' 40, and the
 # process is killed mid-way. Past this, what is left is dropped.
 SHUTDOWN_MILLIS = 5000
+# Dropped spans are logged at most this often (their metric, where there is one, is live).
+REPORT_SECONDS = 60.0
 
 
 @dataclass
@@ -34,9 +38,25 @@ class DroppedSpans:
     # The exporter's thread and the event loop's both count.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    # What the last log line said, and when (time.monotonic()).
+    reported: dict[str, int] = field(default_factory=dict)
+    reported_at: float = -REPORT_SECONDS
+
     def add(self, reason: str, count: int) -> None:
         with self.lock:
             self.by_reason[reason] += count
+
+    def report(self, now: float, final: bool = False) -> None:
+        """A warning with the counts since start, when they changed: at most one a
+        REPORT_SECONDS, and a last one as tracing stops. The process's only word of its
+        drops where no /metrics is served (a worker, a command)."""
+        with self.lock:
+            counts = dict(self.by_reason)
+            if counts == self.reported or not (final or now - self.reported_at >= REPORT_SECONDS):
+                return
+            self.reported, self.reported_at = counts, now
+        if any(counts.values()):
+            log.warning("trace_spans_dropped", **counts)
 
 
 class CountingExporter(SpanExporter):
@@ -56,6 +76,7 @@ class CountingExporter(SpanExporter):
             raise
         if result is not SpanExportResult.SUCCESS:
             self._dropped.add("export_failed", len(spans))
+        self._dropped.report(time.monotonic())
         return result
 
     def shutdown(self) -> None:

@@ -21,6 +21,7 @@ even then the values of those that authenticate (the admin token, the console's 
 webhook's signature, the API key) are replaced with `[REDACTED]`.
 """
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,8 @@ QUERY_ATTRIBUTES = ("http.target", "http.url", "url.query")
 UNTRUSTED = {"receiver.link": "untrusted_traceparent"}
 HTTP_SERVER_ERROR = 500
 # Probes and scrapes, every few seconds each, would bury the requests worth a look.
-UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
+# Matched against the request's URL (scheme, host, path), so anchored at both ends.
+UNTRACED_PATHS = ",".join(rf"^[a-z]+://[^/]*/{path}$" for path in ("healthz", "readyz", "metrics"))
 
 
 class TraceRequests:
@@ -71,7 +73,7 @@ class TraceRequests:
             # Its spans around every receive() and send() would double the spans of a
             # request for what the server span's duration already tells.
             exclude_spans=["receive", "send"],
-            http_capture_headers_sanitize_fields=SECRET_HEADERS,
+            http_capture_headers_sanitize_fields=_secret_headers(),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,7 +82,9 @@ class TraceRequests:
         elif scope["path"] == self._ingest_path:
             await self._ingest(scope, receive, send)
         else:
-            await self._traced(scope if self._trust else _untrusted(scope), receive, send)
+            await self._traced(
+                _without_baggage(scope) if self._trust else _untrusted(scope), receive, send
+            )
 
     async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
         parent, links = self._incoming(scope["headers"])
@@ -99,7 +103,7 @@ class TraceRequests:
                 "client.address": client[0] if client else "",
             },
         )
-        status = 500  # unless an answer starts: an error no handler answered
+        status: int | None = None  # until an answer starts
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -110,8 +114,12 @@ class TraceRequests:
         with trace.use_span(span, end_on_exit=True):
             try:
                 await self._app(scope, receive, send_status)
+            except asyncio.CancelledError:
+                # A stop cancelled it before an answer (the SDK records Exceptions only).
+                span.set_attribute("error.type", "CancelledError")
+                raise
             finally:
-                if span.is_recording():
+                if status is not None and span.is_recording():
                     span.set_attribute("http.response.status_code", status)
                     if status >= HTTP_SERVER_ERROR:
                         span.set_status(StatusCode.ERROR)
@@ -147,7 +155,7 @@ def rivya_trace_configs(tracing: Tracing | None) -> list[aiohttp.TraceConfig]:
     return [
         create_trace_config(
             tracer_provider=tracing.provider,
-            sensitive_headers=SECRET_HEADERS,
+            sensitive_headers=_secret_headers(),
         )
     ]
 
@@ -163,6 +171,26 @@ def route_of(routes: Sequence[BaseRoute], scope: Scope) -> str | None:
             return route.path + (inner or "")
         return str(getattr(route, "path", "")) or None
     return None
+
+
+def _secret_headers() -> list[str]:
+    """SECRET_HEADERS, and those an operator names in the instrumentations' own variable."""
+    from opentelemetry.util.http import (
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+        get_custom_headers,
+    )
+
+    named = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS)
+    return [*SECRET_HEADERS, *named]
+
+
+def _without_baggage(scope: Scope) -> Scope:
+    """A trusted caller's scope without its `baggage`: nothing here reads it, and kept in the
+    context it would travel on to Rivya's API with the instrumentation's calls."""
+    headers = scope["headers"]
+    if not any(name == b"baggage" for name, _ in headers):
+        return scope
+    return {**scope, "headers": [(name, value) for name, value in headers if name != b"baggage"]}
 
 
 def _untrusted(scope: Scope) -> Scope:

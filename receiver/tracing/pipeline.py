@@ -7,18 +7,16 @@ what makes spans, never set globally: several apps in one process (the tests) ea
 theirs.
 """
 
+import time
 from collections.abc import Mapping
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
+from receiver.exceptions import SettingsError
 from receiver.tracing.export import CountingBatchProcessor, CountingExporter, DroppedSpans
 from receiver.tracing.variables import read_variables
-
-# A group-commit batch links every request it acknowledged: up to the writer's largest
-# batch (receiver.store.writer), over the SDK's default of 128 links a span.
-MAX_LINKS = 256
 
 
 class Tracing:
@@ -34,6 +32,7 @@ class Tracing:
     def shutdown(self) -> None:
         """Export what is queued (within the exporter's timeout), then stop its thread."""
         self.provider.shutdown()
+        self.dropped.report(time.monotonic(), final=True)
 
 
 def start_tracing(environ: Mapping[str, str], trust_incoming: bool) -> Tracing | None:
@@ -42,11 +41,20 @@ def start_tracing(environ: Mapping[str, str], trust_incoming: bool) -> Tracing |
     if variables is None:
         return None
     dropped = DroppedSpans()
-    limits = {} if environ.get("OTEL_SPAN_LINK_COUNT_LIMIT") else {"max_links": MAX_LINKS}
     provider = TracerProvider(
-        sampler=variables.sampler, resource=variables.resource, span_limits=SpanLimits(**limits)
+        sampler=variables.sampler, resource=variables.resource, span_limits=variables.span_limits
     )
-    exporter = CountingExporter(OTLPSpanExporter(endpoint=variables.endpoint), dropped)
+    try:
+        otlp = OTLPSpanExporter(
+            endpoint=variables.endpoint,
+            headers=variables.headers,
+            timeout=variables.timeout_seconds,
+            compression=variables.compression,
+        )
+    except (ValueError, RuntimeError):
+        # What it reads itself and refuses (a credential provider that is not installed).
+        raise SettingsError("OTEL_EXPORTER_OTLP_*: the exporter refused its settings") from None
+    exporter = CountingExporter(otlp, dropped)
     provider.add_span_processor(
         CountingBatchProcessor(
             exporter,

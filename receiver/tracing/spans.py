@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Span, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 
@@ -36,3 +36,11 @@ def annotate(attributes: Mapping[str, AttributeValue | None]) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attributes({key: value for key, value in attributes.items() if value is not None})
+
+
+def mark_failed(exc: BaseException) -> None:
+    """The current span failed with `exc`, though it was handled: its class, never its text."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(StatusCode.ERROR)

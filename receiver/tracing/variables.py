@@ -7,11 +7,16 @@ silently replace with a default (an unknown sampler, a ratio that is not a numbe
 smaller than a batch), stops start-up with one line naming the variable, never its value.
 """
 
+import math
+import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -49,6 +54,40 @@ RATIO_SAMPLERS: dict[str, Callable[[float], Sampler]] = {
 }
 TRACES_PATH = "v1/traces"
 INSTALLED_PROPAGATORS = frozenset({"tracecontext", "baggage", "none"})
+# A span's attribute values are cut to this many characters: a path or a user agent is the
+# caller's to make as long as the header limit allows (64 KiB), and 2,048 queued spans of
+# that would hold hundreds of MiB (measured: +237 MiB; +16 MiB at 1,024). IDs, routes and
+# addresses fit well inside it.
+MAX_ATTRIBUTE_CHARS = 1024
+# A group-commit batch links every request it acknowledged: up to the writer's largest
+# batch (receiver.store.writer), over the SDK's default of 128 links a span.
+MAX_LINKS = 256
+# The SDK's span limits, each a count or a length: checked here, where the SDK would stop
+# start-up with a traceback naming nothing.
+LIMIT_VARIABLES = (
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+)
+MOST_LIMIT = 1_000_000
+# An export that takes longer has failed; past five minutes a collector is not answering.
+DEFAULT_TIMEOUT_SECONDS = 10.0
+MOST_TIMEOUT_SECONDS = 300.0
+COMPRESSIONS = {
+    "none": Compression.NoCompression,
+    "gzip": Compression.Gzip,
+    "deflate": Compression.Deflate,
+}
+# RFC 9110's token, a header's name.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HOSTNAME = re.compile(r"[0-9A-Za-z.-]+|\[[0-9A-Fa-f:.]+\]")
+# Digits enough for any bound here; int() of thousands of digits is refused (and slow).
+MOST_DIGITS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +100,10 @@ class Variables:
     max_queue_size: int
     max_export_batch_size: int
     schedule_delay_millis: int
+    span_limits: SpanLimits
+    headers: dict[str, str]
+    timeout_seconds: float
+    compression: Compression
 
 
 def read_variables(environ: Mapping[str, str]) -> Variables | None:
@@ -70,6 +113,8 @@ def read_variables(environ: Mapping[str, str]) -> Variables | None:
         return None
     _check_protocol(environ)
     _check_propagators(environ)
+    _check_files(environ)
+    _positive_int(environ, "OTEL_BSP_EXPORT_TIMEOUT", 1, MOST_DELAY_MILLIS)
     return Variables(
         endpoint=endpoint,
         sampler=read_sampler(environ),
@@ -83,7 +128,82 @@ def read_variables(environ: Mapping[str, str]) -> Variables | None:
         schedule_delay_millis=_positive_int(
             environ, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MILLIS, MOST_DELAY_MILLIS
         ),
+        span_limits=_span_limits(environ),
+        headers=_headers(environ),
+        timeout_seconds=_timeout(environ),
+        compression=_compression(environ),
     )
+
+
+def _span_limits(environ: Mapping[str, str]) -> SpanLimits:
+    for name in LIMIT_VARIABLES:
+        _positive_int(environ, name, 1, MOST_LIMIT)
+    # The SDK reads whichever variables are set; ours stand where they are not.
+    length = any(environ.get(name) for name in LIMIT_VARIABLES[:2])
+    return SpanLimits(
+        max_attributes=None,
+        max_attribute_length=None if length else MAX_ATTRIBUTE_CHARS,
+        max_links=None if environ.get("OTEL_SPAN_LINK_COUNT_LIMIT") else MAX_LINKS,
+    )
+
+
+def _first(environ: Mapping[str, str], suffix: str) -> tuple[str, str]:
+    """The traces variable of `suffix` if set, else the general one: its name and value."""
+    for name in (f"OTEL_EXPORTER_OTLP_TRACES_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}"):
+        if value := environ.get(name, "").strip():
+            return name, value
+    return "", ""
+
+
+def _headers(environ: Mapping[str, str]) -> dict[str, str]:
+    """The collector's headers (its authentication: secrets), read here rather than by the
+    exporter, which logs a value it cannot read, and at each export one it cannot send."""
+    name, value = _first(environ, "HEADERS")
+    headers: dict[str, str] = {}
+    for pair in filter(None, (part.strip() for part in value.split(","))):
+        key, equals, text = pair.partition("=")
+        text = unquote(text.strip())
+        if not (equals and HEADER_NAME.fullmatch(key.strip()) and _sendable(text)):
+            raise SettingsError(f"{name}: give name=value pairs, values URL-encoded")
+        headers[key.strip().lower()] = text
+    return headers
+
+
+def _sendable(value: str) -> bool:
+    return (
+        value == value.lstrip()
+        and value.isprintable()
+        and all(ord(character) < 256 for character in value)
+    )
+
+
+def _timeout(environ: Mapping[str, str]) -> float:
+    name, value = _first(environ, "TIMEOUT")
+    if not value:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MOST_TIMEOUT_SECONDS:  # NaN fails this too
+        raise SettingsError(f"{name}: give seconds from 0 to {MOST_TIMEOUT_SECONDS:g}")
+    return seconds
+
+
+def _compression(environ: Mapping[str, str]) -> Compression:
+    name, value = _first(environ, "COMPRESSION")
+    if not value:
+        return Compression.NoCompression
+    if value.lower() not in COMPRESSIONS:
+        raise SettingsError(f"{name}: use none, gzip or deflate")
+    return COMPRESSIONS[value.lower()]
+
+
+def _check_files(environ: Mapping[str, str]) -> None:
+    for suffix in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE"):
+        name, path = _first(environ, suffix)
+        if path and not os.access(path, os.R_OK):
+            raise SettingsError(f"{name}: no readable file there")
 
 
 def traces_endpoint(environ: Mapping[str, str]) -> str | None:
@@ -119,10 +239,16 @@ def read_sampler(environ: Mapping[str, str]) -> Sampler:
 def _resource(environ: Mapping[str, str]) -> Resource:
     # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME itself, and names
     # a service it was not told of "unknown_service": ours has a name of its own.
+    pairs = [
+        pair.partition("=")
+        for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+        if pair.strip()
+    ]
+    if not all(equals and key.strip() for key, equals, _ in pairs):
+        raise SettingsError("OTEL_RESOURCE_ATTRIBUTES: give key=value pairs, comma-separated")
     resource = Resource.create()
-    if environ.get("OTEL_SERVICE_NAME") or "service.name" in environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    ):
+    named = any(key.strip() == SERVICE_NAME for key, _, _ in pairs)
+    if environ.get("OTEL_SERVICE_NAME", "").strip() or named:
         return resource
     return resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
 
@@ -148,14 +274,20 @@ def _check_url(name: str, url: str) -> None:
         # at each export (which would drop every span).
         usable = (
             parts.scheme in ("http", "https")
-            and bool(parts.hostname)
+            and HOSTNAME.fullmatch(_host(parts.netloc)) is not None
             and parts.port != 0
             and url.isprintable()
+            and not parts.query
         )
     except ValueError:  # an unclosed IPv6 bracket, a port that is not one
         usable = False
     if not usable:
-        raise SettingsError(f"{name}: give an http:// or https:// URL")
+        raise SettingsError(f"{name}: give an http:// or https:// URL, without a query")
+
+
+def _host(netloc: str) -> str:
+    host = netloc.rpartition("@")[2]
+    return host if host.endswith("]") else host.rsplit(":", 1)[0]
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int, most: int) -> int:
@@ -163,6 +295,7 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int, most: int
     if not value:
         return default
     # isdigit alone takes "²", which int() refuses.
-    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= most:
+    digits = value.isascii() and value.isdigit() and len(value) <= MOST_DIGITS
+    if not digits or not 0 < int(value) <= most:
         raise SettingsError(f"{name}: give a whole number from 1 to {most}")
     return int(value)

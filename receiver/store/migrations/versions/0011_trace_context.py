@@ -27,8 +27,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("deliveries") as batch:
+    # SQLite's own DROP COLUMN (3.35 and later), not batch mode's copy of the table: the copy
+    # drops `events`, which the deliveries' foreign key refuses once rows exist.
+    with op.batch_alter_table("deliveries", recreate="never") as batch:
         batch.drop_column("traceparent")
-    with op.batch_alter_table("events") as batch:
+    with op.batch_alter_table("events", recreate="never") as batch:
         batch.drop_column("tracestate")
         batch.drop_column("traceparent")
