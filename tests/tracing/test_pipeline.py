@@ -1,28 +1,35 @@
 """The tracing pipeline at its edges: what the OTEL_* variables turn on and refuse, what
 leaves the process of a failing span, how drops are counted, and the W3C carriers."""
 
+import gzip
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.trace.span import TraceState
 
 from receiver.exceptions import SettingsError
-from receiver.tracing.carriers import (
-    MAX_TRACESTATE_CHARS,
-    Carrier,
-    carrier_of,
-    context_of,
-    replay_carrier,
-)
+from receiver.forward.spans import attempt_span
+from receiver.store.deliveries import ClaimedDelivery
+from receiver.tracing.carriers import MAX_TRACESTATE_CHARS, Carrier, carrier_of, context_of
 from receiver.tracing.export import (
     SHUTDOWN_MILLIS,
     CountingBatchProcessor,
@@ -31,11 +38,15 @@ from receiver.tracing.export import (
     scrubbed,
 )
 from receiver.tracing.pipeline import start_tracing
-from receiver.tracing.variables import traces_endpoint
-from tests.helpers import free_port, run_cli, wait_until
+from receiver.tracing.variables import (
+    LIMIT_VARIABLES,
+    MAX_ATTRIBUTE_CHARS,
+    MAX_LINKS,
+    read_variables,
+    traces_endpoint,
+)
+from tests.helpers import destination, free_port, run_cli, wait_until
 from tests.otlp_collector import Collector
-
-TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
 
 
 @pytest.fixture
@@ -118,7 +129,8 @@ def test_a_stop_gives_up_on_a_hanging_collector_after_its_bound() -> None:
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
 RATIO = {**ENDPOINT, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
-BAD_VALUES = [
+# The environment, the variable the refusal names, and its value, which it must not echo.
+BAD_VALUES: list[tuple[dict[str, str], str, str | None]] = [
     ({**ENDPOINT, "OTEL_TRACES_SAMPLER": "bogus"}, "OTEL_TRACES_SAMPLER", "bogus"),
     *[
         ({**RATIO, "OTEL_TRACES_SAMPLER_ARG": ratio}, "OTEL_TRACES_SAMPLER_ARG", ratio)
@@ -157,20 +169,57 @@ BAD_VALUES = [
     ],
     ({**ENDPOINT, "OTEL_BSP_MAX_QUEUE_SIZE": "65537"}, "OTEL_BSP_MAX_QUEUE_SIZE", "65537"),
     ({**ENDPOINT, "OTEL_BSP_SCHEDULE_DELAY": "3600001"}, "OTEL_BSP_SCHEDULE_DELAY", "3600001"),
+    *[
+        ({name: url}, name, url)
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        for url in ("http://exa mple.com:4318", "http://%zz:4318", "http://h:4318/?api_key=x")
+    ],
+    *[
+        ({**ENDPOINT, name: headers}, name, headers)
+        for name in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+        for headers in ("tokenabc", "x-k=v%0Ax-evil=1", "bad name=v", "x-k=v,(k)=v")
+    ],
+    *[
+        # "0" is a word of the message's own bound ("from 0 to 300"): None skips that check.
+        ({**ENDPOINT, name: seconds}, name, None if seconds == "0" else seconds)
+        for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        for seconds in ("ten", "0", "nan", "301", "-1")
+    ],
+    *[
+        ({**ENDPOINT, name: "bogus"}, name, "bogus")
+        for name in ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+    ],
+    *[
+        ({**ENDPOINT, name: "/nonexistent/otlp.pem"}, name, "/nonexistent/otlp.pem")
+        for suffix in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
+        for name in (f"OTEL_EXPORTER_OTLP_{suffix}", f"OTEL_EXPORTER_OTLP_TRACES_{suffix}")
+    ],
+    *[
+        ({**ENDPOINT, name: value}, name, value)
+        for name in LIMIT_VARIABLES
+        for value in ("many", "0", "9" * 5000)
+    ],
+    ({**ENDPOINT, "OTEL_BSP_EXPORT_TIMEOUT": "soon"}, "OTEL_BSP_EXPORT_TIMEOUT", "soon"),
+    (
+        {**ENDPOINT, "OTEL_RESOURCE_ATTRIBUTES": "team=hooks,staging"},
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "staging",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("environ", "name", "value"), BAD_VALUES)
 def test_a_bad_value_is_refused_naming_the_variable_not_the_value(
-    environ: dict[str, str], name: str, value: str
+    environ: dict[str, str], name: str, value: str | None
 ) -> None:
     with pytest.raises(SettingsError) as refused:
         start_tracing(environ, trust_incoming=False)
     message = str(refused.value)
     assert message.startswith(f"{name}: ")
     # Not as a word of its own: "0" may be a digit of the bound the message names.
-    echoed = rf"(?<![\w.]){re.escape(value)}(?![\w.])"
-    assert re.search(echoed, message.removeprefix(f"{name}: ")) is None
+    if value is not None:
+        echoed = rf"(?<![\w.]){re.escape(value)}(?![\w.])"
+        assert re.search(echoed, message.removeprefix(f"{name}: ")) is None
     assert "\n" not in message
 
 
@@ -201,6 +250,8 @@ def test_the_cli_refuses_a_bad_sampler_in_one_line(
         ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging"}, "rivya-receiver"),
         ({"OTEL_SERVICE_NAME": "receiver-eu"}, "receiver-eu"),
         ({"OTEL_RESOURCE_ATTRIBUTES": "team=hooks,service.name=receiver-us"}, "receiver-us"),
+        # A key that merely contains "service.name" names nothing.
+        ({"OTEL_RESOURCE_ATTRIBUTES": "app.previous_service.name=billing"}, "rivya-receiver"),
     ],
 )
 def test_the_service_is_named_rivya_receiver_unless_told(
@@ -368,9 +419,172 @@ def test_an_invalid_traceparent_gives_no_context(traceparent: str) -> None:
     assert context_of(None) is None
 
 
-def test_an_untraced_replay_starts_a_fresh_sampled_trace_each_time() -> None:
-    first, second = replay_carrier(), replay_carrier()
-    parsed = [TRACEPARENT.fullmatch(carrier.traceparent) for carrier in (first, second)]
-    assert all(parsed), (first, second)
-    assert parsed[0].group(1) != parsed[1].group(1)  # type: ignore[union-attr]
-    assert context_of(first) is not None
+def replayed_delivery(replay_trace: Carrier | None) -> ClaimedDelivery:
+    """A delivery a replay queued, of an event stored under `remote()`'s span."""
+    return ClaimedDelivery(
+        id=7,
+        destination="default",
+        event_id="evt_1",
+        attempts_made=0,
+        target_url=None,
+        body=b"{}",
+        trace=carrier_of(remote()),
+        replayed=True,
+        replay_trace=replay_trace,
+    )
+
+
+def test_a_replay_queued_untraced_starts_its_attempts_own_trace_linked_to_the_event() -> None:
+    """A CLI replay without tracing stores no context of its own: the attempt is the root of
+    a new trace (no invented sampled parent, which a ratio sampler would have obeyed), linked
+    to the event's span; it is never a child of the event's first trace."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    original = remote().get_span_context()
+    with attempt_span(tracer, destination(), replayed_delivery(None)):
+        pass
+    (span,) = memory.get_finished_spans()
+    assert span.parent is None
+    assert span.context is not None
+    assert span.context.trace_id != original.trace_id
+    assert [(link.context.span_id, dict(link.attributes or {})) for link in span.links] == [
+        (original.span_id, {"receiver.link": "replay_of"})
+    ]
+    provider.shutdown()
+
+
+def test_a_traced_replays_attempt_is_a_child_of_the_replay_linked_to_the_event() -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    replay = Carrier("00-11111111111111111111111111111111-2222222222222222-01")
+    with attempt_span(provider.get_tracer("test"), destination(), replayed_delivery(replay)):
+        pass
+    (span,) = memory.get_finished_spans()
+    assert span.parent is not None
+    assert (span.parent.trace_id, span.parent.span_id) == (int("1" * 32, 16), int("2" * 16, 16))
+    assert [link.context.span_id for link in span.links] == [remote().get_span_context().span_id]
+    provider.shutdown()
+
+
+class HeaderRecorder:
+    """A loopback OTLP/HTTP endpoint that keeps each request's headers and raw body and
+    answers 200: what an exporter sends, as it sends it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                recorder.requests.append((headers, body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def recorder() -> Iterator[HeaderRecorder]:
+    found = HeaderRecorder()
+    yield found
+    found.stop()
+
+
+def test_headers_timeout_and_gzip_reach_the_collector_as_given(recorder: HeaderRecorder) -> None:
+    """The collector's headers (URL-decoded), the export timeout and gzip compression are
+    read by us and handed to the exporter: the collector sees the headers and a gzip body
+    that decodes to the span."""
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": recorder.url,
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20abc,x-k=v",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+    }
+    variables = read_variables(environ)
+    assert variables is not None
+    assert variables.timeout_seconds == 2.5
+    tracing = start_tracing(environ, trust_incoming=False)
+    assert tracing is not None
+    with tracing.tracer.start_as_current_span("probe"):
+        pass
+    tracing.shutdown()
+    ((headers, body),) = recorder.requests
+    assert (headers["authorization"], headers["x-k"]) == ("Bearer abc", "v")
+    assert headers["content-encoding"] == "gzip"
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(gzip.decompress(body))
+    assert [span.name for span in request.resource_spans[0].scope_spans[0].spans] == ["probe"]
+
+
+def test_an_ipv6_endpoint_is_accepted() -> None:
+    tracing = start_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4318"}, False)
+    assert tracing is not None
+    tracing.shutdown()
+
+
+def test_a_credential_provider_the_exporter_cannot_load_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exporter reads this variable from os.environ itself and raised its own error."""
+    monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "nope")
+    with pytest.raises(SettingsError) as refused:
+        start_tracing(ENDPOINT, trust_incoming=False)
+    assert str(refused.value) == "OTEL_EXPORTER_OTLP_*: the exporter refused its settings"
+
+
+def spans_of(environ: dict[str, str], make: Callable[[Tracer], None]) -> list[ReadableSpan]:
+    """The spans `make` ends under a pipeline `environ` started, as the SDK kept them."""
+    tracing = start_tracing({**ENDPOINT, **environ}, trust_incoming=False)
+    assert tracing is not None
+    memory = InMemorySpanExporter()
+    tracing.provider.add_span_processor(SimpleSpanProcessor(memory))
+    make(tracing.tracer)
+    spans = list(memory.get_finished_spans())
+    tracing.provider.shutdown()
+    return spans
+
+
+def long_attribute(tracer: Tracer) -> None:
+    tracer.start_span("long", attributes={"http.target": "/" + "a" * 60_000}).end()
+
+
+def test_an_attribute_value_is_cut_at_1024_characters_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    (span,) = spans_of({}, long_attribute)
+    assert len(str((span.attributes or {})["http.target"])) == MAX_ATTRIBUTE_CHARS == 1024
+
+
+def test_the_attribute_length_variable_wins_over_our_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK reads the variable from os.environ: it is set there as well."""
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "2000")
+    (span,) = spans_of({"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "2000"}, long_attribute)
+    assert len(str((span.attributes or {})["http.target"])) == 2000
+
+
+def test_a_span_keeps_256_links_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group-commit batch links every request it acknowledged: over the SDK's 128."""
+    monkeypatch.delenv("OTEL_SPAN_LINK_COUNT_LIMIT", raising=False)
+    links = [Link(SpanContext(trace_id=n + 1, span_id=n + 1, is_remote=True)) for n in range(300)]
+    (span,) = spans_of({}, lambda tracer: tracer.start_span("batch", links=links).end())
+    assert len(span.links) == MAX_LINKS == 256
