@@ -38,7 +38,8 @@ TRACINGS = {
 
 class TraceSink:
     """Answers 200 to every POST /v1/traces and counts the exports and their bytes; it does
-    not decode them, so it costs the machine as little as a collector can."""
+    not decode them, so it costs the machine as little as a collector can. The tests' OTLP
+    collector is this sink with a `take` that decodes, refuses or hangs."""
 
     def __init__(self) -> None:
         self.exports = 0
@@ -52,12 +53,10 @@ class TraceSink:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                found = self.path == TRACES_PATH
-                if found:
-                    with sink._lock:
-                        sink.exports += 1
-                        sink.bytes += len(body)
-                self.send_response(200 if found else 404)
+                status = sink.take(self.path, body)
+                if status is None:
+                    return
+                self.send_response(status)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -67,9 +66,22 @@ class TraceSink:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def take(self, path: str, body: bytes) -> int | None:
+        """The status to answer a POST to `path` with (None: no answer at all)."""
+        if path != TRACES_PATH:
+            return 404
+        with self._lock:
+            self.exports += 1
+            self.bytes += len(body)
+        return 200
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
     def __enter__(self) -> "TraceSink":
         return self
@@ -80,8 +92,7 @@ class TraceSink:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()
 
 
 @dataclass
@@ -95,6 +106,6 @@ def run_traced(workdir: Path, secret: WebhookSecret, feed: Path, tracing: str) -
     """`receiver serve` as `run_receiver` measures it, exporting to a sink of its own; the
     sink's counts include what the server flushed as it stopped."""
     with TraceSink() as sink:
-        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, **TRACINGS[tracing].variables}
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, **TRACINGS[tracing].variables}
         ingest = run_receiver(workdir, secret, feed, otel)
         return Traced(ingest, sink.exports, sink.bytes)

@@ -6,14 +6,14 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 
-TRACES_PATH = "/v1/traces"
+from bench.tracing import TRACES_PATH, TraceSink
+
 SERVER = SpanMessage.SpanKind.SPAN_KIND_SERVER
 CLIENT = SpanMessage.SpanKind.SPAN_KIND_CLIENT
 INTERNAL = SpanMessage.SpanKind.SPAN_KIND_INTERNAL
@@ -55,52 +55,30 @@ class CollectedSpan:
         )
 
 
-class Collector:
+class Collector(TraceSink):
     """Answers `status` to every export (200 takes the spans), or holds each request until
-    stopped when `hang`."""
+    stopped when `hang`; `exports` counts every request, whatever its answer."""
 
     def __init__(self, status: int = 200, hang: bool = False) -> None:
         self.status = status
         self.hang = hang
-        self.exports = 0
         self._spans: list[CollectedSpan] = []
-        self._lock = threading.Lock()
         self._released = threading.Event()
-        collector = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with collector._lock:
-                    collector.exports += 1
-                if collector.hang:
-                    collector._released.wait()
-                    return
-                if self.path != TRACES_PATH or collector.status != 200:
-                    self._answer(404 if self.path != TRACES_PATH else collector.status)
-                    return
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                with collector._lock:
-                    collector._spans.extend(_spans_of(request))
-                self._answer(200)
-
-            def _answer(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+    def take(self, path: str, body: bytes) -> int | None:
+        with self._lock:
+            self.exports += 1
+        if self.hang:
+            self._released.wait()
+            return None
+        if path != TRACES_PATH or self.status != 200:
+            return 404 if path != TRACES_PATH else self.status
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        with self._lock:
+            self._spans.extend(_spans_of(request))
+        return 200
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The OTEL_* variables of a service exporting here, quickly (batches every 100 ms)."""
@@ -138,8 +116,7 @@ class Collector:
 
     def stop(self) -> None:
         self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
 
 def _spans_of(request: ExportTraceServiceRequest) -> Iterable[CollectedSpan]:

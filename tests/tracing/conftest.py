@@ -5,19 +5,21 @@ the suite's own plus the collector's OTEL_* variables, so `server`, `rivya` and
 `start_server` are traced as they are. A server of the test's own collector is
 `start_server(**own_collector().env())` (request `own_collector` first, so that the
 server stops before its collector). Every collector, at its end, scans every span it
-was sent for what must never be in one.
+was sent for what must never be in one. `rivya_at(server)` sends to a server of the
+test's own as Rivya does.
 
 The module's collector does not depend on the backend, so both backends' servers export to
 it: find a test's spans by its own IDs (an event's, a parent's, a link's), never by name
 alone."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, Sensitive
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.console.conftest import SUPPORT_TOKEN
 from tests.otlp_collector import Collector
+from tests.tracing.traces import RivyaAt, StartCollector
 
 # What no span may hold, whichever test's values they are: a signing secret's or a Rivya
 # API key's prefix, an Authorization header's scheme, and the suite's fixed tokens.
@@ -50,7 +52,7 @@ def collector(sensitive: Sensitive) -> Iterator[Collector]:
 
 
 @pytest.fixture
-def own_collector(sensitive: Sensitive) -> Iterator[Callable[..., Collector]]:
+def own_collector(sensitive: Sensitive) -> Iterator[StartCollector]:
     """Collectors of the test's own (answering `status`, or hanging), scanned at the end."""
     started: list[Collector] = []
 
@@ -62,6 +64,12 @@ def own_collector(sensitive: Sensitive) -> Iterator[Callable[..., Collector]]:
     for found in started:
         found.stop()
         assert_no_leaks(found, sensitive)
+
+
+@pytest.fixture
+def rivya_at(secrets_in_use: tuple[str, str], sensitive: Sensitive) -> RivyaAt:
+    """Rivya, sending to a server of the test's own with the module's current secret."""
+    return lambda server: Rivya(server, secrets_in_use[0], sensitive)
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,37 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from receiver.tracing.carriers import MAX_TRACESTATE_CHARS
-from tests.conftest import Rivya, Sensitive
 from tests.databases import reading
-from tests.helpers import Downstream, Received, ReceiverProcess, make_event, signed, wait_until
+from tests.helpers import (
+    ANSWER_200,
+    Downstream,
+    Received,
+    ReceiverProcess,
+    Respond,
+    make_event,
+    wait_until,
+)
 from tests.otlp_collector import CLIENT, SERVER, CollectedSpan, Collector
+from tests.tracing.traces import (
+    DELIVER,
+    INGEST,
+    RivyaAt,
+    StartDownstream,
+    StartServer,
+    attempts_of,
+    logged_span,
+    of_event,
+    send_traced,
+    traceparent_parts,
+)
 
-INGEST = "POST /webhooks/rivya"
-DELIVER = "receiver.deliver"
-
-
-def of_event(event_id: str) -> dict[str, Any]:
-    """The attribute that names the event a span is about, for `Collector.wait_for`."""
-    return {"receiver.event_id": event_id}
+# `serve_and_worker`'s: a server that stores, a worker that delivers, and their subscriber.
+Deployment = tuple[ReceiverProcess, ReceiverProcess, Downstream]
 
 
 def stored_by(collector: Collector, event_id: str) -> CollectedSpan:
@@ -35,31 +49,24 @@ def stored_by(collector: Collector, event_id: str) -> CollectedSpan:
     return span
 
 
-def attempts_of(collector: Collector, event_id: str, count: int = 1) -> list[CollectedSpan]:
-    """The delivery attempts' spans for `event_id`, by attempt number."""
-    spans = collector.wait_for(DELIVER, count, **of_event(event_id))
-    return sorted(spans, key=lambda span: span.attributes["receiver.delivery.attempt"])
+@pytest.fixture
+def serve_and_worker(
+    start_server: StartServer, own_downstream: StartDownstream
+) -> Callable[..., Deployment]:
+    """`serve --no-forwarder` and a `worker` of the test's own, delivering to a subscriber of
+    the test's own that answers as `respond` says; both with the settings given by keyword."""
 
+    def start(respond: Respond = ANSWER_200, **settings: str) -> Deployment:
+        sink = own_downstream(respond)
+        settings = {"forward_url": sink.url, **settings}
+        server = start_server("serve", "--no-forwarder", **settings)
+        return server, start_server("worker", **settings), sink
 
-def traceparent_parts(traceparent: str) -> tuple[str, str, bool]:
-    """The trace ID, the parent's span ID and the sampled flag a `traceparent` carries."""
-    version, trace_id, parent_id, flags = traceparent.split("-")
-    assert version == "00"
-    return trace_id, parent_id, bool(int(flags, 16) & 1)
-
-
-def logged_span(process: ReceiverProcess, span: CollectedSpan, after: int = 0) -> bool:
-    """Whether `process` wrote a log line within `span` (past `after` characters of its
-    output): the span is its own, not another process's."""
-    return f'"span_id":"{span.span_id}"' in process.output()[after:].replace(" ", "")
+    return start
 
 
 def test_a_worker_process_delivers_in_the_trace_of_the_request_that_stored_the_event(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    start_server: StartServer, collector: Collector, downstream: Downstream, rivya_at: RivyaAt
 ) -> None:
     """serve --no-forwarder stores, a separate worker delivers: the worker's attempt span
     (same service name) is a child of the ingest server span, and the subscriber's
@@ -67,7 +74,7 @@ def test_a_worker_process_delivers_in_the_trace_of_the_request_that_stored_the_e
     server = start_server("serve", "--no-forwarder")
     worker = start_server("worker")
     event = make_event()
-    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    assert rivya_at(server).send(event).status_code == 200
 
     ingest = stored_by(collector, event["id"])
     (attempt,) = attempts_of(collector, event["id"])
@@ -89,11 +96,7 @@ def test_a_worker_process_delivers_in_the_trace_of_the_request_that_stored_the_e
 
 
 def test_an_event_stored_while_no_worker_runs_is_delivered_later_in_its_own_trace(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    start_server: StartServer, collector: Collector, downstream: Downstream, rivya_at: RivyaAt
 ) -> None:
     """A worker started and stopped; the event stored by a server that then stops too; a
     worker started again afterwards: its attempt is still a child of the server span that
@@ -102,7 +105,7 @@ def test_an_event_stored_while_no_worker_runs_is_delivered_later_in_its_own_trac
     worker.stop()
     server = start_server("serve", "--no-forwarder")
     event = make_event()
-    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    assert rivya_at(server).send(event).status_code == 200
     ingest = stored_by(collector, event["id"])
     server.stop()
     assert downstream.of(event["id"]) == []
@@ -121,23 +124,18 @@ def test_an_event_stored_while_no_worker_runs_is_delivered_later_in_its_own_trac
 
 
 def test_a_retry_by_a_restarted_worker_is_still_a_child_of_the_request_that_stored_the_event(
-    start_server: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    collector: Collector,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    serve_and_worker: Callable[..., Deployment], collector: Collector, rivya_at: RivyaAt
 ) -> None:
     """The subscriber refuses the first attempt; the worker that made it is stopped before
     the retry is due, and another worker process makes the retry: both attempt spans are
     children of the ingest server span, each the parent named in its own request's
     `traceparent`."""
-    sink = own_downstream(lambda _, earlier: (503 if earlier == 0 else 200, {}))
     # The retry is due 3 s after the refusal: time enough to stop the first worker first.
-    settings = {"forward_url": sink.url, "forward_retry_schedule": "3,3"}
-    server = start_server("serve", "--no-forwarder", **settings)
-    worker = start_server("worker", **settings)
+    server, worker, sink = serve_and_worker(
+        lambda _, earlier: (503 if earlier == 0 else 200, {}), forward_retry_schedule="3,3"
+    )
     event = make_event()
-    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    assert rivya_at(server).send(event).status_code == 200
     ingest = stored_by(collector, event["id"])
     (first,) = attempts_of(collector, event["id"])
     worker.stop()
@@ -161,11 +159,7 @@ def test_a_retry_by_a_restarted_worker_is_still_a_child_of_the_request_that_stor
 
 
 def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trace(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    start_server: StartServer, collector: Collector, downstream: Downstream, rivya_at: RivyaAt
 ) -> None:
     """Stored by a server without OTEL_* variables, delivered by a traced worker: the attempt
     span has no parent (a trace of its own, not a broken reference), and the subscriber still
@@ -174,7 +168,7 @@ def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trac
     # An empty endpoint is none: tracing off, as without the variable.
     server = start_server("serve", "--no-forwarder", OTEL_EXPORTER_OTLP_ENDPOINT="")
     event = make_event()
-    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    assert rivya_at(server).send(event).status_code == 200
 
     (attempt,) = attempts_of(collector, event["id"])
     assert attempt.parent_span_id == ""
@@ -192,18 +186,14 @@ def test_an_event_stored_with_tracing_off_is_delivered_as_the_root_of_a_new_trac
 
 
 def test_a_trusted_callers_trace_and_tracestate_reach_the_subscriber_through_the_worker(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    start_server: StartServer, collector: Collector, downstream: Downstream, rivya_at: RivyaAt
 ) -> None:
     """With RECEIVER_TRACE_TRUST_INCOMING=true, a webhook's `traceparent` is the ingest span's
     parent, and its `tracestate`, stored with the event, goes with the worker's attempt to
     the subscriber; one over the 512 characters kept is dropped, the trace kept whole."""
     server = start_server("serve", "--no-forwarder", trace_trust_incoming="true")
     start_server("worker")
-    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    rivya = rivya_at(server)
     states = {
         "short": "rivya=t61rcWkgMzE,other=1",
         "long": f"a={'x' * 250},b={'y' * 250},c={'z' * 40}",
@@ -212,9 +202,7 @@ def test_a_trusted_callers_trace_and_tracestate_reach_the_subscriber_through_the
     for which, state in states.items():
         caller = (secrets.token_hex(16), secrets.token_hex(8))
         event = make_event()
-        body, headers = signed(secrets_in_use[0], event)
-        headers |= {"traceparent": f"00-{caller[0]}-{caller[1]}-01", "tracestate": state}
-        assert rivya.post(body, headers).status_code == 200
+        send_traced(rivya, event, traceparent=f"00-{caller[0]}-{caller[1]}-01", tracestate=state)
 
         ingest = stored_by(collector, event["id"])
         assert (ingest.trace_id, ingest.parent_span_id) == caller
@@ -230,11 +218,7 @@ def test_a_trusted_callers_trace_and_tracestate_reach_the_subscriber_through_the
 
 
 def test_an_ingest_not_sampled_leaves_its_delivery_unsampled_in_the_same_trace(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    start_server: StartServer, collector: Collector, downstream: Downstream, rivya_at: RivyaAt
 ) -> None:
     """The sampling decision made at ingest holds in the worker (its sampler follows the
     parent, as the default does): no span of the trace is exported, yet the subscriber's
@@ -244,7 +228,7 @@ def test_an_ingest_not_sampled_leaves_its_delivery_unsampled_in_the_same_trace(
     never = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
     server = start_server("serve", "--no-forwarder", **never)
     event = make_event()
-    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    assert rivya_at(server).send(event).status_code == 200
     wait_until(lambda: len(downstream.of(event["id"])) == 1, timeout=15)
 
     (received,) = downstream.of(event["id"])
@@ -260,18 +244,14 @@ def test_an_ingest_not_sampled_leaves_its_delivery_unsampled_in_the_same_trace(
 
 
 def test_a_stored_trace_context_that_no_longer_reads_starts_a_new_trace_and_delivers(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    start_server: StartServer, collector: Collector, downstream: Downstream, rivya_at: RivyaAt
 ) -> None:
     """Stored contexts edited under the service (an all-zero trace ID, the invalid version
     ff, 10,000 characters; test_serve.py has NULL and garbage): each event is still
     delivered, its attempt the root of a trace of its own; a valid `traceparent` beside an
     unreadable `tracestate` keeps its parent and sends no `tracestate`."""
     server = start_server("serve", "--no-forwarder")
-    rivya = Rivya(server, secrets_in_use[0], sensitive)
+    rivya = rivya_at(server)
     unreadable = {
         "zero trace": (f"00-{'0' * 32}-{'1' * 16}-01", None),
         "version ff": (f"ff-{'a' * 32}-{'b' * 16}-01", None),
@@ -313,11 +293,7 @@ def test_a_stored_trace_context_that_no_longer_reads_starts_a_new_trace_and_deli
 
 
 def test_an_attempt_by_a_worker_killed_mid_flight_is_made_again_under_the_same_ingest_span(
-    start_server: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    collector: Collector,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    serve_and_worker: Callable[..., Deployment], collector: Collector, rivya_at: RivyaAt
 ) -> None:
     """The worker is killed (SIGKILL) while the subscriber holds its first attempt: that span
     is lost with the process, and the next worker's attempt, once the lease has expired, is
@@ -329,11 +305,9 @@ def test_an_attempt_by_a_worker_killed_mid_flight_is_made_again_under_the_same_i
             time.sleep(1.5)  # under the 2 s attempt timeout: the kill comes first
         return 200, {}
 
-    sink = own_downstream(slow_first)
-    server = start_server("serve", "--no-forwarder", forward_url=sink.url)
-    worker = start_server("worker", forward_url=sink.url)
+    server, worker, sink = serve_and_worker(slow_first)
     event = make_event()
-    assert Rivya(server, secrets_in_use[0], sensitive).send(event).status_code == 200
+    assert rivya_at(server).send(event).status_code == 200
     ingest = stored_by(collector, event["id"])
     wait_until(lambda: len(sink.of(event["id"])) == 1, timeout=15, what="the first attempt")
     worker.stop(signal.SIGKILL)

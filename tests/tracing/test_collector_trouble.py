@@ -9,7 +9,6 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,15 +17,21 @@ from tests.conftest import Sensitive
 from tests.databases import stored_event_ids
 from tests.helpers import (
     HTTP,
-    Downstream,
     ReceiverProcess,
     free_port,
     make_event,
     signed,
     wait_until,
 )
-from tests.otlp_collector import Collector
 from tests.test_metrics import ADMIN, scrape
+from tests.tracing.traces import (
+    DELIVER,
+    INGEST,
+    StartCollector,
+    StartDownstream,
+    StartServer,
+    of_event,
+)
 
 # Enough spans (about six a webhook) to fill the small queue many times over, and for a
 # queue that kept them all to grow by megabytes (about 3 KB a span, measured).
@@ -50,8 +55,7 @@ LATENCY_SLACK_SECONDS = 0.005
 # takes its second or two. Without that bound, with the SDK's defaults and an export
 # hanging, a worker took 19 s to stop and `serve` 30 s.
 MAX_STOP_SECONDS = SHUTDOWN_MILLIS / 1000 + 5
-INGEST = "POST /webhooks/rivya"
-DELIVER = "receiver.deliver"
+Send = Callable[[ReceiverProcess], tuple[str, float]]
 
 
 def otel(endpoint: str, **overrides: str) -> dict[str, str]:
@@ -72,7 +76,7 @@ def start(
     server_env: dict[str, str],
     new_database: Callable[[Path], str],
     sensitive: Sensitive,
-) -> Iterator[Callable[..., ReceiverProcess]]:
+) -> Iterator[StartServer]:
     """Processes of the test's own: the module's settings without its OTEL_* variables,
     plus `tracing`'s (none: tracing off), on a fresh database unless given one; each log
     scanned for leaks at the end."""
@@ -99,16 +103,22 @@ def start(
         assert sensitive.found_in(process.output()) == [], "a sensitive value reached the logs"
 
 
-def send(server: ReceiverProcess, secret: str, sensitive: Sensitive) -> tuple[str, float]:
-    """One signed webhook, answered 200: its event ID, and the seconds the answer took."""
-    event = make_event()
-    body, headers = signed(secret, event)
-    sensitive.add(headers["webhook-signature"], body.decode(), *event["data"]["result"]["urls"])
-    began = time.perf_counter()
-    response = HTTP.post(f"{server.url}/webhooks/rivya", content=body, headers=headers)
-    took = time.perf_counter() - began
-    assert response.status_code == 200, response.text
-    return event["id"], took
+@pytest.fixture
+def send(secrets_in_use: tuple[str, str], sensitive: Sensitive) -> Send:
+    """One signed webhook to the server given, answered 200: its event ID, and the seconds
+    the answer took (the signing is done before the clock starts)."""
+
+    def send_one(server: ReceiverProcess) -> tuple[str, float]:
+        event = make_event()
+        body, headers = signed(secrets_in_use[0], event)
+        sensitive.add(headers["webhook-signature"], body.decode(), *event["data"]["result"]["urls"])
+        began = time.perf_counter()
+        response = HTTP.post(f"{server.url}/webhooks/rivya", content=body, headers=headers)
+        took = time.perf_counter() - began
+        assert response.status_code == 200, response.text
+        return event["id"], took
+
+    return send_one
 
 
 def rss_kib(server: ReceiverProcess) -> int:
@@ -127,11 +137,6 @@ def dropped(server: ReceiverProcess) -> dict[str, float]:
     }
 
 
-def about(event_id: str) -> dict[str, Any]:
-    """The attribute naming a span's event, for `Collector.wait_for`."""
-    return {"receiver.event_id": event_id}
-
-
 def stop_timed(process: ReceiverProcess) -> tuple[int, float]:
     began = time.monotonic()
     code = process.stop()
@@ -139,7 +144,7 @@ def stop_timed(process: ReceiverProcess) -> tuple[int, float]:
 
 
 @pytest.fixture(params=["down", "hanging", "refusing"])
-def trouble(request: pytest.FixtureRequest, own_collector: Callable[..., Collector]) -> str:
+def trouble(request: pytest.FixtureRequest, own_collector: StartCollector) -> str:
     """The endpoint of a collector in trouble: nobody listening, holding every export
     until the test ends, or answering 500."""
     if request.param == "down":
@@ -148,22 +153,17 @@ def trouble(request: pytest.FixtureRequest, own_collector: Callable[..., Collect
 
 
 def test_a_collector_in_trouble_never_reaches_a_request(
-    trouble: str,
-    start: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    trouble: str, start: StartServer, own_downstream: StartDownstream, send: Send
 ) -> None:
     untraced = start({}, forward_url=own_downstream().url)
     traced = start(otel(trouble), forward_url=own_downstream().url)
-    secret = secrets_in_use[0]
     sent: dict[ReceiverProcess, list[str]] = {untraced: [], traced: []}
     took: dict[ReceiverProcess, list[float]] = {untraced: [], traced: []}
     for count in range(WARMUP + REQUESTS):
         if count == WARMUP:
             baseline = rss_kib(traced)
         for server in (untraced, traced):  # in turn, so the machine's noise falls on both
-            event_id, seconds = send(server, secret, sensitive)
+            event_id, seconds = send(server)
             sent[server].append(event_id)
             took[server].append(seconds)
     grown = rss_kib(traced) - baseline
@@ -180,11 +180,7 @@ def test_a_collector_in_trouble_never_reaches_a_request(
 
 
 def test_a_stop_does_not_wait_on_a_hanging_collector(
-    own_collector: Callable[..., Collector],
-    start: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    own_collector: StartCollector, start: StartServer, own_downstream: StartDownstream, send: Send
 ) -> None:
     """Both processes that export: `serve` (stopped as the suite stops it, by SIGTERM,
     which uvicorn re-raises) and `worker` (exit 0), each with an export hanging and spans
@@ -202,11 +198,11 @@ def test_a_stop_does_not_wait_on_a_hanging_collector(
         database_url=server.env["RECEIVER_DATABASE_URL"],
     )
     for _ in range(2 * int(SMALL_QUEUE)):
-        send(server, secrets_in_use[0], sensitive)
+        send(server)
     wait_until(lambda: len(sink.received) >= int(SMALL_QUEUE), timeout=30, what="deliveries")
     wait_until(lambda: hanging.exports >= 2, timeout=15, what="both exporting")
     # One more, whose spans queue behind the hanging exports (its delivery's, the worker's).
-    send(server, secrets_in_use[0], sensitive)
+    send(server)
     wait_until(lambda: len(sink.received) > 2 * int(SMALL_QUEUE), timeout=15, what="delivery")
 
     code, seconds = stop_timed(worker)
@@ -216,29 +212,21 @@ def test_a_stop_does_not_wait_on_a_hanging_collector(
 
 
 def test_spans_ended_just_before_serve_stops_reach_the_collector(
-    own_collector: Callable[..., Collector],
-    start: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    own_collector: StartCollector, start: StartServer, own_downstream: StartDownstream, send: Send
 ) -> None:
     """With the SDK's default delay (5 s between exports), what a request and its
     delivery ended is still queued when SIGTERM comes: the stop exports it."""
     collector, sink = own_collector(), own_downstream()
     server = start(otel(collector.url, OTEL_BSP_SCHEDULE_DELAY="5000"), forward_url=sink.url)
-    event_id, _ = send(server, secrets_in_use[0], sensitive)
+    event_id, _ = send(server)
     wait_until(lambda: len(sink.received) == 1, timeout=15, what="the delivery")
     server.stop()
-    collector.wait_for(INGEST, **about(event_id))
-    collector.wait_for(DELIVER, **about(event_id))
+    collector.wait_for(INGEST, **of_event(event_id))
+    collector.wait_for(DELIVER, **of_event(event_id))
 
 
 def test_spans_ended_just_before_a_worker_stops_reach_the_collector(
-    own_collector: Callable[..., Collector],
-    start: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    own_collector: StartCollector, start: StartServer, own_downstream: StartDownstream, send: Send
 ) -> None:
     collector, sink = own_collector(), own_downstream()
     server = start(otel(collector.url), "serve", "--no-forwarder", forward_url=sink.url)
@@ -248,22 +236,19 @@ def test_spans_ended_just_before_a_worker_stops_reach_the_collector(
         forward_url=sink.url,
         database_url=server.env["RECEIVER_DATABASE_URL"],
     )
-    event_id, _ = send(server, secrets_in_use[0], sensitive)
+    event_id, _ = send(server)
     wait_until(lambda: len(sink.received) == 1, timeout=15, what="the delivery")
     assert worker.stop() == 0
-    collector.wait_for(DELIVER, **about(event_id))
+    collector.wait_for(DELIVER, **of_event(event_id))
 
 
 def test_with_tracing_off_no_drop_metric_and_no_traceparent_is_sent(
-    start: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    start: StartServer, own_downstream: StartDownstream, send: Send
 ) -> None:
     sink = own_downstream()
     server = start({}, forward_url=sink.url)
     for _ in range(3):
-        send(server, secrets_in_use[0], sensitive)
+        send(server)
     wait_until(lambda: len(sink.received) == 3, timeout=15, what="3 deliveries")
     metrics = HTTP.get(f"{server.url}/metrics", headers=ADMIN)
     assert metrics.status_code == 200

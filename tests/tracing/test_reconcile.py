@@ -8,25 +8,20 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SECRETS_OF_THE_RUN, Rivya, Sensitive
+from tests.conftest import SECRETS_OF_THE_RUN, Sensitive
 from tests.console.conftest import Browser
 from tests.fake_rivya import FakeRivya
-from tests.helpers import (
-    Downstream,
-    ReceiverProcess,
-    free_port,
-    make_event,
-    run_cli,
-    wait_until,
-)
+from tests.helpers import Downstream, ReceiverProcess, free_port, make_event, run_cli, wait_until
 from tests.otlp_collector import CLIENT, INTERNAL, SERVER, CollectedSpan, Collector
 from tests.reconcile.conftest import reconciling, serve_fake_rivya
-from tests.tracing.test_across_processes import attempts_of, logged_span, traceparent_parts
+from tests.tracing.traces import RivyaAt, StartServer, attempts_of, logged_span, traceparent_parts
 
 PASS_SPAN = "receiver.reconcile.pass"  # noqa: S105 - a span name, not a password
 STORE_SPAN = "receiver.reconcile.store"
 # Quick passes: a registered task is due a second after it was registered.
 QUICK = {"reconcile_after_seconds": "1", "reconcile_interval_seconds": "0.3"}
+# `ended_task`'s: the server it started and the task it registered there.
+EndedTask = Callable[..., tuple[ReceiverProcess, str]]
 
 
 @pytest.fixture
@@ -34,8 +29,23 @@ def fake_rivya(sensitive: Sensitive) -> Iterator[FakeRivya]:
     yield from serve_fake_rivya(sensitive)
 
 
-def register(rivya: Rivya, task_id: str) -> None:
-    assert rivya.admin("/tasks", method="POST", json={"task_id": task_id}).status_code == 201
+@pytest.fixture
+def ended_task(start_server: StartServer, fake_rivya: FakeRivya, rivya_at: RivyaAt) -> EndedTask:
+    """A server of the test's own reconciling against `fake_rivya` (settings by keyword), and
+    a task registered with it that Rivya reports ended as `event_type`."""
+
+    def start(
+        event_type: str = "generation.succeeded", **settings: str
+    ) -> tuple[ReceiverProcess, str]:
+        server = start_server(**reconciling(fake_rivya, **settings))
+        event = make_event(event_type)
+        task_id = event["data"]["id"]
+        fake_rivya.generations[task_id] = event["data"]
+        registered = rivya_at(server).admin("/tasks", method="POST", json={"task_id": task_id})
+        assert registered.status_code == 201
+        return server, task_id
+
+    return start
 
 
 def url_of(span: CollectedSpan) -> str:
@@ -109,23 +119,14 @@ def no_authorization(collector: Collector, key: str) -> None:
 
 
 def test_a_pass_its_calls_to_rivya_and_the_synthesized_events_delivery_are_one_trace(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    fake_rivya: FakeRivya,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    collector: Collector, downstream: Downstream, fake_rivya: FakeRivya, ended_task: EndedTask
 ) -> None:
     """A registered task Rivya reports ended: the pass span (a root: the service's own
     interval started it) has a "GET" client span for the credit balance and for the
     generation, and a receiver.reconcile.store child for the synthesized event, whose
     delivery attempt is a child of that store span; the subscriber's `traceparent` continues
     the same trace."""
-    server = start_server(**reconciling(fake_rivya, **QUICK))
-    event = make_event()
-    task_id = event["data"]["id"]
-    fake_rivya.generations[task_id] = event["data"]
-    register(Rivya(server, secrets_in_use[0], sensitive), task_id)
+    _, task_id = ended_task(**QUICK)
     synthesized = f"reconciled:{task_id}:succeeded"
 
     about_task: dict[str, Any] = {"receiver.task_id": task_id}
@@ -164,7 +165,7 @@ def test_a_pass_its_calls_to_rivya_and_the_synthesized_events_delivery_are_one_t
 
 
 def test_a_pass_rivya_refuses_says_auth_failed_with_the_error_type_and_no_exception_text(
-    start_server: Callable[..., ReceiverProcess],
+    start_server: StartServer,
     collector: Collector,
     fake_rivya: FakeRivya,
     sensitive: Sensitive,
@@ -190,7 +191,7 @@ def test_a_pass_rivya_refuses_says_auth_failed_with_the_error_type_and_no_except
 
 
 def test_a_pass_that_cannot_reach_rivya_records_only_the_exceptions_class(
-    start_server: Callable[..., ReceiverProcess],
+    start_server: StartServer,
     collector: Collector,
     fake_rivya: FakeRivya,
 ) -> None:
@@ -216,22 +217,13 @@ def test_a_pass_that_cannot_reach_rivya_records_only_the_exceptions_class(
 
 
 def test_a_pass_run_by_the_cli_is_one_trace_with_the_delivery_the_server_makes(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    downstream: Downstream,
-    fake_rivya: FakeRivya,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    collector: Collector, fake_rivya: FakeRivya, ended_task: EndedTask
 ) -> None:
     """`receiver reconcile --task` in its own process, with the server's OTEL_* variables:
     its pass, calls and store spans reach the collector before it exits, and the server's
     forwarder, another process, delivers the synthesized event as a child of the CLI's
     store span."""
-    server = start_server(**reconciling(fake_rivya, reconcile_after_seconds="3600"))
-    event = make_event("generation.failed")
-    task_id = event["data"]["id"]
-    fake_rivya.generations[task_id] = event["data"]
-    register(Rivya(server, secrets_in_use[0], sensitive), task_id)
+    server, task_id = ended_task("generation.failed", reconcile_after_seconds="3600")
 
     ran = run_cli("reconcile", "--json", "--task", task_id, env=server.env, cwd=server.workdir)
     assert ran.returncode == 0, ran.stderr
@@ -254,19 +246,11 @@ def test_a_pass_run_by_the_cli_is_one_trace_with_the_delivery_the_server_makes(
 
 
 def test_a_pass_asked_for_from_the_console_hangs_under_the_consoles_request(
-    start_server: Callable[..., ReceiverProcess],
-    collector: Collector,
-    fake_rivya: FakeRivya,
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
+    collector: Collector, fake_rivya: FakeRivya, ended_task: EndedTask
 ) -> None:
     """ "Ask Rivya about this task now": the pass is a child of the console request's server
     span, and the synthesized event's delivery is in that same trace, under the store span."""
-    server = start_server(**reconciling(fake_rivya, reconcile_after_seconds="3600"))
-    event = make_event()
-    task_id = event["data"]["id"]
-    fake_rivya.generations[task_id] = event["data"]
-    register(Rivya(server, secrets_in_use[0], sensitive), task_id)
+    server, task_id = ended_task(reconcile_after_seconds="3600")
     console = Browser(server.url)
     try:
         console.sign_in()

@@ -23,14 +23,12 @@ from tests.helpers import (
     make_event,
     only,
     sign,
-    signed,
     wait_until,
     write_destinations,
 )
 from tests.otlp_collector import CLIENT, SERVER, CollectedSpan, Collector
+from tests.tracing.traces import DELIVER, INGEST, StartDownstream, StartServer, send_traced
 
-INGEST = "POST /webhooks/rivya"
-DELIVER = "receiver.deliver"
 BATCH = "receiver.store.batch"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 ERROR = Status.StatusCode.STATUS_CODE_ERROR
@@ -46,10 +44,25 @@ def new_traceparent() -> tuple[str, str, str]:
     return f"00-{trace_id}-{span_id}-01", trace_id, span_id
 
 
+def sent_in_a_trace(rivya: Rivya, tracestate: str) -> tuple[dict[str, Any], str, str]:
+    """A new event, sent with a caller's own `traceparent` and `tracestate`: the event, and
+    the caller's trace and span IDs."""
+    event = make_event()
+    traceparent, trace_id, span_id = new_traceparent()
+    send_traced(rivya, event, traceparent=traceparent, tracestate=tracestate)
+    return event, trace_id, span_id
+
+
 def http_status(span: CollectedSpan) -> int:
     """The answer's status, by the old conventions (the default) or the stable ones."""
     attributes = span.attributes
     return int(attributes.get("http.status_code", attributes.get("http.response.status_code", 0)))
+
+
+@pytest.fixture
+def trusting(start_server: StartServer, rivya: Rivya) -> Rivya:
+    """Rivya, sending to a server of the test's own that trusts an incoming `traceparent`."""
+    return Rivya(start_server(trace_trust_incoming="true"), rivya.secret, rivya.sensitive)
 
 
 def ingest_of(collector: Collector, event_id: str) -> CollectedSpan:
@@ -166,11 +179,7 @@ def test_a_forwarded_event_is_one_trace_from_request_to_delivery(
 def test_an_untrusted_incoming_traceparent_is_a_link_not_the_parent(
     collector: Collector, rivya: Rivya, downstream: Downstream
 ) -> None:
-    event = make_event()
-    traceparent, trace_id, span_id = new_traceparent()
-    body, headers = signed(rivya.secret, event)
-    trace_headers = {"traceparent": traceparent, "tracestate": "rivya=t61rcWkgMzE"}
-    assert rivya.post(body, {**headers, **trace_headers}).status_code == 200
+    event, trace_id, span_id = sent_in_a_trace(rivya, "rivya=t61rcWkgMzE")
 
     ingest = ingest_of(collector, event["id"])
     assert ingest.trace_id != trace_id
@@ -202,8 +211,7 @@ def test_a_malformed_incoming_traceparent_is_ignored(
     collector: Collector, rivya: Rivya, traceparent: str
 ) -> None:
     event = make_event()
-    body, headers = signed(rivya.secret, event)
-    assert rivya.post(body, {**headers, "traceparent": traceparent}).status_code == 200
+    send_traced(rivya, event, traceparent=traceparent)
     ingest = ingest_of(collector, event["id"])
     assert ingest.links == []
     assert ingest.parent_span_id == ""
@@ -212,56 +220,37 @@ def test_a_malformed_incoming_traceparent_is_ignored(
 
 
 def test_a_trusted_incoming_traceparent_is_the_parent_of_ingest_and_delivery(
-    collector: Collector,
-    start_server: Callable[..., ReceiverProcess],
-    rivya: Rivya,
-    downstream: Downstream,
+    collector: Collector, trusting: Rivya, downstream: Downstream
 ) -> None:
-    server = start_server(trace_trust_incoming="true")
-    trusting = Rivya(server, rivya.secret, rivya.sensitive)
-    event = make_event()
-    traceparent, trace_id, span_id = new_traceparent()
-    body, headers = signed(trusting.secret, event)
-    trace_headers = {"traceparent": traceparent, "tracestate": "rivya=t61rcWkgMzE,other=1"}
-    assert trusting.post(body, {**headers, **trace_headers}).status_code == 200
+    event, trace_id, span_id = sent_in_a_trace(trusting, "rivya=t61rcWkgMzE,other=1")
 
     ingest = ingest_of(collector, event["id"])
     assert (ingest.trace_id, ingest.parent_span_id) == (trace_id, span_id)
     assert ingest.links == []
     (deliver,) = deliveries_of(collector, event["id"])
     assert (deliver.trace_id, deliver.parent_span_id) == (trace_id, ingest.span_id)
-    (sent,) = received(downstream, event["id"], rivya.sensitive)
+    (sent,) = received(downstream, event["id"], trusting.sensitive)
     assert sent.headers["traceparent"].startswith(f"00-{trace_id}-{deliver.span_id}-")
     assert sent.headers["tracestate"] == "rivya=t61rcWkgMzE,other=1"
 
     # Trusted, a malformed one is ignored as well: a trace of our own.
     unparented = make_event()
-    body, headers = signed(trusting.secret, unparented)
-    assert trusting.post(body, {**headers, "traceparent": "00-garbage"}).status_code == 200
+    send_traced(trusting, unparented, traceparent="00-garbage")
     ours = ingest_of(collector, unparented["id"])
     assert (ours.parent_span_id, ours.links) == ("", [])
 
 
 def test_a_trusted_tracestate_too_long_to_store_is_dropped_and_the_trace_kept(
-    collector: Collector,
-    start_server: Callable[..., ReceiverProcess],
-    rivya: Rivya,
-    downstream: Downstream,
+    collector: Collector, trusting: Rivya, downstream: Downstream
 ) -> None:
     """32 members of 20 characters: valid W3C, over the 512 characters an event keeps."""
-    server = start_server(trace_trust_incoming="true")
-    trusting = Rivya(server, rivya.secret, rivya.sensitive)
-    event = make_event()
-    traceparent, trace_id, _ = new_traceparent()
     tracestate = ",".join(f"k{index:02}={'v' * 16}" for index in range(32))
-    body, headers = signed(trusting.secret, event)
-    trace_headers = {"traceparent": traceparent, "tracestate": tracestate}
-    assert trusting.post(body, {**headers, **trace_headers}).status_code == 200
+    event, trace_id, _ = sent_in_a_trace(trusting, tracestate)
 
     ingest = ingest_of(collector, event["id"])
     (deliver,) = deliveries_of(collector, event["id"])
     assert (deliver.trace_id, deliver.parent_span_id) == (trace_id, ingest.span_id)
-    (sent,) = received(downstream, event["id"], rivya.sensitive)
+    (sent,) = received(downstream, event["id"], trusting.sensitive)
     assert sent.headers["traceparent"].startswith(f"00-{trace_id}-{deliver.span_id}-")
     assert "tracestate" not in sent.headers
 
@@ -434,7 +423,7 @@ def test_histograms_carry_the_trace_as_exemplar_in_openmetrics_only(
 
 def test_a_replay_through_the_admin_api_starts_a_new_trace_linked_to_the_original(
     collector: Collector,
-    start_server: Callable[..., ReceiverProcess],
+    start_server: StartServer,
     rivya: Rivya,
     downstream: Downstream,
 ) -> None:
@@ -466,8 +455,8 @@ def test_a_replay_through_the_admin_api_starts_a_new_trace_linked_to_the_origina
 
 def test_one_event_to_two_destinations_is_two_attempt_spans_under_one_server_span(
     collector: Collector,
-    start_server: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
+    start_server: StartServer,
+    own_downstream: StartDownstream,
     new_secrets: Callable[[], str],
     rivya: Rivya,
     tmp_path: Path,
@@ -531,7 +520,7 @@ def test_a_retried_delivery_is_one_attempt_span_each_under_the_ingest_span(
 
 def test_an_event_stored_with_no_or_an_unreadable_trace_context_is_delivered_in_its_own_trace(
     collector: Collector,
-    start_server: Callable[..., ReceiverProcess],
+    start_server: StartServer,
     rivya: Rivya,
     downstream: Downstream,
 ) -> None:
