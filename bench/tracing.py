@@ -39,7 +39,8 @@ TRACINGS = {
 class TraceSink:
     """Answers 200 to every POST /v1/traces and counts the exports and their bytes; it does
     not decode them, so it costs the machine as little as a collector can. The tests' OTLP
-    collector is this sink with a `take` that decodes, refuses or hangs."""
+    endpoints are this sink with a `take` of their own (that decodes, records, refuses or
+    hangs)."""
 
     def __init__(self) -> None:
         self.exports = 0
@@ -53,7 +54,7 @@ class TraceSink:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                status = sink.take(self.path, body)
+                status = sink.take(self, body)
                 if status is None:
                     return
                 self.send_response(status)
@@ -70,9 +71,9 @@ class TraceSink:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def take(self, path: str, body: bytes) -> int | None:
-        """The status to answer a POST to `path` with (None: no answer at all)."""
-        if path != TRACES_PATH:
+    def take(self, request: BaseHTTPRequestHandler, body: bytes) -> int | None:
+        """The status to answer a POST `request` with (None: no answer at all)."""
+        if request.path != TRACES_PATH:
             return 404
         with self._lock:
             self.exports += 1

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -66,14 +67,14 @@ class Collector(TraceSink):
         self._released = threading.Event()
         super().__init__()
 
-    def take(self, path: str, body: bytes) -> int | None:
+    def take(self, request: BaseHTTPRequestHandler, body: bytes) -> int | None:
         with self._lock:
             self.exports += 1
         if self.hang:
             self._released.wait()
             return None
-        if path != TRACES_PATH or self.status != 200:
-            return 404 if path != TRACES_PATH else self.status
+        if request.path != TRACES_PATH or self.status != 200:
+            return 404 if request.path != TRACES_PATH else self.status
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         with self._lock:

@@ -64,6 +64,13 @@ def untraced(env: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if not name.startswith("OTEL_")}
 
 
+def replayed_traceparent(sink: Downstream, event_id: str) -> tuple[str, str, bool]:
+    """The parts of the `traceparent` the subscriber got with the replayed (second) delivery
+    of `event_id`, once it has arrived."""
+    wait_until(lambda: len(sink.of(event_id)) == 2, timeout=20, what="the replayed delivery")
+    return traceparent_parts(sink.of(event_id)[1].headers["traceparent"])
+
+
 def replayed_attempt(collector: Collector, ingest: CollectedSpan) -> CollectedSpan:
     """The attempt span linked to `ingest` as its replay."""
 
@@ -103,12 +110,7 @@ def test_a_traced_cli_replay_is_the_parent_of_the_replayed_delivery_in_the_worke
     attempt = replayed_attempt(collector, ingest)
     assert attempt.kind == CLIENT
     assert attempt.trace_id == replayed.trace_id
-    wait_until(lambda: len(sink.of(event_id)) == 2, timeout=20, what="the replayed delivery")
-    assert traceparent_parts(sink.of(event_id)[1].headers["traceparent"]) == (
-        replayed.trace_id,
-        attempt.span_id,
-        True,
-    )
+    assert replayed_traceparent(sink, event_id) == (replayed.trace_id, attempt.span_id, True)
 
 
 def test_an_untraced_cli_replay_starts_each_attempt_in_a_trace_of_its_own(
@@ -124,12 +126,7 @@ def test_an_untraced_cli_replay_starts_each_attempt_in_a_trace_of_its_own(
     attempt = replayed_attempt(collector, ingest)
     assert attempt.parent_span_id == ""
     assert attempt.trace_id != ingest.trace_id
-    wait_until(lambda: len(sink.of(event_id)) == 2, timeout=20, what="the replayed delivery")
-    assert traceparent_parts(sink.of(event_id)[1].headers["traceparent"]) == (
-        attempt.trace_id,
-        attempt.span_id,
-        True,
-    )
+    assert replayed_traceparent(sink, event_id) == (attempt.trace_id, attempt.span_id, True)
 
 
 def test_an_untraced_replay_under_a_zero_ratio_sampler_is_not_sampled(
@@ -146,8 +143,7 @@ def test_an_untraced_replay_under_a_zero_ratio_sampler_is_not_sampled(
     assert first.parent_span_id == ingest.span_id
 
     replay(server, event_id, untraced(server.env))
-    wait_until(lambda: len(sink.of(event_id)) == 2, timeout=20, what="the replayed delivery")
-    trace_id, _, sampled = traceparent_parts(sink.of(event_id)[1].headers["traceparent"])
+    trace_id, _, sampled = replayed_traceparent(sink, event_id)
     assert not sampled
     assert trace_id != ingest.trace_id
     assert [span.span_id for span in collector.named(DELIVER) if span.trace_id == trace_id] == []

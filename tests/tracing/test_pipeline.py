@@ -6,7 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
+from bench.tracing import TraceSink
 from receiver.exceptions import SettingsError
 from receiver.forward.spans import attempt_span
 from receiver.store.deliveries import ClaimedDelivery
@@ -469,36 +470,18 @@ def test_a_traced_replays_attempt_is_a_child_of_the_replay_linked_to_the_event()
     provider.shutdown()
 
 
-class HeaderRecorder:
+class HeaderRecorder(TraceSink):
     """A loopback OTLP/HTTP endpoint that keeps each request's headers and raw body and
     answers 200: what an exporter sends, as it sends it."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
-        recorder = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                recorder.requests.append((headers, body))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def take(self, request: BaseHTTPRequestHandler, body: bytes) -> int:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append((headers, body))
+        return 200
 
 
 @pytest.fixture
