@@ -271,6 +271,55 @@ def test_0010_settles_stored_dead_letters_by_their_pairs_and_walks_back(
     engine.dispose()
 
 
+@pytest.mark.anyio
+async def test_0011_walks_back_with_traced_rows_through_the_services_own_engine(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> None:
+    """Through create_engine (SQLite with its foreign keys on, as the service runs it):
+    events with deliveries, both with trace context, keep every row through a downgrade to
+    0010 and the upgrade back. Batch mode's copy of `events` was refused by the deliveries'
+    foreign key."""
+    engine = create_engine(new_database(tmp_path), 10)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ids = sa.text("SELECT e.id, d.id FROM events e JOIN deliveries d ON d.event_id = e.id")
+
+    def walk(connection: sa.Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        now = datetime.now(UTC)
+        connection.execute(
+            sa.text(
+                "INSERT INTO events (id, webhook_id, received_at, outcome, body, traceparent,"
+                " tracestate) VALUES ('evt_1', 'evt_1', :now, 'applied', :body, :tp, 'k=v')"
+            ),
+            {"now": now, "body": b"{}", "tp": traceparent},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO deliveries (event_id, destination, state, attempts,"
+                " next_attempt_at, created_at, traceparent)"
+                " VALUES ('evt_1', 'default', 'pending', 0, :now, :now, :tp)"
+            ),
+            {"now": now, "tp": traceparent},
+        )
+        before = connection.execute(ids).all()
+        command.downgrade(config, "0010")
+        for table in ("events", "deliveries"):
+            columns = {column["name"] for column in sa.inspect(connection).get_columns(table)}
+            assert not columns & {"traceparent", "tracestate"}
+        assert connection.execute(ids).all() == before
+        command.upgrade(config, "head")
+        assert connection.execute(ids).all() == before
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(walk)
+    finally:
+        await engine.dispose()
+
+
 def _index_definitions(connection: sa.Connection) -> dict[str, str]:
     if connection.dialect.name == "postgresql":
         query = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
