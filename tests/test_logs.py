@@ -70,6 +70,26 @@ def test_library_debug_lines_are_silenced(json_logs: io.StringIO) -> None:
     assert [line["event"] for line in lines(json_logs)] == ["kept"]
 
 
+def test_opentelemetrys_lines_keep_logger_level_and_class_never_their_text(
+    json_logs: io.StringIO,
+) -> None:
+    """OpenTelemetry's exporter quotes a collector's answer, its headers, a caller's
+    tracestate: its lines say which logger, at what level, and the exception's class."""
+    exporter = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    exporter.error("Failed to export span batch code: %s, reason: %s", 400, "token-in-answer")
+    logging.getLogger("opentelemetry.trace").warning("Invalid key/value pair (%s)", "k=token")
+    try:
+        int("token-in-exception")
+    except ValueError:
+        exporter.exception("Exception while exporting token-in-message")
+    error, warning, failed = lines(json_logs)
+    assert (error["event"], error["level"]) == ("opentelemetry_error", "error")
+    assert error["logger"] == exporter.name
+    assert (warning["event"], warning["logger"]) == ("opentelemetry_warning", "opentelemetry.trace")
+    assert (failed["event"], failed["error_class"]) == ("opentelemetry_error", "ValueError")
+    assert "token" not in json_logs.getvalue()
+
+
 class Terminal(io.StringIO):
     """A stream that says it is a terminal, as a person's shell is."""
 
