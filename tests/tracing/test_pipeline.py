@@ -1,6 +1,7 @@
 """The tracing pipeline at its edges: what the OTEL_* variables turn on and refuse, what
 leaves the process of a failing span, how drops are counted, and the W3C carriers."""
 
+import asyncio
 import gzip
 import re
 import threading
@@ -25,6 +26,8 @@ from opentelemetry.trace import (
     Tracer,
 )
 from opentelemetry.trace.span import TraceState
+from starlette.types import Message, Receive, Scope, Send
+from structlog.testing import capture_logs
 
 from bench.tracing import TraceSink
 from receiver.exceptions import SettingsError
@@ -32,13 +35,15 @@ from receiver.forward.spans import attempt_span
 from receiver.store.deliveries import ClaimedDelivery
 from receiver.tracing.carriers import MAX_TRACESTATE_CHARS, Carrier, carrier_of, context_of
 from receiver.tracing.export import (
+    REPORT_SECONDS,
     SHUTDOWN_MILLIS,
     CountingBatchProcessor,
     CountingExporter,
     DroppedSpans,
     scrubbed,
 )
-from receiver.tracing.pipeline import start_tracing
+from receiver.tracing.http import TraceRequests
+from receiver.tracing.pipeline import Tracing, start_tracing
 from receiver.tracing.variables import (
     LIMIT_VARIABLES,
     MAX_ATTRIBUTE_CHARS,
@@ -571,3 +576,70 @@ def test_a_span_keeps_256_links_by_default(monkeypatch: pytest.MonkeyPatch) -> N
     links = [Link(SpanContext(trace_id=n + 1, span_id=n + 1, is_remote=True)) for n in range(300)]
     (span,) = spans_of({}, lambda tracer: tracer.start_span("batch", links=links).end())
     assert len(span.links) == MAX_LINKS == 256
+
+
+def test_dropped_spans_are_logged_at_most_once_a_period_and_at_the_stop() -> None:
+    """Where no /metrics serves the count (a worker, a command), the log says it: when the
+    counts change, at most once every REPORT_SECONDS, and once more as tracing stops."""
+    dropped = DroppedSpans()
+    with capture_logs() as logs:
+        DroppedSpans().report(0.0, final=True)  # nothing dropped: nothing to say
+        dropped.add("export_failed", 3)
+        dropped.report(0.0)
+        dropped.add("queue_full", 2)
+        dropped.report(REPORT_SECONDS / 2)  # too soon after the last line
+        dropped.report(REPORT_SECONDS)
+        dropped.report(REPORT_SECONDS * 3)  # unchanged
+        dropped.add("export_failed", 1)
+        dropped.report(REPORT_SECONDS * 3 + 1, final=True)
+    assert [
+        (line["event"], line["export_failed"], line["queue_full"], line["log_level"])
+        for line in logs
+    ] == [
+        ("trace_spans_dropped", 3, 0, "warning"),
+        ("trace_spans_dropped", 3, 2, "warning"),
+        ("trace_spans_dropped", 4, 2, "warning"),
+    ]
+
+
+def test_an_ingest_request_cancelled_before_its_answer_has_no_status_of_500() -> None:
+    """A stop cancels a request in flight: its span says CancelledError, with no status code
+    (none was sent) and no ERROR status it never answered with."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    started = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    async def receive_nothing() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send_nothing(message: Message) -> None:
+        pass
+
+    middleware = TraceRequests(app, Tracing(provider, False, DroppedSpans()), [], "/webhooks/rivya")
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/rivya",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+    }
+
+    async def cancelled() -> None:
+        request = asyncio.create_task(middleware(scope, receive_nothing, send_nothing))
+        await started.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    asyncio.run(cancelled())
+    (span,) = memory.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["error.type"] == "CancelledError"
+    assert "http.response.status_code" not in attributes
+    assert span.status.status_code is StatusCode.UNSET
+    provider.shutdown()
