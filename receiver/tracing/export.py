@@ -52,11 +52,12 @@ class DroppedSpans:
         drops where no /metrics is served (a worker, a command)."""
         with self.lock:
             counts = dict(self.by_reason)
-            if counts == self.reported or not (final or now - self.reported_at >= REPORT_SECONDS):
+            if counts == self.reported or not any(counts.values()):
+                return
+            if not final and now - self.reported_at < REPORT_SECONDS:
                 return
             self.reported, self.reported_at = counts, now
-        if any(counts.values()):
-            log.warning("trace_spans_dropped", **counts)
+        log.warning("trace_spans_dropped", **counts)
 
 
 class CountingExporter(SpanExporter):

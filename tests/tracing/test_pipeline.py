@@ -602,6 +602,20 @@ def test_dropped_spans_are_logged_at_most_once_a_period_and_at_the_stop() -> Non
     ]
 
 
+def test_the_first_drop_after_a_healthy_while_is_logged_at_once() -> None:
+    """Exports that drop nothing (each one reports) do not start the period: the first drop
+    after them is said at its own export, not a period later."""
+    dropped = DroppedSpans()
+    with capture_logs() as logs:
+        for second in range(10):
+            dropped.report(float(second))  # healthy exports
+        dropped.add("export_failed", 5)
+        dropped.report(10.0)
+    assert [(line["event"], line["export_failed"]) for line in logs] == [
+        ("trace_spans_dropped", 5)
+    ]
+
+
 def test_an_ingest_request_cancelled_before_its_answer_has_no_status_of_500() -> None:
     """A stop cancels a request in flight: its span says CancelledError, with no status code
     (none was sent) and no ERROR status it never answered with."""
