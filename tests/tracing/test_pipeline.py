@@ -611,9 +611,7 @@ def test_the_first_drop_after_a_healthy_while_is_logged_at_once() -> None:
             dropped.report(float(second))  # healthy exports
         dropped.add("export_failed", 5)
         dropped.report(10.0)
-    assert [(line["event"], line["export_failed"]) for line in logs] == [
-        ("trace_spans_dropped", 5)
-    ]
+    assert [(line["event"], line["export_failed"]) for line in logs] == [("trace_spans_dropped", 5)]
 
 
 def test_an_ingest_request_cancelled_before_its_answer_has_no_status_of_500() -> None:
