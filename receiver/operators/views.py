@@ -22,6 +22,7 @@ EVENT_KEYS = (
     "task_id",
     "outcome",
     "quarantine_reason",
+    "trace_id",
 )
 RECORD_KEYS = (
     *GENERATION_COLUMNS,

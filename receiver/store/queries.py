@@ -13,6 +13,7 @@ from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
 from receiver.store.filters import EventFilter, count_matching_events, event_conditions, sides
 from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
 from receiver.store.tables import attempts, deliveries, events, records
+from receiver.tracing.carriers import trace_id_of
 
 
 async def get_event(
@@ -25,6 +26,9 @@ async def get_event(
         raise NotFoundError(f"no event {event_id!r}")
     event = jsonable(row._asdict())
     body = event.pop("body")
+    # The trace to open in a tracing backend; the W3C text itself is the forwarder's.
+    event.pop("tracestate")
+    event["trace_id"] = trace_id_of(event.pop("traceparent"))
     event["payload"] = _payload(body)
     event["deliveries"] = await _deliveries_of(connection, event_id)
     if configured is not None:

@@ -58,6 +58,12 @@ def span_context_of(carrier: Carrier | None) -> SpanContext | None:
     return None if context is None else trace.get_current_span(context).get_span_context()
 
 
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace ID a stored `traceparent` names, to look the trace up by; None if none."""
+    context = span_context_of(Carrier(traceparent) if traceparent else None)
+    return trace.format_trace_id(context.trace_id) if context else None
+
+
 def headers_for(span: Span) -> dict[str, str]:
     """The `traceparent` (and `tracestate`) that make `span` the parent of what they reach."""
     headers: dict[str, str] = {}

@@ -126,6 +126,20 @@ def log_lines(server: ReceiverProcess, event: str) -> list[dict[str, Any]]:
     return [line for line in lines if line.get("event") == event]
 
 
+def test_the_admin_api_names_the_trace_that_stored_an_event(
+    collector: Collector, rivya: Rivya
+) -> None:
+    """An operator starts from the event: its admin view gives the trace ID to open, the
+    ingest span's, which the event's deliveries hang under."""
+    event = make_event()
+    assert rivya.send(event).status_code == 200
+    ingest = ingest_of(collector, event["id"])
+    shown = rivya.admin(f"/events/{event['id']}").json()
+    assert shown["trace_id"] == ingest.trace_id
+    assert "traceparent" not in shown
+    assert "tracestate" not in shown
+
+
 def test_a_forwarded_event_is_one_trace_from_request_to_delivery(
     collector: Collector, rivya: Rivya, downstream: Downstream, forward_secret: str
 ) -> None:
