@@ -137,12 +137,14 @@ def new_secrets(sensitive: Sensitive) -> Callable[[], str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that touches a database runs on each backend, unless it is marked as
-    being about one backend itself."""
+    being about one backend itself, or about what no database takes part in."""
     if "backend" in metafunc.fixturenames:
         backends = list(BACKENDS)
         for only in ("sqlite", "postgresql"):
             if metafunc.definition.get_closest_marker(f"{only}_only") is not None:
                 backends = [only]
+        if metafunc.definition.get_closest_marker("any_backend") is not None:
+            backends = ["sqlite"]
         metafunc.parametrize("backend", backends, indirect=True, scope="module")
 
 

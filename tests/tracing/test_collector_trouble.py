@@ -152,6 +152,7 @@ def trouble(request: pytest.FixtureRequest, own_collector: StartCollector) -> st
     return own_collector(hang=True).url if request.param == "hanging" else own_collector(500).url
 
 
+@pytest.mark.any_backend  # the collector's trouble, not the database's
 def test_a_collector_in_trouble_never_reaches_a_request(
     trouble: str, start: StartServer, own_downstream: StartDownstream, send: Send
 ) -> None:
@@ -179,6 +180,7 @@ def test_a_collector_in_trouble_never_reaches_a_request(
     wait_until(lambda: sum(dropped(traced).values()) > 0, timeout=15, what="dropped spans")
 
 
+@pytest.mark.any_backend  # the collector's trouble, not the database's
 def test_a_stop_does_not_wait_on_a_hanging_collector(
     own_collector: StartCollector, start: StartServer, own_downstream: StartDownstream, send: Send
 ) -> None:
