@@ -190,6 +190,7 @@ def test_a_forwarded_event_is_one_trace_from_request_to_delivery(
     assert Webhook(forward_secret).verify(sent.body, sent.headers)["id"] == event["id"]
 
 
+@pytest.mark.any_backend  # the request's span, before anything is stored
 def test_an_untrusted_incoming_traceparent_is_a_link_not_the_parent(
     collector: Collector, rivya: Rivya, downstream: Downstream
 ) -> None:
@@ -208,6 +209,7 @@ def test_an_untrusted_incoming_traceparent_is_a_link_not_the_parent(
     assert "tracestate" not in sent.headers, "an untrusted caller's tracestate is not ours"
 
 
+@pytest.mark.any_backend  # the request's span, before anything is stored
 @pytest.mark.parametrize(
     "traceparent",
     [
@@ -269,6 +271,7 @@ def test_a_trusted_tracestate_too_long_to_store_is_dropped_and_the_trace_kept(
     assert "tracestate" not in sent.headers
 
 
+@pytest.mark.any_backend  # refused before anything is stored
 @pytest.mark.parametrize(
     ("refusal", "error_type", "status"),
     [
@@ -332,6 +335,7 @@ def test_a_refused_webhook_is_a_rejected_server_span_with_no_batch_or_delivery(
     ] == verified
 
 
+@pytest.mark.any_backend  # span names, whichever database answers
 def test_admin_and_console_spans_are_named_by_route_and_probes_are_not_traced(
     collector: Collector, rivya: Rivya, server: ReceiverProcess
 ) -> None:
@@ -399,6 +403,7 @@ def test_request_and_delivery_log_lines_carry_their_spans_ids(
     assert (attempt["trace_id"], attempt["span_id"]) == (deliver.trace_id, deliver.span_id)
 
 
+@pytest.mark.any_backend  # the metrics' exemplars, not the database's
 def test_histograms_carry_the_trace_as_exemplar_in_openmetrics_only(
     collector: Collector, rivya: Rivya, server: ReceiverProcess, downstream: Downstream
 ) -> None:
