@@ -117,11 +117,11 @@ def create_app(
         admin_mount(settings.admin_token),
         *([console_mount(settings)] if settings.console else []),
     ]
-    traced = [
-        Middleware(TraceRequests, tracing=tracing, routes=routes, ingest_path=WEBHOOK_PATH)
-        for _ in [tracing]
+    traced = (
+        [Middleware(TraceRequests, tracing=tracing, routes=routes, ingest_path=WEBHOOK_PATH)]
         if tracing
-    ]
+        else []
+    )
     app = Starlette(
         routes=routes,
         middleware=[

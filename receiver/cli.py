@@ -22,7 +22,13 @@ from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.nouns import counted
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.operators.tasks import reconcile, tasks
-from receiver.operators.terminal import emit, json_option, load_settings, load_tracing
+from receiver.operators.terminal import (
+    emit,
+    json_option,
+    load_settings,
+    load_tracing,
+    traced_command,
+)
 from receiver.outbound import open_session
 from receiver.process import tune_process
 from receiver.server import run_server, serve_options
@@ -105,16 +111,12 @@ def worker() -> None:
             "nothing to do: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE, or"
             " RECEIVER_RIVYA_API_KEY"
         )
-    tracing = load_tracing(settings)
-    configure_logging(settings.log_level, settings.log_format, trace_ids=tracing is not None)
-    tune_process()
-    try:
+    with traced_command(settings) as tracing:
+        configure_logging(settings.log_level, settings.log_format, trace_ids=tracing is not None)
+        tune_process()
         # uvloop, as `serve` runs under uvicorn: the worker's loop is mostly HTTP round trips.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run_worker(settings, tracing))
-    finally:
-        if tracing is not None:
-            tracing.shutdown()
 
 
 @cli.command()

@@ -54,7 +54,7 @@ def load_tracing(settings: Settings) -> Tracing | None:
 
 @contextmanager
 def traced_command(settings: Settings, wanted: bool = True) -> Iterator[Tracing | None]:
-    """For an operator's command that acts (a replay, a reconciliation pass): tracing as
+    """For a command that acts (a replay, a reconciliation pass, the worker): tracing as
     the OTEL_* variables ask, its spans exported as the command ends."""
     tracing = load_tracing(settings) if wanted else None
     try:

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -126,16 +126,13 @@ class TraceRequests:
 
     def _incoming(self, headers: Sequence[tuple[bytes, bytes]]) -> tuple[Context, list[Link]]:
         """The ingest span's parent (the caller's, when trusted) and links (when not)."""
-        sent = {name: value for name, value in headers if name in TRACE_HEADERS}
-        if b"traceparent" not in sent:
+        sent = _trace_headers(headers)
+        if "traceparent" not in sent:
             return Context(), []
-        traceparent = sent[b"traceparent"].decode("latin-1")
         if self._trust:
-            state = sent.get(b"tracestate")
-            context = context_of(Carrier(traceparent, state.decode("latin-1") if state else None))
+            context = context_of(Carrier(sent["traceparent"], sent.get("tracestate")))
             return context or Context(), []
-        # Without its tracestate, which a link does not need (see `_untrusted`).
-        incoming = span_context_of(Carrier(traceparent))
+        incoming = _caller_context(sent)
         return Context(), [Link(incoming, UNTRUSTED)] if incoming else []
 
     def _span_details(self, scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -187,30 +184,35 @@ def _secret_headers() -> list[str]:
 def _without_baggage(scope: Scope) -> Scope:
     """A trusted caller's scope without its `baggage`: nothing here reads it, and kept in the
     context it would travel on to Rivya's API with the instrumentation's calls."""
-    headers = scope["headers"]
-    if not any(name == b"baggage" for name, _ in headers):
-        return scope
-    return {**scope, "headers": [(name, value) for name, value in headers if name != b"baggage"]}
+    return _without(scope, frozenset({b"baggage"}))
 
 
 def _untrusted(scope: Scope) -> Scope:
-    """`scope` without the trace headers, holding what they said for `_link_incoming`."""
-    headers = scope["headers"]
-    if not any(name in TRACE_HEADERS for name, _ in headers):
+    """`scope` without the trace headers, holding what they said for `_on_request`."""
+    sent = _trace_headers(scope["headers"])
+    if not sent:
         return scope
-    sent = {
+    return {**_without(scope, TRACE_HEADERS), _INCOMING: _caller_context(sent)}
+
+
+def _trace_headers(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {
         name.decode(): value.decode("latin-1") for name, value in headers if name in TRACE_HEADERS
     }
-    incoming = None
-    if "traceparent" in sent:
-        # Without its tracestate, which a link does not need: OpenTelemetry's parser logs a
-        # warning quoting each member it cannot read, so any caller could write our logs.
-        incoming = span_context_of(Carrier(sent["traceparent"]))
-    return {
-        **scope,
-        "headers": [(name, value) for name, value in headers if name not in TRACE_HEADERS],
-        _INCOMING: incoming,
-    }
+
+
+def _caller_context(sent: dict[str, str]) -> SpanContext | None:
+    """An untrusted caller's context, to link to: from its `traceparent` alone. Its
+    `tracestate` is not read: OpenTelemetry's parser logs a warning quoting each member it
+    cannot read, so any caller could write our logs."""
+    return span_context_of(Carrier(sent["traceparent"])) if "traceparent" in sent else None
+
+
+def _without(scope: Scope, names: frozenset[bytes]) -> Scope:
+    headers = scope["headers"]
+    if not any(name in names for name, _ in headers):
+        return scope
+    return {**scope, "headers": [(name, value) for name, value in headers if name not in names]}
 
 
 def _on_request(span: Span, scope: Scope) -> None:
