@@ -19,6 +19,7 @@ from receiver.forward.worker import run_worker
 from receiver.logs import configure_logging, raised_at
 from receiver.operators.inspection import deliveries, destinations, events, records, stats
 from receiver.operators.maintenance import prune, replay, reprocess
+from receiver.operators.notify import notify
 from receiver.operators.nouns import counted
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.operators.tasks import reconcile, tasks
@@ -56,6 +57,7 @@ for command in (
     prune,
     tasks,
     reconcile,
+    notify,
 ):
     cli.add_command(command)
 

@@ -67,8 +67,9 @@ ALLOWED_FIELDS = frozenset(
     }
 )
 MAX_PATH_CHARS = 200
-# Their debug lines quote SQL parameters and request data, and messages pass the allow-list.
-QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "aiohttp", "asyncio", "alembic")
+# Their debug lines quote SQL parameters and request data, and messages pass the allow-list;
+# Apprise says "Sent ... notification." at info for every message (notification_sent says it).
+QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "aiohttp", "asyncio", "alembic", "apprise")
 
 log = structlog.get_logger("receiver")
 
@@ -146,8 +147,9 @@ def configure_logging(
 
 
 # Libraries whose log lines quote text from outside: OpenTelemetry's quote a collector's
-# answer, an exporter's headers and endpoint, a caller's tracestate.
-QUOTING_LIBRARIES = ("opentelemetry",)
+# answer, an exporter's headers and endpoint, a caller's tracestate; Apprise's quote a
+# notification URL (its token) and the answers of the services it sends to.
+QUOTING_LIBRARIES = ("opentelemetry", "apprise")
 
 
 def withhold_library_text(record: logging.LogRecord) -> bool:

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from receiver.exceptions import StoreUnavailableError
+from receiver.operational.notifier import NOTIFICATION_RESULTS
 from receiver.services import Services, services_of
 from receiver.store.deliveries import DeliveryState
 from receiver.store.health import COUNTED
@@ -183,6 +184,16 @@ class Metrics:
             "Orphaned deliveries this process's retention dead-lettered (reason: orphaned).",
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "receiver_notifications",
+            "Messages about operational events, once per notification URL each, by result:"
+            " sent, failed (after every try) or dropped (the queue was full, or the process"
+            " stopped before it was sent).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in NOTIFICATION_RESULTS:  # at 0 from the start, so a rate has a base
+            self.notifications.labels(result)
         self.retention_last_success = Gauge(
             "receiver_retention_last_success_timestamp_seconds",
             "When this process's retention last finished a run (Unix time); absent before.",
@@ -223,6 +234,10 @@ class Metrics:
 
     def observe_rivya_request(self, status: str) -> None:
         self.rivya_api_requests.labels(status).inc()
+
+    def observe_notification(self, result: str) -> None:
+        """The notifier's hook, once per URL a message was sent, failed or dropped for."""
+        self.notifications.labels(result).inc()
 
     def observe_retention(self, pruned_events: int, orphaned: int) -> None:
         self.retention_pruned_events.inc(pruned_events)

@@ -1,0 +1,64 @@
+"""RECEIVER_NOTIFY_URLS: reading the Apprise URLs out of one variable, and loading each.
+
+The URLs are secrets (a Slack or Teams URL is its webhook's token): nothing here returns,
+logs or raises their text. Apprise itself logs a URL it cannot load, at ERROR on its
+`apprise` logger; while one is loaded here that logger is held silent, and the service's
+logging withholds the text of its lines at any other time (QUOTING_LIBRARIES).
+"""
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import apprise
+
+# Whitespace separates URLs; so does a comma, but only before the next URL's scheme: a
+# comma inside one is its own (mailto's `?to=a@x.com,b@y.com`).
+_SEPARATOR = re.compile(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+# Each message goes to every URL at once, each from a thread of its own: a handful of chat
+# channels and mailboxes is the use, and twenty threads a message is the most we start.
+MAX_NOTIFY_URLS = 20
+# Above ERROR's DEPRECATION WARNING (ERROR + 1), the highest level Apprise logs at.
+_SILENT = logging.CRITICAL + 1
+
+
+def split_notify_urls(text: str) -> list[str]:
+    return [url for url in _SEPARATOR.split(text) if url.strip(",")]
+
+
+def scheme_of(url: str) -> str:
+    """What may be shown of a URL: its service's scheme (`json`, `slack`), never the rest."""
+    return url.partition("://")[0].lower()
+
+
+@contextmanager
+def _apprise_silenced() -> Iterator[None]:
+    logger = logging.getLogger("apprise")
+    level = logger.level
+    logger.setLevel(_SILENT)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_service(url: str) -> apprise.Apprise | None:
+    """An Apprise object sending to `url` alone (so its result is that URL's), or None
+    when Apprise has no service for it."""
+    with _apprise_silenced():
+        service = apprise.Apprise.instantiate(url)
+    if service is None:
+        return None
+    sender = apprise.Apprise()
+    sender.add(service)
+    return sender
+
+
+def check_notify_urls(urls: list[str]) -> None:
+    """A ValueError naming the first URL Apprise cannot send to by its position, 1 first."""
+    if len(urls) > MAX_NOTIFY_URLS:
+        raise ValueError(f"give at most {MAX_NOTIFY_URLS} URLs")
+    for position, url in enumerate(urls, start=1):
+        if load_service(url) is None:
+            raise ValueError(f"URL {position} is not a URL Apprise can send to")
