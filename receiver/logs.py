@@ -69,7 +69,15 @@ ALLOWED_FIELDS = frozenset(
 MAX_PATH_CHARS = 200
 # Their debug lines quote SQL parameters and request data, and messages pass the allow-list;
 # Apprise says "Sent ... notification." at info for every message (notification_sent says it).
-QUIET_LIBRARIES = ("aiosqlite", "sqlalchemy", "aiohttp", "asyncio", "alembic", "apprise")
+QUIET_LIBRARIES = (
+    "aiosqlite",
+    "sqlalchemy",
+    "aiohttp",
+    "asyncio",
+    "alembic",
+    "apprise",
+    "urllib3",
+)
 
 log = structlog.get_logger("receiver")
 
@@ -148,8 +156,9 @@ def configure_logging(
 
 # Libraries whose log lines quote text from outside: OpenTelemetry's quote a collector's
 # answer, an exporter's headers and endpoint, a caller's tracestate; Apprise's quote a
-# notification URL (its token) and the answers of the services it sends to.
-QUOTING_LIBRARIES = ("opentelemetry", "apprise")
+# notification URL (its token) and the answers of the services it sends to; urllib3's (under
+# Apprise's requests) quote each request's path, where a Slack or Teams webhook's token is.
+QUOTING_LIBRARIES = ("opentelemetry", "apprise", "urllib3")
 
 
 def withhold_library_text(record: logging.LogRecord) -> bool:

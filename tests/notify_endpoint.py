@@ -81,6 +81,16 @@ class NotifyEndpoint:
     def secrets(self) -> tuple[str, str]:
         return self.token, self.header_token
 
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` requests came in, answered or not (a hanging one is held)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.requests >= count:
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"{count} requests expected, {self.requests} came")
+
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Sent]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

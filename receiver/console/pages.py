@@ -33,6 +33,7 @@ from receiver.store.database import transaction
 from receiver.store.deliveries import ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
 from receiver.store.health import refuse_unknown_destination
+from receiver.store.notifications import last_notifications
 from receiver.store.pages import MAX_ID
 from receiver.store.queries import (
     DeliveryFilter,
@@ -47,6 +48,8 @@ from receiver.store.stats import credits_by_model
 from receiver.urls import refuse_nul
 
 PAGE_SIZE = 50
+# The overview's last notifications: an outage's few messages, at a glance.
+SHOWN_NOTIFICATIONS = 10
 # The tabs of deliveries, in the order an operator acts on them: dead letters first (what
 # needs action), then what is under way or stuck, then history. A destination's page opens
 # on the first with any.
@@ -205,6 +208,7 @@ async def overview(request: Request) -> Response:
         # The day's records only: a range of the index on when they changed.
         day_credits = await credits_by_model(connection, now - timedelta(hours=24))
         any_events = bool((await list_events(connection, EventFilter(), 1)).items)
+        notifications = await last_notifications(connection, SHOWN_NOTIFICATIONS)
     return page(
         request,
         "overview.html",
@@ -219,6 +223,8 @@ async def overview(request: Request) -> Response:
         any_events=any_events,
         paused=_paused(totals.numbers["destinations"]),
         trip_after=TRIP_AFTER,
+        notifications=notifications,
+        notify_urls=len(settings.notify_urls),
     )
 
 

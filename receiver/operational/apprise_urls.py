@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 import apprise
 
-# Whitespace separates URLs; so does a comma, but only before the next URL's scheme: a
-# comma inside one is its own (mailto's `?to=a@x.com,b@y.com`).
-_SEPARATOR = re.compile(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+# Whitespace separates URLs; so does a comma, but only before the next URL's scheme (or at
+# the end): a comma inside one is its own (mailto's `?to=a@x.com,b@y.com`).
+_SEPARATOR = re.compile(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://|\s*$)")
 # Each message goes to every URL at once, each from a thread of its own: a handful of chat
 # channels and mailboxes is the use, and twenty threads a message is the most we start.
 MAX_NOTIFY_URLS = 20
