@@ -77,7 +77,7 @@ def _duration(seconds: Any) -> str:
     if whole < 120:
         return f"{whole} s"
     minutes = whole // 60
-    if minutes < 120:
+    if minutes < 60:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60} min" if minutes % 60 else f"{minutes // 60} h"
 

@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from receiver.logs import configure_logging
+from receiver.metrics import Metrics
 from receiver.operational.events import OperationalEvent, OperationalType
 from receiver.operational.messages import Message
 from receiver.operational.notifier import QUEUE_SIZE, Notifier, NotifyResult, Pacing
@@ -263,3 +265,12 @@ async def test_an_event_whose_message_cannot_be_written_is_logged_and_the_next_i
     assert [
         e["error_class"] for e in events_of(json_logs) if e["event"] == "notification_unsent"
     ] == ["KeyError"]
+
+
+def test_the_metric_has_each_result_from_the_start_and_counts_the_notifiers_results() -> None:
+    metrics = Metrics(refresh_seconds=15.0)
+    metrics.observe_notification("failed")
+    text = generate_latest(metrics.registry).decode()
+    assert 'receiver_notifications_total{result="sent"} 0.0' in text
+    assert 'receiver_notifications_total{result="failed"} 1.0' in text
+    assert 'receiver_notifications_total{result="dropped"} 0.0' in text
