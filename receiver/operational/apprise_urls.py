@@ -45,12 +45,18 @@ def _apprise_silenced() -> Iterator[None]:
 
 def load_service(url: str) -> apprise.Apprise | None:
     """An Apprise object sending to `url` alone (so its result is that URL's), or None
-    when Apprise has no service for it."""
+    when Apprise has no service for it.
+
+    Without Apprise's own per-service deadline (`service_timeout=0`; 60 s by default): with
+    one, Apprise sends from its shared thread pool, whose threads the interpreter waits for at
+    exit, so a hanging service held the process's exit. Without it, it sends from the calling
+    thread, the notifier's daemon thread, which bounds each try itself (ATTEMPT_SECONDS)."""
+    asset = apprise.AppriseAsset(service_timeout=0)
     with _apprise_silenced():
-        service = apprise.Apprise.instantiate(url)
+        service = apprise.Apprise.instantiate(url, asset=asset)
     if service is None:
         return None
-    sender = apprise.Apprise()
+    sender = apprise.Apprise(asset=asset)
     sender.add(service)
     return sender
 

@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +23,7 @@ from receiver.metrics import Metrics
 from receiver.operational.events import OperationalEvent, OperationalType
 from receiver.operational.messages import Message
 from receiver.operational.notifier import QUEUE_SIZE, Notifier, NotifyResult, Pacing
-from tests.notify_endpoint import ERROR, HANG, NotifyEndpoint
+from tests.notify_endpoint import ERROR, HANG, HANG_SECONDS, NotifyEndpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -274,3 +276,36 @@ def test_the_metric_has_each_result_from_the_start_and_counts_the_notifiers_resu
     assert 'receiver_notifications_total{result="sent"} 0.0' in text
     assert 'receiver_notifications_total{result="failed"} 1.0' in text
     assert 'receiver_notifications_total{result="dropped"} 0.0' in text
+
+
+EXIT_WHILE_HANGING = """
+import asyncio, sys
+from pydantic import SecretStr
+from receiver.operational.notifier import Notifier, Pacing
+from tests.operational.test_notifier import dead_letters
+
+async def main() -> None:
+    pacing = Pacing(retry_delays=(), attempt_seconds=0.5, stop_seconds=0.5)
+    async with Notifier([SecretStr(sys.argv[1])], None, print, pacing=pacing) as notifier:
+        notifier.send(dead_letters())
+        await asyncio.sleep(1.0)
+
+asyncio.run(main())
+"""
+
+
+def test_the_process_exits_while_a_url_hangs(endpoints: list[NotifyEndpoint]) -> None:
+    """Apprise's own thread pool is joined at exit: a try must not run in it."""
+    endpoint = new_endpoint(endpoints, HANG)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WHILE_HANGING, endpoint.url(rto="60")],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS * 2,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "failed" in done.stdout.splitlines()  # the try's bound, then the exit
+    # The endpoint holds the request for HANG_SECONDS; the process did not wait for it.
+    assert time.monotonic() - started < HANG_SECONDS / 2
