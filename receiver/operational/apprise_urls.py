@@ -14,8 +14,10 @@ from contextlib import contextmanager
 import apprise
 
 # Whitespace separates URLs; so does a comma, but only before the next URL's scheme (or at
-# the end): a comma inside one is its own (mailto's `?to=a@x.com,b@y.com`).
-_SEPARATOR = re.compile(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://|\s*$)")
+# the end): a comma inside one is its own (mailto's `?to=a@x.com,b@y.com`). Whitespace is
+# split first: one pattern for both backtracked over a run of spaces after a comma, in
+# quadratic time (40,000 spaces took 5.7 s).
+_COMMA = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://|$)")
 # Each message goes to every URL at once, each from a thread of its own: a handful of chat
 # channels and mailboxes is the use, and twenty threads a message is the most we start.
 MAX_NOTIFY_URLS = 20
@@ -24,7 +26,7 @@ _SILENT = logging.CRITICAL + 1
 
 
 def split_notify_urls(text: str) -> list[str]:
-    return [url for url in _SEPARATOR.split(text) if url.strip(",")]
+    return [url for word in text.split() for url in _COMMA.split(word) if url]
 
 
 def scheme_of(url: str) -> str:
