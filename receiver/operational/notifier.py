@@ -3,10 +3,10 @@
 `send(event)` only queues the event (bounded: when the queue is full the message is dropped,
 counted and logged), so whoever raised it, ingest or a forwarder, never waits for a chat
 service. One task sends the queued messages one by one; each message goes to every URL at
-once, each URL tried up to TRIES times. Apprise is synchronous (requests), so each try runs
-in a daemon thread of its own: a hanging service holds only that thread, never the loop,
-and never the process's exit (the loop's default executor is waited for at exit; a daemon
-thread is not). Each URL's final result is counted (`on_result`: sent, failed, dropped) and
+once, each URL tried 1 + len(RETRY_DELAYS) times. Apprise is synchronous (requests), so each
+try runs in a daemon thread of its own: a hanging service holds only that thread, never the
+loop, and never the process's exit (the loop's default executor and Apprise's own pool are
+waited for at exit; a daemon thread is not: see `load_service`). Each URL's final result is counted (`on_result`: sent, failed, dropped) and
 logged by its position and scheme, never its text: a notification URL is a secret.
 
 A try is bounded by Apprise's own socket timeouts (4 s to connect and 4 s per read unless
