@@ -16,6 +16,7 @@ from receiver.health import healthz, readyz
 from receiver.ingest.webhooks import RivyaWebhookEndpoint
 from receiver.logs import RequestLogMiddleware
 from receiver.metrics import WEBHOOK_PATH, Metrics
+from receiver.operational.alerts import Alerts
 from receiver.operators.admin import RequireAdminToken, admin_mount
 from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
@@ -62,10 +63,20 @@ def create_app(
                     reason="set RECEIVER_ADMIN_TOKEN or RECEIVER_METRICS_PUBLIC=true",
                 )
             await upgrade_schema(engine)
+            # Before the forwarder, so that it stops after it: a lane's last change is written.
+            alerts = await stack.enter_async_context(
+                Alerts(engine, settings, on_raised=metrics.observe_operational_event)
+            )
             forwarder = None
             if run_forwarder and settings.forwarding:
                 forwarder = await stack.enter_async_context(
-                    Forwarder(engine, settings, on_attempt=metrics.observe_attempt, tracer=tracer)
+                    Forwarder(
+                        engine,
+                        settings,
+                        on_attempt=metrics.observe_attempt,
+                        tracer=tracer,
+                        on_lane_change=alerts.lane_changed,
+                    )
                 )
             writer = await stack.enter_async_context(
                 EventWriter(
@@ -86,6 +97,7 @@ def create_app(
                         on_pass=metrics.observe_reconcile_pass,
                         on_stored=forwarder.wake if forwarder else None,
                         tracing=tracing,
+                        alerts=alerts,
                     )
                 )
                 reconciler.run_periodically()

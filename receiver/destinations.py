@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from receiver.exceptions import InvalidRequestError, SettingsError
 from receiver.model import Outcome
+from receiver.operational.events import OperationalType
 from receiver.signatures import WebhookSecret
 
 DEFAULT_NAME = "default"
@@ -56,10 +57,26 @@ class Destination:
         return DEFAULT_OUTCOMES if self.outcomes is None else self.outcomes
 
     def wants(self, event_type: str | None, outcome: str) -> bool:
-        """Whether an event of this type, stored with this outcome, is sent here."""
+        """Whether an event of this type, stored with this outcome, is sent here. The
+        service's own events (`receiver.*`) go only where `event_types` names them, by type
+        or all of them (OPERATIONAL_TYPES), whatever their outcome: a destination that names
+        no types goes on receiving Rivya's events alone."""
+        if is_operational(event_type):
+            return self.event_types is not None and bool(
+                {event_type, OPERATIONAL_TYPES} & self.event_types
+            )
         return (
             self.event_types is None or event_type in self.event_types
         ) and outcome in self.wanted_outcomes
+
+
+# The service's own events' types start so; `event_types` names them all with the wildcard.
+OPERATIONAL_PREFIX = "receiver."
+OPERATIONAL_TYPES = "receiver.*"
+
+
+def is_operational(event_type: str | None) -> bool:
+    return event_type is not None and event_type.startswith(OPERATIONAL_PREFIX)
 
 
 def find_destination(destinations: Sequence[Destination], name: str) -> Destination:
@@ -113,6 +130,19 @@ class _Entry(BaseModel):
     @classmethod
     def _check_url(cls, value: str) -> str:
         return check_http_url(value)
+
+    @field_validator("event_types")
+    @classmethod
+    def _check_operational_types(cls, value: list[str] | None) -> list[str] | None:
+        # A misspelt `receiver.` type would match nothing, silently, for ever.
+        known = {OPERATIONAL_TYPES, *OperationalType}
+        unknown = [t for t in value or () if is_operational(t) and t not in known]
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is none of the service's own event types: use "
+                f"{OPERATIONAL_TYPES} or one of {', '.join(OperationalType)}"
+            )
+        return value
 
     @field_validator("outcomes", mode="before")
     @classmethod

@@ -194,6 +194,13 @@ class Metrics:
         )
         for result in NOTIFICATION_RESULTS:  # at 0 from the start, so a rate has a base
             self.notifications.labels(result)
+        self.operational_events = Counter(
+            "receiver_operational_events",
+            "Operational events this process raised or ended (receiver.*), by type: each"
+            " condition is counted by the one replica that decided it.",
+            ["type"],
+            registry=self.registry,
+        )
         self.retention_last_success = Gauge(
             "receiver_retention_last_success_timestamp_seconds",
             "When this process's retention last finished a run (Unix time); absent before.",
@@ -234,6 +241,9 @@ class Metrics:
 
     def observe_rivya_request(self, status: str) -> None:
         self.rivya_api_requests.labels(status).inc()
+
+    def observe_operational_event(self, event_type: str) -> None:
+        self.operational_events.labels(event_type).inc()
 
     def observe_notification(self, result: str) -> None:
         """The notifier's hook, once per URL a message was sent, failed or dropped for."""

@@ -32,6 +32,7 @@ from receiver.destinations import (
     parse_secrets,
 )
 from receiver.exceptions import SettingsError
+from receiver.operational.apprise_urls import check_notify_urls, split_notify_urls
 from receiver.signatures import WebhookSecret
 
 ENV_PREFIX = "RECEIVER_"
@@ -109,6 +110,18 @@ class Settings(BaseModel):
     reconcile_after_seconds: float = Field(default=900.0, gt=0)
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
     low_credits_threshold: int | None = Field(default=None, ge=0)
+    # Operational events (receiver/operational): how long dead letters are gathered into one
+    # event per destination, when a backlog or a record not terminal is stuck, and how
+    # often the conditions are looked at.
+    alert_coalesce_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    alert_backlog_age_seconds: float = Field(default=900.0, gt=0, le=30 * 86_400)
+    alert_stuck_records_seconds: float = Field(default=3600.0, gt=0, le=30 * 86_400)
+    alert_check_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # Apprise URLs each operational event is told to, as a message for people. Secrets (they
+    # hold webhook tokens): never in repr, never logged or shown.
+    notify_urls: tuple[SecretStr, ...] = Field(default=(), repr=False)
+    # Where the console is reached from outside, for the links in messages.
+    public_url: str | None = None
     # Scheduled retention in `serve` and `worker` (see receiver/pruner.py).
     retention_days: float = Field(default=DEFAULT_RETENTION_DAYS, ge=0, le=MAX_RETENTION_DAYS)
     retention_interval_seconds: float = Field(
@@ -144,6 +157,22 @@ class Settings(BaseModel):
     @classmethod
     def _check_forward_url(cls, value: str | None) -> str | None:
         return None if value is None else check_http_url(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value).rstrip("/")
+
+    @field_validator("notify_urls", mode="before")
+    @classmethod
+    def _parse_notify_urls(cls, value: Any) -> Any:
+        return split_notify_urls(value) if isinstance(value, str) else value
+
+    @field_validator("notify_urls")
+    @classmethod
+    def _check_notify_urls(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        check_notify_urls([url.get_secret_value() for url in value])
+        return value
 
     @field_validator("rivya_api_url")
     @classmethod

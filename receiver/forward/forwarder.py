@@ -110,14 +110,18 @@ class Forwarder:
         settings: Settings,
         on_attempt: Callable[[str, int | None, str | None, float], None] | None = None,
         tracer: Tracer | None = None,
+        on_lane_change: Callable[[str, str, int, float], None] | None = None,
     ) -> None:
         """`on_attempt(destination, status_code, error_class, seconds)` is told of every
         attempt (the metrics), within its span; `tracer`: a client span for each attempt, a
-        child of the span that stored its event (see `forward.spans`)."""
+        child of the span that stored its event (see `forward.spans`);
+        `on_lane_change(change, destination, failures, pause_seconds)` of every pause and
+        reopening of a lane (the operational events), without waiting."""
         if not settings.forwarding:
             raise ValueError("forwarding needs a destination")
         self._engine = engine
         self._on_attempt = on_attempt
+        self._on_lane_change = on_lane_change
         self._tracer = tracer
         self._lanes = {d.name: _Lane(d) for d in settings.forwarding}
         self._policy = RetryPolicy(settings.forward_retry_schedule)
@@ -379,12 +383,17 @@ class Forwarder:
         )
         delivered = verdict.state is DeliveryState.DELIVERED
         if change := lane.breaker.record(delivered, time.monotonic()):
+            breaker = lane.breaker
             self._log.warning(
                 change,
                 destination=destination.name,
-                failures=lane.breaker.failures_in_a_row,
-                pause_seconds=lane.breaker.pause_seconds,
+                failures=breaker.failures_in_a_row,
+                pause_seconds=breaker.pause_seconds,
             )
+            if self._on_lane_change is not None:
+                self._on_lane_change(
+                    change, destination.name, breaker.failures_in_a_row, breaker.pause_seconds
+                )
         self._finished.append(
             AttemptRecord(
                 delivery_id=delivery.id,

@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 from receiver.forward.forwarder import Forwarder
 from receiver.logs import log
+from receiver.operational.alerts import Alerts
 from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
 from receiver.settings import Settings
@@ -25,10 +26,16 @@ async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None
     try:
         await upgrade_schema(engine)
         async with AsyncExitStack() as stack:
+            alerts = await stack.enter_async_context(Alerts(engine, settings))
             forwarder = None
             if settings.forwarding:
                 forwarder = await stack.enter_async_context(
-                    Forwarder(engine, settings, tracer=tracing.tracer if tracing else None)
+                    Forwarder(
+                        engine,
+                        settings,
+                        tracer=tracing.tracer if tracing else None,
+                        on_lane_change=alerts.lane_changed,
+                    )
                 )
             if settings.rivya_api_key is not None:
                 reconciler = await stack.enter_async_context(
@@ -37,6 +44,7 @@ async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None
                         settings,
                         on_stored=forwarder.wake if forwarder else None,
                         tracing=tracing,
+                        alerts=alerts,
                     )
                 )
                 reconciler.run_periodically()

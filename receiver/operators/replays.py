@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from receiver.destinations import EVERY_OUTCOME, Destination, find_destination
+from receiver.destinations import Destination, find_destination
 from receiver.exceptions import (
     ForwardingDisabledError,
     InvalidRequestError,
@@ -45,9 +45,9 @@ REPLAY_STATES: tuple[str, ...] = get_args(ReplayState)
 def replay_destinations(
     settings: Settings, name: str | None, target_url: str | None
 ) -> Sequence[Destination]:
-    """Where a replay goes: the destination named, whatever its filters; else every
-    destination, each by its filters. A replay to another URL is signed as one destination,
-    so it must be named when there are several."""
+    """Where a replay goes: the destination named (sent whatever its filters, see `Leg`);
+    else every destination, each by its filters. A replay to another URL is signed as one
+    destination, so it must be named when there are several."""
     if not settings.forwarding:
         raise ForwardingDisabledError(
             "forwarding is off: set RECEIVER_FORWARD_URL or RECEIVER_DESTINATIONS_FILE"
@@ -60,23 +60,20 @@ def replay_destinations(
                 "destination: name the one whose secrets sign a replay to another URL"
             )
         name = settings.forwarding[0].name
-    return [_whatever_its_filters(find_destination(settings.forwarding, name))]
-
-
-def _whatever_its_filters(destination: Destination) -> Destination:
-    return replace(destination, event_types=None, outcomes=EVERY_OUTCOME)
+    return [find_destination(settings.forwarding, name)]
 
 
 @dataclass(frozen=True, slots=True)
 class Leg:
     """What a replay sends one destination: the events `which` matches (those it wants, by
-    its filters, unless it was named or a delivery state chose them), to `target_url` if
-    given. A leg of dead letters (`claims`) replays the destination's own: each dead letter
-    `which` matches is claimed and sent again to its own target URL."""
+    its filters, if `filtered`: not when it was named or a delivery state chose them), to
+    `target_url` if given. A leg of dead letters (`claims`) replays the destination's own:
+    each dead letter `which` matches is claimed and sent again to its own target URL."""
 
     destination: Destination
     which: EventFilter
     target_url: str | None = None
+    filtered: bool = True
 
     @property
     def claims(self) -> bool:
@@ -92,13 +89,13 @@ def plan_replay(
     whatever its filters: they were sent there before. So a replay of dead letters goes only
     where they died, never to a destination that has them."""
     destinations = replay_destinations(settings, name, target_url)
-    if which.delivery_state is None:
-        return [Leg(destination, which, target_url) for destination in destinations]
+    filtered = which.delivery_state is None and name is None and target_url is None
     return [
         Leg(
-            _whatever_its_filters(destination),
-            replace(which, destination=destination.name),
+            destination,
+            which if which.delivery_state is None else replace(which, destination=destination.name),
             target_url,
+            filtered,
         )
         for destination in destinations
     ]
@@ -160,7 +157,9 @@ async def count_planned(engine: AsyncEngine, plan: Sequence[Leg]) -> Replayed:
                 n, up_to = await count_dead_letters(connection, which, name, COUNT_LIMIT)
                 largest += [up_to] if up_to is not None else []
             else:
-                n = await count_replay(connection, leg.which, leg.destination, COUNT_LIMIT)
+                n = await count_replay(
+                    connection, leg.which, leg.destination, leg.filtered, COUNT_LIMIT
+                )
             if n:
                 planned[name] = n
     return Replayed(
@@ -194,7 +193,7 @@ async def resolve_plan(engine: AsyncEngine, plan: Sequence[Leg]) -> list[Resolve
                 letters = dead_letters(leg.which, leg.destination.name)
                 resolved.append(Resolved(leg, [], list(await connection.scalars(letters))))
             else:
-                chosen = events_to_replay(leg.which, leg.destination)
+                chosen = events_to_replay(leg.which, leg.destination, leg.filtered)
                 resolved.append(Resolved(leg, list(await connection.scalars(chosen)), []))
     return resolved
 
@@ -252,7 +251,7 @@ async def _queue_chunk(
         return await claim_dead_letters(connection, chunk, leg.destination.name, now, traceparent)
     which = EventFilter(event_ids=tuple(work.event_ids[start : start + CHUNK]))
     queued = await replay_events(
-        connection, which, now, [leg.destination], leg.target_url, traceparent
+        connection, which, now, [leg.destination], leg.target_url, traceparent, leg.filtered
     )
     return queued.get(leg.destination.name, 0)
 

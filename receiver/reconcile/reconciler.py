@@ -31,6 +31,7 @@ from receiver.destinations import Destination
 from receiver.generations import Unparseable, parse_generation
 from receiver.logs import log
 from receiver.model import APPLIED_TYPES, TERMINAL_STATUSES, Event, Generation, Outcome
+from receiver.operational.alerts import Alerts
 from receiver.periodic import Periodic
 from receiver.reconcile.rivya_api import (
     RivyaAPI,
@@ -92,11 +93,13 @@ class Reconciler:
         on_pass: Callable[[str], None] | None = None,
         on_stored: Callable[[], None] | None = None,
         tracing: Tracing | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         """`on_request(status)` and `on_pass(result)` feed the metrics; `on_stored` is called
         when a synthesized event was stored (this process's forwarder); `tracing`: a span for
         each pass, with a child for each call to Rivya's API and for each event it stores
-        (whose deliveries then hang under the pass)."""
+        (whose deliveries then hang under the pass); `alerts`: the balance read, and the key
+        refused or accepted, as operational conditions."""
         if settings.rivya_api_key is None:
             raise ValueError("reconciliation needs RECEIVER_RIVYA_API_KEY")
         self._engine = engine
@@ -114,6 +117,7 @@ class Reconciler:
         self._tracer = tracing.tracer if tracing else None
         self._on_pass = on_pass
         self._on_stored = on_stored
+        self._alerts = alerts
         self._periodic = Periodic(
             "reconciler",
             settings.reconcile_interval_seconds,
@@ -170,6 +174,8 @@ class Reconciler:
         started = datetime.now(UTC)
         try:
             report.credits = await self._read_credits()
+            if self._alerts is not None:
+                await self._alerts.key_accepted()
             while claims := await self._claim(after or self._after, started, task_ids):
                 await self._ask_each(claims, report, progress)
                 if task_ids is not None:
@@ -178,6 +184,8 @@ class Reconciler:
             report.result = "auth_failed" if isinstance(exc, RivyaAuthError) else "unavailable"
             report.error_code = exc.code
             log.warning("reconcile_stopped", reason=exc.code, what=report.result)
+            if self._alerts is not None and isinstance(exc, RivyaAuthError):
+                await self._alerts.key_refused(exc.code)
         if self._on_pass is not None:
             self._on_pass(report.result)
         log.info(
@@ -203,6 +211,8 @@ class Reconciler:
         threshold = self._settings.low_credits_threshold
         if threshold is not None and balance <= threshold:
             log.warning("rivya_credits_low", credits=balance, threshold=threshold)
+        if self._alerts is not None:
+            await self._alerts.credits_read(balance)
         return balance
 
     async def _claim(

@@ -6,6 +6,7 @@ cannot both take a row: SQLite serialises writers, and on PostgreSQL the inner S
 FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -141,6 +142,7 @@ def record_attempts(
     if records:
         statements.run_rows(run, dialect, statements.update_health, _health_rows(records))
     records, gone = _split_by_existence(run, dialect, records)
+    _count_dead_letters(run, dialect, records, now)
     for chunk in _chunks(records):
         attempt_rows = [
             {
@@ -196,6 +198,30 @@ def _settle_pairs(run: Run, dialect: Dialect, records: list[AttemptRecord]) -> N
             pairs = _padded(pairs)
             statement = build(dialect, len(pairs))
             run(statement, statement.parameters(pairs))
+
+
+# A destination's dead letters are gathered in the condition `dead:<destination>`, a window
+# the operational checks close into one event (see `store.conditions`).
+DEAD_LETTERS = "dead:"
+
+
+def dead_letters_condition(destination: str) -> str:
+    return DEAD_LETTERS + destination
+
+
+def _count_dead_letters(
+    run: Run, dialect: Dialect, records: list[AttemptRecord], now: datetime
+) -> None:
+    """Count the deliveries gone dead into their destinations' windows, which the
+    operational checks close into one event each (receiver.operational): counted here, in
+    the outcomes' own transaction, each is counted once, whichever forwarder recorded it."""
+    dead = Counter(r.destination for r in records if r.state is DeliveryState.DEAD)
+    rows = [
+        {"name": dead_letters_condition(name), "started_at": now, "count": n}
+        for name, n in sorted(dead.items())  # in name order: replicas lock rows alike
+    ]
+    if rows:
+        statements.run_rows(run, dialect, statements.count_dead_letters, rows)
 
 
 def _split_by_existence(

@@ -17,7 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.destinations import EVERY_OUTCOME, Destination
+from receiver.destinations import (
+    EVERY_OUTCOME,
+    OPERATIONAL_PREFIX,
+    OPERATIONAL_TYPES,
+    Destination,
+    is_operational,
+)
 from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter, event_conditions, pinned
 from receiver.store.queries import count_events
@@ -25,29 +31,54 @@ from receiver.store.statements import superseded
 from receiver.store.tables import deliveries, events
 
 
-def replay_conditions(which: EventFilter, destination: Destination) -> list[Any]:
-    """The events of `which` that `destination` wants (by their type and outcome as stored)."""
-    wanted = [*event_conditions(which)]
-    if destination.event_types is not None:
-        wanted.append(events.c.type.in_(sorted(destination.event_types)))
+def replay_conditions(which: EventFilter, destination: Destination | None) -> list[Any]:
+    """The events of `which` that `destination` wants (by their type and outcome as stored,
+    as `Destination.wants` decides); every one of them when None (a replay to a destination
+    named, whatever its filters)."""
+    if destination is None:
+        return [*event_conditions(which)]
+    return [*event_conditions(which), _wanted_by(destination)]
+
+
+def _wanted_by(destination: Destination) -> Any:
+    """`Destination.wants` in SQL."""
+    operational = events.c.type.startswith(OPERATIONAL_PREFIX, autoescape=True)
+    types = destination.event_types
+    rivyas = [sa.or_(events.c.type.is_(None), ~operational)]
+    if types is not None:
+        rivyas = [events.c.type.in_(sorted(t for t in types if not is_operational(t)))]
     if destination.wanted_outcomes != EVERY_OUTCOME:
-        wanted.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
-    return wanted
+        rivyas.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
+    if types is None:
+        return sa.and_(*rivyas)
+    ours = (
+        operational
+        if OPERATIONAL_TYPES in types
+        else events.c.type.in_(sorted(t for t in types if is_operational(t)))
+    )
+    return sa.or_(sa.and_(*rivyas), ours)
 
 
-def events_to_replay(which: EventFilter, destination: Destination) -> sa.Select[tuple[str]]:
-    """The IDs of the events `replay_events` would send `destination`, oldest first."""
-    chosen = replay_conditions(which, destination)
+def events_to_replay(
+    which: EventFilter, destination: Destination, filtered: bool
+) -> sa.Select[tuple[str]]:
+    """The IDs of the events `replay_events` would send `destination` (by its filters, if
+    `filtered`), oldest first."""
+    chosen = replay_conditions(which, destination if filtered else None)
     return sa.select(events.c.id).where(*chosen).order_by(events.c.received_at)
 
 
 async def count_replay(
-    connection: AsyncConnection, which: EventFilter, destination: Destination, limit: int
+    connection: AsyncConnection,
+    which: EventFilter,
+    destination: Destination,
+    filtered: bool,
+    limit: int,
 ) -> int:
     """How many deliveries `replay_events` would queue to `destination`, or `limit` + 1 for
-    any number past `limit`. A destination that takes every event is counted as the events
-    are (`count_events`, which starts from the fewer side); one with filters, with them."""
-    if destination.event_types is None and destination.wanted_outcomes == EVERY_OUTCOME:
+    any number past `limit`. Without filters the events are counted as `count_events` counts
+    them (it starts from the fewer side); with them, by them."""
+    if not filtered:
         return await count_events(connection, which, limit)
     found = sa.select(events.c.id).where(*replay_conditions(which, destination))
     counted = sa.select(sa.func.count()).select_from(found.limit(limit + 1).subquery())
@@ -61,12 +92,14 @@ async def replay_events(
     destinations: Sequence[Destination],
     target_url: str | None = None,
     traceparent: str | None = None,
+    filtered: bool = True,
 ) -> dict[str, int]:
     """Queue a new delivery of every matching event to each of `destinations` whose filters
-    it passes (by its type and outcome as stored), to `target_url` instead of the
-    destination's URL if given, their attempts starting from `traceparent` (the replay's
-    trace); how many, by destination. Each queued pair's dead letters
-    become `replayed` at once: a retry is in flight, and nobody should replay them twice."""
+    it passes (by its type and outcome as stored; every one unless `filtered`), to
+    `target_url` instead of the destination's URL if given, their attempts starting from
+    `traceparent` (the replay's trace); how many, by destination. Each queued pair's dead
+    letters become `replayed` at once: a retry is in flight, and nobody should replay them
+    twice."""
     queued: dict[str, int] = {}
     for destination in destinations:
         selected = sa.select(
@@ -77,12 +110,12 @@ async def replay_events(
             sa.literal(now, deliveries.c.next_attempt_at.type),
             sa.literal(now, deliveries.c.created_at.type),
             sa.literal(traceparent, sa.Text),
-        ).where(*replay_conditions(which, destination))
+        ).where(*replay_conditions(which, destination if filtered else None))
         # On PostgreSQL, an event a prune has locked is waited for, then skipped if it went:
         # without the lock the new row's foreign key would fail the whole replay.
         selected = selected.with_for_update(read=True, key_share=True, of=events)
         if connection.dialect.name == "postgresql":
-            await _lock_pending(connection, which, destination, target_url)
+            await _lock_pending(connection, which, destination, target_url, filtered)
         inserted = await connection.scalars(
             sa.insert(deliveries)
             .from_select(
@@ -121,6 +154,7 @@ async def _lock_pending(
     which: EventFilter,
     destination: Destination,
     target_url: str | None,
+    filtered: bool,
 ) -> None:
     """Lock the pending deliveries of the pairs a replay is about to queue again. Under READ
     COMMITTED a forwarder recording one of them dead in another transaction and this replay
@@ -131,7 +165,9 @@ async def _lock_pending(
     await connection.execute(
         sa.select(deliveries.c.id)
         .where(
-            deliveries.c.event_id.in_(events_to_replay(which, destination).order_by(None)),
+            deliveries.c.event_id.in_(
+                events_to_replay(which, destination, filtered).order_by(None)
+            ),
             deliveries.c.destination == destination.name,
             deliveries.c.target_url.is_not_distinct_from(sa.literal(target_url, sa.Text)),
             deliveries.c.state == DeliveryState.PENDING.value,

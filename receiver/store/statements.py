@@ -27,6 +27,7 @@ from receiver.model import TERMINAL_STATUSES
 from receiver.store.tables import (
     GENERATION_COLUMNS,
     attempts,
+    conditions,
     deliveries,
     destination_health,
     events,
@@ -162,6 +163,12 @@ def settle_replayed(dialect: Dialect, rows: int) -> Prepared:
     delivery that has just gone dead, and that delivery itself if a newer one was queued
     while it was retried. A pair keeps at most one dead letter, its newest delivery."""
     return _prepared(dialect, "settle_replayed", rows)
+
+
+def count_dead_letters(dialect: Dialect, rows: int) -> Prepared:
+    """Add each destination's new dead letters to its window's count (name, started_at,
+    count a row), opening the window, at `started_at`, if none is open."""
+    return _prepared(dialect, "count_dead_letters", rows)
 
 
 def superseded() -> sa.Exists:
@@ -407,6 +414,16 @@ def _settle(rows: int, states: tuple[str, ...], to: str, only: list[Any]) -> Any
     )
 
 
+def _count_dead_letters(dialect: Any, rows: int) -> Any:
+    upsert = dialect.insert(conditions).values(
+        _values(conditions, ("name", "started_at", "count"), rows)
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[conditions.c.name],
+        set_={"count": conditions.c.count + upsert.excluded["count"]},
+    )
+
+
 def _ids(column: sa.Column[Any], rows: int) -> list[Any]:
     """One `id` parameter a row, typed as `column`."""
     return [sa.bindparam(f"id__{i}", type_=column.type) for i in range(rows)]
@@ -435,4 +452,5 @@ _BUILDERS: dict[str, Callable[[Any, int], Any]] = {
     "lock_deliveries": _lock_deliveries,
     "settle_recovered": _settle_recovered,
     "settle_replayed": _settle_replayed,
+    "count_dead_letters": _count_dead_letters,
 }

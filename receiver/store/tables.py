@@ -7,6 +7,8 @@ attempts    one row per HTTP attempt of a delivery
 destination_health  per destination: when it last took or refused an attempt
 rivya_credits  the last credit balance read from Rivya's API
 console_sessions  who is signed in to the console, until when
+conditions  the operational conditions raised and not yet ended (receiver.operational)
+notifications  the last messages sent to people about them, and whether they went out
 """
 
 from collections.abc import Callable
@@ -228,4 +230,33 @@ console_sessions = sa.Table(
     sa.Column("csrf_token", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+
+# Operational conditions in progress, one row each (receiver.operational): the insert that
+# raises one and the delete that ends it decide, in the database, which replica raises or
+# ends it, so each is raised and ended once. A destination's window of dead letters being
+# gathered into one event is a row too, counting them until the window closes.
+conditions = sa.Table(
+    "conditions",
+    metadata,
+    # What it is about: `backlog:billing`, `credits`, `dead:billing`.
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    # Dead letters in the window so far; the last count otherwise (stuck records).
+    sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# The last messages sent to people about operational events, newest kept (NOTIFICATIONS_KEPT).
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", BigID, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=False, index=True),
+    # How many of RECEIVER_NOTIFY_URLS took it, and how many did not after every try.
+    sa.Column("delivered", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
 )
