@@ -6,8 +6,9 @@ service. One task sends the queued messages one by one; each message goes to eve
 once, each URL tried 1 + len(RETRY_DELAYS) times. Apprise is synchronous (requests), so each
 try runs in a daemon thread of its own: a hanging service holds only that thread, never the
 loop, and never the process's exit (the loop's default executor and Apprise's own pool are
-waited for at exit; a daemon thread is not: see `load_service`). Each URL's final result is counted (`on_result`: sent, failed, dropped) and
-logged by its position and scheme, never its text: a notification URL is a secret.
+waited for at exit; a daemon thread is not: see `load_service`). Each URL's final result is
+counted (`on_result`: sent, failed, dropped) and logged by its position and scheme, never its
+text: a notification URL is a secret.
 
 A try is bounded by Apprise's own socket timeouts (4 s to connect and 4 s per read unless
 the URL's `cto`/`rto` say otherwise; mailto's connect is 15 s) and, for a service that
@@ -20,16 +21,20 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Self, TypeVar
 
 import apprise
 import structlog
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.operational.apprise_urls import load_service, scheme_of
 from receiver.operational.events import OperationalEvent
 from receiver.operational.messages import Message, message_for, test_message
+from receiver.store.database import transaction
+from receiver.store.notifications import record_notification
 
 SENT = "sent"
 FAILED = "failed"
@@ -219,6 +224,26 @@ class Notifier:
             event_type=event.type.value,
             count=len(self._targets),
         )
+
+
+def notifications_table(engine: AsyncEngine) -> RecordNotification:
+    """The `record` that keeps the console's list of the last notifications."""
+
+    async def record(
+        event: OperationalEvent, message: Message, delivered: int, failed: int
+    ) -> None:
+        async with transaction(engine) as connection:
+            await record_notification(
+                connection,
+                event.event_id,
+                event.type.value,
+                message.title,
+                datetime.now(UTC),
+                delivered,
+                failed,
+            )
+
+    return record
 
 
 async def _in_daemon_thread(call: Callable[[], T]) -> T:

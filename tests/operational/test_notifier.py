@@ -10,19 +10,29 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import structlog
 from prometheus_client import generate_latest
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.logs import configure_logging
 from receiver.metrics import Metrics
 from receiver.operational.events import OperationalEvent, OperationalType
 from receiver.operational.messages import Message
-from receiver.operational.notifier import QUEUE_SIZE, Notifier, NotifyResult, Pacing
+from receiver.operational.notifier import (
+    QUEUE_SIZE,
+    Notifier,
+    NotifyResult,
+    Pacing,
+    notifications_table,
+)
+from receiver.store.database import create_engine, transaction, upgrade_schema
+from receiver.store.notifications import last_notifications
 from tests.notify_endpoint import ERROR, HANG, HANG_SECONDS, NotifyEndpoint
 
 pytestmark = pytest.mark.anyio
@@ -309,3 +319,29 @@ def test_the_process_exits_while_a_url_hangs(endpoints: list[NotifyEndpoint]) ->
     assert "failed" in done.stdout.splitlines()  # the try's bound, then the exit
     # The endpoint holds the request for HANG_SECONDS; the process did not wait for it.
     assert time.monotonic() - started < HANG_SECONDS / 2
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, new_database: Callable[[Path], str]) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(new_database(tmp_path), 10)
+    await upgrade_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def test_each_message_is_recorded_for_the_console_with_how_many_urls_took_it(
+    endpoints: list[NotifyEndpoint], engine: AsyncEngine
+) -> None:
+    good, bad = new_endpoint(endpoints), new_endpoint(endpoints, ERROR)
+    urls = [SecretStr(good.url()), SecretStr(bad.url())]
+    record = notifications_table(engine)
+    async with Notifier(urls, None, lambda _: None, record, QUICK) as notifier:
+        notifier.send(dead_letters())
+    async with transaction(engine) as connection:
+        (row,) = await last_notifications(connection, 10)
+    assert (row["event_id"], row["type"], row["title"]) == (
+        dead_letters().event_id,
+        "receiver.delivery.dead",
+        "Dead letters: billing",
+    )
+    assert (row["delivered"], row["failed"]) == (1, 1)
