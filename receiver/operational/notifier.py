@@ -123,11 +123,10 @@ class Notifier:
     async def __aexit__(self, *_: object) -> None:
         if self._task is None:
             return
-        try:
+        # What is still queued or sending after the bound is dropped (counted) below.
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._pacing.stop_seconds):
                 await self._queue.join()
-        except TimeoutError:
-            pass
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
