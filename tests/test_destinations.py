@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from receiver.exceptions import SettingsError
+from receiver.operational.events import OperationalType
 from receiver.settings import Settings
 from tests.helpers import new_secret, run_cli, write_destinations
 
@@ -90,6 +91,10 @@ GOOD: dict[str, Any] = {"name": "billing", "url": URL, "signing_secrets": SECRET
         ),
         ([GOOD | {"outcomes": ["applied", "late"]}], "destination 'billing': outcomes: use some"),
         ([GOOD | {"event_types": []}], "destination 'billing': event_types:"),
+        (
+            [GOOD | {"event_types": ["generation.failed", "receiver.nonsense"]}],
+            "destination 'billing': event_types: 'receiver.nonsense' is none of the service's",
+        ),
         ([GOOD | {"max_in_flight": 0}], "destination 'billing': max_in_flight:"),
         ([GOOD | {"max_in_flight": "16"}], "destination 'billing': max_in_flight:"),
         ([{"url": URL, "signing_secrets": SECRET}], "table 1: name: is required"),
@@ -153,6 +158,20 @@ def test_serve_refuses_a_bad_file_and_a_world_readable_secret_with_one_line(
     assert SECRET not in result.stderr
 
 
+def test_serve_refuses_an_unknown_operational_type_with_one_line(tmp_path: Path) -> None:
+    """A misspelt `receiver.` type would match nothing, silently: start-up stops instead."""
+    env = {"RECEIVER_SIGNING_SECRETS": new_secret()}
+    bad = write_destinations(tmp_path / "bad.toml", GOOD | {"event_types": ["receiver.nonsense"]})
+    result = run_cli("serve", env=env | {"RECEIVER_DESTINATIONS_FILE": bad}, cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"Error: RECEIVER_DESTINATIONS_FILE {bad}: destination 'billing': event_types:"
+        " 'receiver.nonsense'"
+    )
+    assert SECRET not in result.stderr
+
+
 OUTCOMES = ("applied", "stale", "ignored", "quarantined")
 BY_DEFAULT = {"applied", "ignored", "quarantined"}
 
@@ -176,3 +195,27 @@ def test_stale_events_go_only_where_outcomes_names_them(
     ).forwarding
     assert {outcome for outcome in OUTCOMES if billing.wants("t", outcome)} == wanted
     assert {outcome for outcome in OUTCOMES if default.wants("t", outcome)} == BY_DEFAULT
+
+
+def test_operational_events_go_only_where_event_types_name_them(tmp_path: Path) -> None:
+    """`receiver.*` names every operational type, whatever its outcome; one type names that
+    type alone; a destination naming no types, or only Rivya's, receives none of them."""
+    file = write_destinations(
+        tmp_path / "d.toml",
+        GOOD | {"name": "ops", "event_types": ["receiver.*"]},
+        GOOD | {"name": "low-credits", "event_types": ["receiver.credits.low"]},
+        GOOD | {"name": "both", "event_types": ["generation.failed", "receiver.*"]},
+        GOOD | {"name": "failures", "event_types": ["generation.failed"]},
+        GOOD | {"name": "everything"},
+    )
+    ops, low_credits, both, failures, everything = settings_with(Path(file)).forwarding
+    operational = [t.value for t in OperationalType]
+    for outcome in OUTCOMES:
+        assert all(ops.wants(t, outcome) for t in operational)
+        assert all(both.wants(t, outcome) for t in operational)
+        assert [t for t in operational if low_credits.wants(t, outcome)] == ["receiver.credits.low"]
+        assert not any(d.wants(t, outcome) for d in (failures, everything) for t in operational)
+    assert both.wants("generation.failed", "applied")
+    assert not ops.wants("generation.failed", "applied")
+    assert not ops.wants(None, "quarantined")
+    assert everything.wants("generation.succeeded", "applied")
