@@ -23,9 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
-import apprise
 import structlog
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +34,9 @@ from receiver.operational.events import OperationalEvent
 from receiver.operational.messages import Message, message_for, test_message
 from receiver.store.database import transaction
 from receiver.store.notifications import record_notification
+
+if TYPE_CHECKING:
+    import apprise
 
 SENT = "sent"
 FAILED = "failed"
@@ -85,7 +87,7 @@ class NotifyResult:
 class _Target:
     position: int
     scheme: str
-    sender: apprise.Apprise
+    sender: "apprise.Apprise"
 
 
 class Notifier:
