@@ -1,0 +1,116 @@
+"""No secret leaves with an operational event, wherever it goes: a real `receiver serve` with
+a notification URL holding tokens in its path and its query, signing secrets for each
+destination, the admin token and a Rivya API key, raising dead letters, a pause, low
+credits and a refused key; then every place those events reach is scanned for each secret
+(and for the module's signatures, bodies and result URLs): the process's log, the messages
+sent, the stored events, the events forwarded, the console's overview and the CLI's
+`notify test`."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from receiver.operational.events import OperationalType
+from tests.conftest import ADMIN_TOKEN, SECRETS_OF_THE_RUN, Rivya, Sensitive
+from tests.console.conftest import Browser
+from tests.fake_rivya import FakeRivya
+from tests.helpers import (
+    Downstream,
+    ReceiverProcess,
+    make_event,
+    only,
+    run_cli,
+    wait_until,
+    write_destinations,
+)
+from tests.notify_endpoint import NotifyEndpoint
+from tests.operational.observed import received, stored, subscriber
+from tests.reconcile.conftest import fake_rivya, reconciling  # noqa: F401 - a fixture, shared
+
+RAISED = (
+    OperationalType.DELIVERY_DEAD,
+    OperationalType.DESTINATION_PAUSED,
+    OperationalType.CREDITS_LOW,
+    OperationalType.RECONCILE_REFUSED,
+)
+
+
+@pytest.fixture
+def endpoint(sensitive: Sensitive) -> Iterator[NotifyEndpoint]:
+    made = NotifyEndpoint()
+    for registry in (sensitive, SECRETS_OF_THE_RUN):
+        registry.add(*made.secrets(), made.url())
+    yield made
+    made.stop()
+
+
+def test_no_secret_reaches_a_log_message_event_page_or_output(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    endpoint: NotifyEndpoint,
+    fake_rivya: FakeRivya,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    billing, ops = own_downstream(lambda _, __: (500, {})), own_downstream()
+    ops_secret = new_secrets()
+    tables = [
+        {"name": "billing", "url": billing.url, "signing_secrets": new_secrets()},
+        subscriber(ops.url, ops_secret),
+    ]
+    fake_rivya.credits = 5
+    server = start_server(
+        **only(write_destinations(tmp_path / "destinations.toml", *tables)),
+        **reconciling(fake_rivya, reconcile_interval_seconds="0.3", low_credits_threshold="100"),
+        forward_retry_schedule="0.01",
+        alert_coalesce_seconds="1",
+        alert_check_seconds="0.2",
+        notify_urls=endpoint.url(),
+        public_url="https://receiver.example",
+        log_level="debug",
+    )
+    sender = Rivya(server, secrets_in_use[0], sensitive)
+    for _ in range(25):  # past the breaker's 20 failures in a row: a pause
+        assert sender.send(make_event(event_type="generation.failed")).status_code == 200
+    wait_until(
+        lambda: received(ops, ops_secret, OperationalType.CREDITS_LOW) != [],
+        timeout=30,
+        what="credits low",
+    )
+    fake_rivya.key = "rvya_sk_" + "0" * 32  # now ours is refused
+    for raised in RAISED:
+        wait_until(
+            lambda raised=raised: received(ops, ops_secret, raised) != [],
+            timeout=60,
+            what=raised,
+        )
+    endpoint.wait_for(len(RAISED), timeout=60)
+
+    places: dict[str, str] = {
+        "messages": "\n".join(f"{s.title}\n{s.message}" for s in endpoint.received),
+        "stored events": orjson.dumps([stored(sender, raised) for raised in RAISED]).decode(),
+        "forwarded events": "\n".join(r.body.decode() for r in ops.received),
+    }
+    browser = Browser(server.url)
+    try:
+        assert browser.sign_in(ADMIN_TOKEN).status_code == 303
+        overview = browser.get("/console/")
+        assert overview.status_code == 200
+        places["console overview"] = overview.text
+    finally:
+        browser.client.close()
+    tried = run_cli("notify", "test", env=server.env, cwd=tmp_path)
+    assert tried.returncode == 0, tried.stderr
+    places["notify test"] = tried.stdout + tried.stderr
+    server.stop()
+    places["log"] = server.output()
+
+    assert endpoint.token in server.env["RECEIVER_NOTIFY_URLS"]  # the scan looks for it
+    assert fake_rivya.calls_to("/api/v1/credits"), "reconciliation never ran"
+    assert {place: sensitive.found_in(text) for place, text in places.items()} == {
+        place: [] for place in places
+    }
