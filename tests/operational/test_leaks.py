@@ -7,6 +7,7 @@ sent, the stored events, the events forwarded, the console's overview and the CL
 `notify test`."""
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -74,20 +75,17 @@ def test_no_secret_reaches_a_log_message_event_page_or_output(
         log_level="debug",
     )
     sender = Rivya(server, secrets_in_use[0], sensitive)
+
+    def arrived(event_type: str) -> bool:
+        return received(ops, ops_secret, event_type) != []
+
     for _ in range(25):  # past the breaker's 20 failures in a row: a pause
         assert sender.send(make_event(event_type="generation.failed")).status_code == 200
-    wait_until(
-        lambda: received(ops, ops_secret, OperationalType.CREDITS_LOW) != [],
-        timeout=30,
-        what="credits low",
-    )
+    wait_until(partial(arrived, OperationalType.CREDITS_LOW), timeout=30, what="credits low")
     fake_rivya.key = "rvya_sk_" + "0" * 32  # now ours is refused
+
     for raised in RAISED:
-        wait_until(
-            lambda raised=raised: received(ops, ops_secret, raised) != [],
-            timeout=60,
-            what=raised,
-        )
+        wait_until(partial(arrived, raised), timeout=60, what=raised)
     endpoint.wait_for(len(RAISED), timeout=60)
 
     places: dict[str, str] = {

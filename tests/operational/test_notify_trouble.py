@@ -94,7 +94,7 @@ class Twin:
 
     def forwarding(self) -> list[float]:
         """Seconds from each webhook's sending to its delivery to `main`."""
-        first = {}
+        first: dict[str, float] = {}
         for request in self.main.received:
             first.setdefault(request.headers["webhook-id"], request.at)
         return [first[event_id] - sent for event_id, sent in self.sent_at.items()]

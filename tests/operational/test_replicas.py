@@ -72,14 +72,7 @@ class Replicas:
         """Each (type, message title) once: at the sink, in the events table, at the
         endpoint; and logged as raised by one replica alone."""
         for event_type, title in kinds:
-            wait_until(
-                lambda event_type=event_type: received(self.ops, self.ops_secret, event_type) != [],
-                timeout=60,
-                what=event_type,
-            )
-            wait_until(
-                lambda title=title: messages(self.endpoint, title) != [], timeout=30, what=title
-            )
+            self.wait_for(event_type, title)
         time.sleep(SETTLE_SECONDS)
         admin = Rivya(self.processes[0], secret, sensitive)
         for event_type, title in kinds:
@@ -93,6 +86,14 @@ class Replicas:
                 if (line["event"], line.get("event_id")) == ("operational_event", event["id"])
             ]
             assert len(raised) == 1, event_type
+
+    def wait_for(self, event_type: str, title: str) -> None:
+        wait_until(
+            lambda: received(self.ops, self.ops_secret, event_type) != [],
+            timeout=60,
+            what=event_type,
+        )
+        wait_until(lambda: messages(self.endpoint, title) != [], timeout=30, what=title)
 
     def logged_by_both(self, text: str) -> bool:
         return all(text in process.output() for process in self.processes)
