@@ -175,3 +175,38 @@ def test_a_notification_endpoint_in_trouble_slows_neither_ingest_nor_forwarding(
     code = troubled.server.stop()
     took = time.monotonic() - began
     assert (code, took < MAX_STOP_SECONDS) == (-signal.SIGTERM, True), took
+
+
+@pytest.mark.any_backend  # the notification endpoint's trouble, not the database's
+def test_a_worker_stops_promptly_while_the_endpoint_hangs(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    endpoints: Callable[[str], NotifyEndpoint],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    tmp_path: Path,
+) -> None:
+    """`receiver worker` raises the events (its forwarder's dead letters), so its notifier
+    is the one holding a try on the hanging endpoint when SIGTERM comes."""
+    hanging = endpoints(HANG)
+    table = {"name": "gone", "url": own_downstream(lambda _, __: (410, {})).url}
+    settings = {
+        **only(
+            write_destinations(
+                tmp_path / "destinations.toml", table | {"signing_secrets": new_secrets()}
+            )
+        ),
+        "alert_coalesce_seconds": COALESCE_SECONDS,
+        "alert_check_seconds": CHECK_SECONDS,
+        "notify_urls": hanging.url(),
+    }
+    server = start_server("serve", "--no-forwarder", **settings)
+    worker = start_server("worker", **settings)
+    assert Rivya(server, secrets_in_use[0], sensitive).send(make_event()).status_code == 200
+    hanging.wait_for_requests(1, timeout=30)
+
+    began = time.monotonic()
+    code = worker.stop()
+    took = time.monotonic() - began
+    assert (code, took < MAX_STOP_SECONDS) == (0, True), took
