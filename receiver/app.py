@@ -17,6 +17,7 @@ from receiver.ingest.webhooks import RivyaWebhookEndpoint
 from receiver.logs import RequestLogMiddleware
 from receiver.metrics import WEBHOOK_PATH, Metrics
 from receiver.operational.alerts import Alerts
+from receiver.operational.notifier import Notifier, notifications_table
 from receiver.operators.admin import RequireAdminToken, admin_mount
 from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
@@ -63,9 +64,23 @@ def create_app(
                     reason="set RECEIVER_ADMIN_TOKEN or RECEIVER_METRICS_PUBLIC=true",
                 )
             await upgrade_schema(engine)
+            # Before the alerts, so that it stops after them: their last events are told.
+            notifier = await stack.enter_async_context(
+                Notifier(
+                    settings.notify_urls,
+                    settings.public_url,
+                    metrics.observe_notification,
+                    notifications_table(engine),
+                )
+            )
             # Before the forwarder, so that it stops after it: a lane's last change is written.
             alerts = await stack.enter_async_context(
-                Alerts(engine, settings, on_raised=metrics.observe_operational_event)
+                Alerts(
+                    engine,
+                    settings,
+                    notify=notifier.send,
+                    on_raised=metrics.observe_operational_event,
+                )
             )
             forwarder = None
             if run_forwarder and settings.forwarding:

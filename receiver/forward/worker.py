@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from receiver.forward.forwarder import Forwarder
 from receiver.logs import log
 from receiver.operational.alerts import Alerts
+from receiver.operational.notifier import Notifier, notifications_table
 from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
 from receiver.settings import Settings
@@ -26,7 +27,16 @@ async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None
     try:
         await upgrade_schema(engine)
         async with AsyncExitStack() as stack:
-            alerts = await stack.enter_async_context(Alerts(engine, settings))
+            # The notifier stops after the alerts, and they after the forwarder.
+            notifier = await stack.enter_async_context(
+                Notifier(
+                    settings.notify_urls,
+                    settings.public_url,
+                    on_result=_uncounted,
+                    record=notifications_table(engine),
+                )
+            )
+            alerts = await stack.enter_async_context(Alerts(engine, settings, notify=notifier.send))
             forwarder = None
             if settings.forwarding:
                 forwarder = await stack.enter_async_context(
@@ -54,3 +64,7 @@ async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None
             log.info("worker_stopping")
     finally:
         await engine.dispose()
+
+
+def _uncounted(_: str) -> None:
+    """The worker serves no /metrics: its notifications are counted in its log lines."""
