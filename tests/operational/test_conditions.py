@@ -14,9 +14,11 @@ from standardwebhooks import Webhook
 
 from receiver.forward.breaker import TRIP_AFTER
 from receiver.operational.events import OperationalType
-from tests.conftest import Rivya, Sensitive
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.fake_rivya import FakeRivya
 from tests.helpers import (
+    ANSWER_200,
+    HTTP,
     Downstream,
     Operator,
     Received,
@@ -42,6 +44,29 @@ QUICK = {
 # "Later checks": this many check intervals after an event, none of its type may follow.
 LATER_CHECKS = 6
 OPERATIONAL_ID = "receiver:"
+# The keys of each type's `data` (besides `since`), as the design lists them.
+DATA_KEYS = {
+    OperationalType.DELIVERY_DEAD: {"destination", "count", "first"},
+    OperationalType.DESTINATION_PAUSED: {"destination", "consecutive_failures", "pause_seconds"},
+    OperationalType.DESTINATION_RESUMED: {"destination", "paused_seconds"},
+    OperationalType.BACKLOG_STUCK: {
+        "destination",
+        "pending",
+        "oldest_age_seconds",
+        "threshold_seconds",
+    },
+    OperationalType.BACKLOG_CLEARED: {
+        "destination",
+        "pending",
+        "oldest_age_seconds",
+        "threshold_seconds",
+    },
+    OperationalType.CREDITS_LOW: {"balance", "threshold"},
+    OperationalType.CREDITS_RECOVERED: {"balance", "threshold"},
+    OperationalType.RECONCILE_REFUSED: {"code"},
+    OperationalType.RECONCILE_RESTORED: {"refused_code"},
+    OperationalType.RECORDS_STUCK: {"count", "oldest_task_id", "threshold_seconds"},
+}
 
 
 @pytest.fixture
@@ -78,7 +103,9 @@ class Watched:
     def listed(self, event_type: str) -> list[dict[str, Any]]:
         return list(Operator(self.server).json("events", "list", "--type", event_type)["events"])
 
-    def raised(self, event_type: str, n: int = 1, cli: bool = False) -> list[dict[str, Any]]:
+    def raised(
+        self, event_type: OperationalType, n: int = 1, cli: bool = False
+    ) -> list[dict[str, Any]]:
         """Wait for the `n`th `event_type` event at `ops`, then a few checks more: exactly
         `n` are stored and sent (signed, routed to `ops` alone), none more."""
         wait_until(
@@ -96,7 +123,7 @@ class Watched:
         for payload in sent:
             assert (payload["source"], payload["api_version"]) == ("receiver", None)
             assert payload["id"].startswith(OPERATIONAL_ID)
-            assert "since" in payload["data"]
+            assert set(payload["data"]) == {"since", *DATA_KEYS[event_type]}
             shown = self.rivya.admin(f"/events/{payload['id']}").json()
             assert orjson.loads(orjson.dumps(shown["payload"])) == payload
             assert [d["destination"] for d in shown["deliveries"]] == ["ops"]
@@ -118,14 +145,14 @@ def watch(
     tmp_path: Path,
 ) -> Callable[..., Watched]:
     def start(
-        failing: Respond = always(200),
+        failing: Respond = ANSWER_200,
         ops_types: tuple[str, ...] = ("receiver.*",),
         **settings: str,
     ) -> Watched:
         sinks = {"ops": own_downstream(), "plain": own_downstream(), "failing": own_downstream()}
         sinks["failing"].respond = failing
         keys = {name: new_secrets() for name in sinks}
-        tables = [
+        tables: list[dict[str, Any]] = [
             {"name": name, "url": sink.url, "signing_secrets": keys[name]}
             for name, sink in sinks.items()
         ]
@@ -135,6 +162,11 @@ def watch(
         return Watched(server, Rivya(server, secrets_in_use[0], sensitive), sinks, keys)
 
     return start
+
+
+def metrics(server: ReceiverProcess) -> list[str]:
+    answer = HTTP.get(f"{server.url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    return answer.text.splitlines()
 
 
 def send(watched: Watched, n: int, first: dict[str, Any] | None = None) -> list[str]:
@@ -180,13 +212,29 @@ def test_dead_letters_make_one_coalesced_signed_event_per_window_sent_only_where
     assert {letter["event_id"] for letter in later["data"]["first"]} == set(second)
     assert later["data"]["since"] > data["since"]
     assert len(watched.sinks["plain"].ids()) == 5, "Rivya's events still reach plain"
+    counted = f'receiver_operational_events_total{{type="{OperationalType.DELIVERY_DEAD}"}} 2.0'
+    assert counted in metrics(watched.server)
 
 
+# Past RECEIVER_FORWARD_TIMEOUT_SECONDS (HANG_TIMEOUT), so that each attempt times out.
+HANG_SECONDS = 1.0
+HANG_TIMEOUT = "0.3"
+
+
+@pytest.mark.parametrize("trouble", ["answers 500", "hangs"])
 def test_a_destination_failing_until_the_breaker_trips_is_paused_once_and_resumed_once(
-    watch: Callable[..., Watched],
+    watch: Callable[..., Watched], trouble: str
 ) -> None:
+    """A sink answering 500, or hanging past the attempt timeout, until the breaker trips,
+    then answering 200: paused once (after TRIP_AFTER failures in a row), resumed once."""
     failing = [True]
-    watched = watch(lambda _, __: (500 if failing[0] else 200, {}))
+
+    def respond(_: Received, __: int) -> tuple[int, dict[str, str]]:
+        if failing[0] and trouble == "hangs":
+            time.sleep(HANG_SECONDS)
+        return (500 if failing[0] else 200), {}
+
+    watched = watch(respond, forward_timeout_seconds=HANG_TIMEOUT)
     send(watched, TRIP_AFTER // 2 + 1)  # two attempts each: past TRIP_AFTER in a row
     (paused,) = watched.raised(OperationalType.DESTINATION_PAUSED, cli=True)
     assert paused["data"] | {"since": None, "pause_seconds": None} == {
