@@ -1,0 +1,125 @@
+"""The operational checks in-process (receiver/operational/alerts.py), on a real database of
+each backend, where what they count is taken from under them: a window of dead letters
+whose events were pruned, of a destination since removed; and a database that cannot be
+reached, which fails nothing that raised."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
+
+from receiver.destinations import Destination
+from receiver.model import Event
+from receiver.operational.alerts import Alerts
+from receiver.operational.events import OperationalEvent, OperationalType
+from receiver.operators.actions import prune_older_than
+from receiver.settings import Settings
+from receiver.store.database import create_engine
+from receiver.store.deliveries import DeliveryState
+from receiver.store.events import Submission, run_on, store_events
+from receiver.store.tables import conditions, deliveries, events
+from tests.helpers import destination, new_secret
+from tests.store.test_dead_letters import attempt
+
+pytestmark = pytest.mark.anyio
+
+OPS = destination("ops", event_types={"receiver.*"})
+BILLING = destination("billing")
+
+
+def settings_of(*destinations: Destination) -> Settings:
+    return Settings(
+        signing_secrets=new_secret(),
+        destinations=destinations,
+        alert_coalesce_seconds=0.01,
+        low_credits_threshold=10,
+    )
+
+
+async def store(engine: AsyncEngine, n: int) -> None:
+    """`n` Rivya events, each with a pending delivery to `billing`."""
+    now = datetime.now(UTC)
+    batch = [
+        Submission(Event(f"evt_{i}", "generation.succeeded"), f"evt_{i}", b"{}", now)
+        for i in range(n)
+    ]
+
+    def work(connection: Connection) -> None:
+        store_events(run_on(connection), connection.dialect, batch, [BILLING])
+
+    async with engine.begin() as connection:
+        await connection.run_sync(work)
+
+
+async def stored_of(engine: AsyncEngine, event_type: str) -> list[tuple[bytes, list[str]]]:
+    """Each stored event of `event_type`: its body, and the destinations it is queued to."""
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            sa.select(events.c.id, events.c.body).where(events.c.type == event_type)
+        )
+        result = []
+        for event_id, body in found.all():
+            to = await connection.scalars(
+                sa.select(deliveries.c.destination).where(deliveries.c.event_id == event_id)
+            )
+            result.append((bytes(body), list(to)))
+        return result
+
+
+async def test_a_window_outlives_its_pruned_dead_letters_and_its_removed_destination(
+    engine: AsyncEngine,
+) -> None:
+    """Dead letters counted, then pruned, and `billing` gone from the configuration before
+    the window closes: it closes once, with its count, naming none it cannot find."""
+    await store(engine, 3)
+    assert await attempt(engine, "billing", DeliveryState.DEAD) == 3
+    pruned = await prune_older_than(engine, datetime.now(UTC) + timedelta(seconds=1), "test")
+    assert pruned.events == 3
+    alerts = Alerts(engine, settings_of(OPS))
+    await alerts.check()
+    await alerts.check()
+    ((body, to),) = await stored_of(engine, OperationalType.DELIVERY_DEAD)
+    data = orjson.loads(body)["data"]
+    assert (data["destination"], data["count"], data["first"]) == ("billing", 3, [])
+    assert to == ["ops"]
+    async with engine.connect() as connection:
+        assert (await connection.execute(sa.select(conditions))).all() == []
+
+
+async def test_a_condition_in_progress_is_raised_once_and_an_end_without_one_stores_nothing(
+    engine: AsyncEngine,
+) -> None:
+    alerts = Alerts(engine, settings_of(OPS, BILLING))
+    now = datetime.now(UTC)
+    low = OperationalEvent(OperationalType.CREDITS_LOW, "credits", now, now, {"balance": 1})
+    assert await alerts.start(low)
+    later = now + timedelta(seconds=1)
+    assert not await alerts.start(
+        OperationalEvent(OperationalType.CREDITS_LOW, "credits", later, later, {"balance": 0})
+    )
+    assert not await alerts.end("no-such-condition", lambda since: None)
+    ((body, to),) = await stored_of(engine, OperationalType.CREDITS_LOW)
+    assert (orjson.loads(body)["id"], to) == (low.event_id, ["ops"])
+
+
+@pytest.mark.any_backend
+async def test_a_database_that_cannot_be_reached_fails_nothing_that_raised(
+    tmp_path: Path,
+) -> None:
+    """Logged once per raise as `operational_event_failed`, never raised into the caller
+    (the forwarder, a pass, the check)."""
+    unreachable = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'r.db'}", 1)
+    alerts = Alerts(unreachable, settings_of(OPS, BILLING))
+    with capture_logs() as logs:
+        await alerts.credits_read(0)
+        await alerts.key_refused("api_key_invalid")
+        await alerts.key_accepted()
+    await unreachable.dispose()
+    failed = [line for line in logs if line["event"] == "operational_event_failed"]
+    assert len(failed) == 3
+    assert {line["error_class"] for line in failed} == {"StoreUnavailableError"}
