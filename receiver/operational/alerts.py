@@ -131,8 +131,8 @@ class Alerts:
         else:
             await self.end(
                 CREDITS,
-                lambda since: OperationalEvent(
-                    OperationalType.CREDITS_RECOVERED, CREDITS, since, now, data
+                lambda low: OperationalEvent(
+                    OperationalType.CREDITS_RECOVERED, CREDITS, low.started_at, now, data
                 ),
             )
 
@@ -142,39 +142,47 @@ class Alerts:
         event = OperationalEvent(
             OperationalType.RECONCILE_REFUSED, RIVYA_KEY, now, now, {"code": code}
         )
-        await self.start(event)
+        await self.start(event, detail=code)
 
     async def key_accepted(self) -> None:
         now = datetime.now(UTC)
         await self.end(
             RIVYA_KEY,
-            lambda since: OperationalEvent(
-                OperationalType.RECONCILE_RESTORED, RIVYA_KEY, since, now, {}
+            lambda refused: OperationalEvent(
+                OperationalType.RECONCILE_RESTORED,
+                RIVYA_KEY,
+                refused.started_at,
+                now,
+                {"refused_code": refused.detail},
             ),
         )
 
     # Raising and ending.
 
-    async def start(self, event: OperationalEvent, count: int = 0) -> bool:
+    async def start(
+        self, event: OperationalEvent, count: int = 0, detail: str | None = None
+    ) -> bool:
         """Raise `event`'s condition as of `event.since`, storing `event`, unless it is in
-        progress already; whether this process raised it."""
+        progress already; whether this process raised it. `detail` is kept for the event
+        that ends it."""
 
         async def work(connection: AsyncConnection) -> OperationalEvent | None:
-            if not await start_condition(connection, event.condition, event.since, count):
+            raised = await start_condition(connection, event.condition, event.since, count, detail)
+            if not raised:
                 return None
             return await self._store(connection, event)
 
         return await self._decide(work)
 
-    async def end(self, name: str, ended: Callable[[datetime], OperationalEvent | None]) -> bool:
-        """End condition `name` if it is in progress, storing `ended(since)` (None: ended
-        without an event); whether this process ended it."""
+    async def end(self, name: str, ended: Callable[[Condition], OperationalEvent | None]) -> bool:
+        """End condition `name` if it is in progress, storing `ended(condition)` (None:
+        ended without an event); whether this process ended it."""
 
         async def work(connection: AsyncConnection) -> OperationalEvent | None:
             condition = await end_condition(connection, name)
             if condition is None:
                 return None
-            event = ended(condition.started_at)
+            event = ended(condition)
             return event if event is None else await self._store(connection, event)
 
         return await self._decide(work)
@@ -298,8 +306,9 @@ class Alerts:
         task.add_done_callback(self._waiting.discard)
 
 
-def _resumed(destination: str, now: datetime) -> Callable[[datetime], OperationalEvent]:
-    def event(since: datetime) -> OperationalEvent:
+def _resumed(destination: str, now: datetime) -> Callable[[Condition], OperationalEvent]:
+    def event(paused: Condition) -> OperationalEvent:
+        since = paused.started_at
         data = {
             "destination": destination,
             "paused_seconds": round((now - since).total_seconds(), 1),
@@ -313,8 +322,8 @@ def _resumed(destination: str, now: datetime) -> Callable[[datetime], Operationa
 
 def _cleared(
     name: str, now: datetime, data: dict[str, Any]
-) -> Callable[[datetime], OperationalEvent]:
-    def event(since: datetime) -> OperationalEvent:
-        return OperationalEvent(OperationalType.BACKLOG_CLEARED, name, since, now, data)
+) -> Callable[[Condition], OperationalEvent]:
+    def event(stuck: Condition) -> OperationalEvent:
+        return OperationalEvent(OperationalType.BACKLOG_CLEARED, name, stuck.started_at, now, data)
 
     return event

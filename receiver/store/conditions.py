@@ -24,17 +24,22 @@ class Condition(NamedTuple):
     name: str
     started_at: datetime
     counted: int
+    detail: str | None
 
 
 async def start_condition(
-    connection: AsyncConnection, name: str, now: datetime, count: int = 0
+    connection: AsyncConnection,
+    name: str,
+    now: datetime,
+    count: int = 0,
+    detail: str | None = None,
 ) -> bool:
     """Raise `name` as of `now`: whether this transaction raised it (False when it is
     already in progress). On PostgreSQL a concurrent raise waits for this one's commit,
     then finds the row."""
     inserted = await connection.execute(
         _insert(connection)
-        .values(name=name, started_at=now, count=count)
+        .values(name=name, started_at=now, count=count, detail=detail)
         .on_conflict_do_nothing(index_elements=[conditions.c.name])
         .returning(conditions.c.name)
     )
@@ -45,9 +50,7 @@ async def end_condition(connection: AsyncConnection, name: str) -> Condition | N
     """End `name`: the row as it was, if this transaction ended it; None if it was not in
     progress (or another process ended it first)."""
     ended = await connection.execute(
-        sa.delete(conditions)
-        .where(conditions.c.name == name)
-        .returning(conditions.c.name, conditions.c.started_at, conditions.c.count)
+        sa.delete(conditions).where(conditions.c.name == name).returning(*conditions.c)
     )
     row = ended.first()
     return None if row is None else Condition(*row)
@@ -66,7 +69,7 @@ async def close_window(connection: AsyncConnection, window: Condition) -> Condit
     ended = await connection.execute(
         sa.delete(conditions)
         .where(conditions.c.name == window.name, conditions.c.started_at == window.started_at)
-        .returning(conditions.c.name, conditions.c.started_at, conditions.c.count)
+        .returning(*conditions.c)
     )
     row = ended.first()
     return None if row is None else Condition(*row)

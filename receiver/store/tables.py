@@ -245,6 +245,8 @@ conditions = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     # Dead letters in the window so far; the last count otherwise (stuck records).
     sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
+    # What the ending event repeats of the raising one: Rivya's code for a refused key.
+    sa.Column("detail", sa.Text),
 )
 
 # The last messages sent to people about operational events, newest kept (NOTIFICATIONS_KEPT).

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("detail", sa.Text),
         sa.PrimaryKeyConstraint("name", name="pk_conditions"),
     )
     op.create_table(
