@@ -237,3 +237,57 @@ def test_lanes_paused_on_both_replicas_are_one_pause_and_one_resume(
         ("receiver.destination.paused", "Destination paused: billing"),
         ("receiver.destination.resumed", "Destination resumed: billing"),
     )
+
+
+def test_dead_letters_over_many_windows_are_each_counted_once_across_replicas(
+    start_server: StartServer,
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    endpoint: NotifyEndpoint,
+    tmp_path: Path,
+) -> None:
+    """Windows of 1 s closing while both replicas keep counting into the next: the events'
+    counts add up to every dead letter, none lost at a window's edge, none counted twice.
+    One in five events is delivered, so that no lane's breaker trips."""
+    failed, letters = b'"type":"generation.failed"', 60
+
+    def gone_if_failed(request: Received, _: int) -> tuple[int, dict[str, str]]:
+        return (410 if failed in request.body else 200), {}
+
+    billing, ops, ops_secret = own_downstream(gone_if_failed, 0.1), own_downstream(), new_secrets()
+    table = {
+        "name": "billing",
+        "url": billing.url,
+        "signing_secrets": new_secrets(),
+        "max_in_flight": 1,
+    }
+    replicas = Replicas(
+        start_server, tmp_path, table, ops, ops_secret, endpoint, alert_coalesce_seconds="1"
+    )
+    for n in range(letters + letters // 4):
+        event_type = "generation.succeeded" if n % 5 == 4 else "generation.failed"
+        sender = Rivya(replicas.processes[n % 2], secrets_in_use[0], sensitive)
+        assert sender.send(make_event(event_type=event_type)).status_code == 200
+
+    def counted() -> int:
+        return sum(e["data"]["count"] for e in received(ops, ops_secret, "receiver.delivery.dead"))
+
+    wait_until(lambda: counted() >= letters, timeout=60, what=lambda: f"{counted()} counted")
+    time.sleep(SETTLE_SECONDS)
+    events = received(ops, ops_secret, "receiver.delivery.dead")
+    assert counted() == letters
+    assert len(events) > 1, "one window: nothing was closed while both counted"
+    assert len({e["id"] for e in events}) == len(events)
+    admin = Rivya(replicas.processes[0], secrets_in_use[0], sensitive)
+    assert len(stored(admin, "receiver.delivery.dead")) == len(events)
+    wait_until(
+        lambda: len(messages(endpoint, "Dead letters: billing")) >= len(events),
+        timeout=30,
+        what="a message per event",
+    )
+    time.sleep(SETTLE_SECONDS)
+    assert len(messages(endpoint, "Dead letters: billing")) == len(events)
+    assert received(ops, ops_secret, "receiver.destination.paused") == []
+    assert replicas.logged_by_both('"delivery_state":"dead"'), "one replica did not forward"
