@@ -4,6 +4,7 @@ subscribed sink is sent one event of each type, the events table holds one, and 
 notification endpoint is sent one message. Which replica raises it is decided in the
 database (the `conditions` table); each replica sees the condition on its own."""
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -291,3 +292,47 @@ def test_dead_letters_over_many_windows_are_each_counted_once_across_replicas(
     assert len(messages(endpoint, "Dead letters: billing")) == len(events)
     assert received(ops, ops_secret, "receiver.destination.paused") == []
     assert replicas.logged_by_both('"delivery_state":"dead"'), "one replica did not forward"
+
+
+def test_a_window_counted_by_a_replica_killed_before_it_closes_is_closed_by_the_other(
+    start_server: StartServer,
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    endpoint: NotifyEndpoint,
+    tmp_path: Path,
+) -> None:
+    """The window lives in the database, not in the process that counted into it."""
+    letters = 10
+    billing, ops, ops_secret = (
+        own_downstream(lambda _, __: (410, {}), 0.1),
+        own_downstream(),
+        new_secrets(),
+    )
+    table = {
+        "name": "billing",
+        "url": billing.url,
+        "signing_secrets": new_secrets(),
+        "max_in_flight": 1,
+    }
+    replicas = Replicas(
+        start_server, tmp_path, table, ops, ops_secret, endpoint, alert_coalesce_seconds="6"
+    )
+    replicas.send(secrets_in_use[0], sensitive, letters)
+    admin = Rivya(replicas.processes[1], secrets_in_use[0], sensitive)
+
+    def dead() -> int:
+        listed = admin.admin("/deliveries", params={"state": "dead", "destination": "billing"})
+        return len(listed.json()["deliveries"])
+
+    wait_until(lambda: dead() == letters, timeout=30, what="every dead letter")
+    assert received(ops, ops_secret, "receiver.delivery.dead") == [], "the window closed early"
+    assert replicas.logged_by_both('"delivery_state":"dead"'), "one replica did not forward"
+    replicas.processes[0].stop(signal.SIGKILL)
+    replicas.processes = replicas.processes[1:]
+    replicas.each_once(
+        secrets_in_use[0], sensitive, ("receiver.delivery.dead", "Dead letters: billing")
+    )
+    (event,) = received(ops, ops_secret, "receiver.delivery.dead")
+    assert event["data"]["count"] == letters
