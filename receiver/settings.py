@@ -116,7 +116,8 @@ class Settings(BaseModel):
     alert_coalesce_seconds: float = Field(default=300.0, gt=0, le=86_400)
     alert_backlog_age_seconds: float = Field(default=900.0, gt=0, le=30 * 86_400)
     alert_stuck_records_seconds: float = Field(default=3600.0, gt=0, le=30 * 86_400)
-    alert_check_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # At least a tenth of a second: each check is a few queries, not to be run in a loop.
+    alert_check_seconds: float = Field(default=15.0, ge=0.1, le=3600)
     # Apprise URLs each operational event is told to, as a message for people. Secrets (they
     # hold webhook tokens): never in repr, never logged or shown.
     notify_urls: tuple[SecretStr, ...] = Field(default=(), repr=False)

@@ -197,12 +197,16 @@ class Alerts:
             stuck = await stuck_records(connection, stuck_before, STUCK_RECORDS_COUNTED)
             successes = await last_successes(connection)
         coalesce = timedelta(seconds=self._settings.alert_coalesce_seconds)
+        configured = {destination.name for destination in self._destinations}
         for name, condition in in_progress.items():
             if name.startswith(DEAD_LETTERS) and condition.started_at <= now - coalesce:
                 await self._close_window(condition, now)
             took = successes.get(name.removeprefix(PAUSED))
             if name.startswith(PAUSED) and took is not None and took > condition.started_at:
                 await self.end(name, _resumed(name.removeprefix(PAUSED), now))
+            elif name.startswith((PAUSED, BACKLOG)) and _subject(name) not in configured:
+                # A destination no longer configured: nothing will end its conditions.
+                await self.end(name, lambda _: None)
         await self._check_backlogs(backlogs, in_progress, now)
         if stuck is not None and STUCK_RECORDS not in in_progress:
             threshold = self._settings.alert_stuck_records_seconds
@@ -327,3 +331,8 @@ def _cleared(
         return OperationalEvent(OperationalType.BACKLOG_CLEARED, name, stuck.started_at, now, data)
 
     return event
+
+
+def _subject(name: str) -> str:
+    """The destination a condition's name is about: `paused:billing` is billing's."""
+    return name.partition(":")[2]

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Dialect
 
+from receiver.operational.events import is_operational_id
 from receiver.store import statements
 from receiver.store.statements import Run
 from receiver.tracing.carriers import Carrier
@@ -215,7 +216,14 @@ def _count_dead_letters(
     """Count the deliveries gone dead into their destinations' windows, which the
     operational checks close into one event each (receiver.operational): counted here, in
     the outcomes' own transaction, each is counted once, whichever forwarder recorded it."""
-    dead = Counter(r.destination for r in records if r.state is DeliveryState.DEAD)
+    # Not the service's own events: a subscriber of them that is down would otherwise be
+    # told, once a window, that their deliveries to it died, each telling a new one to die.
+    # Its trouble reaches people as its backlog and its pause.
+    dead = Counter(
+        r.destination
+        for r in records
+        if r.state is DeliveryState.DEAD and not is_operational_id(r.event_id)
+    )
     rows = [
         {"name": dead_letters_condition(name), "started_at": now, "count": n}
         for name, n in sorted(dead.items())  # in name order: replicas lock rows alike
