@@ -6,6 +6,7 @@ reached, which fails nothing that raised."""
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -30,6 +31,10 @@ pytestmark = pytest.mark.anyio
 
 OPS = destination("ops", event_types={"receiver.*"})
 BILLING = destination("billing")
+# Longer than `settings_of`'s coalescing window, so that a check after it closes the window.
+WINDOW_PASSED = 0.05
+# Windows of `ops` that would each have raised one more event about it, before the fix.
+WINDOWS_WATCHED = 3
 
 
 def settings_of(*destinations: Destination) -> Settings:
@@ -123,3 +128,53 @@ async def test_a_database_that_cannot_be_reached_fails_nothing_that_raised(
     failed = [line for line in logs if line["event"] == "operational_event_failed"]
     assert len(failed) == 3
     assert {line["error_class"] for line in failed} == {"StoreUnavailableError"}
+
+
+async def test_a_dead_delivery_of_the_services_own_event_opens_no_window_of_its_own(
+    engine: AsyncEngine,
+) -> None:
+    """`ops` (subscribed to `receiver.*`) is down: the `receiver.delivery.dead` about
+    `billing` dies on its way to it, and window after window no `dead:ops` is counted nor
+    any `receiver.delivery.dead` about `ops` raised (each would be one more to die)."""
+    await store(engine, 2)
+    assert await attempt(engine, "billing", DeliveryState.DEAD) == 2
+    alerts = Alerts(engine, settings_of(OPS, BILLING))
+    await anyio.sleep(WINDOW_PASSED)
+    await alerts.check()
+    ((body, to),) = await stored_of(engine, OperationalType.DELIVERY_DEAD)
+    assert (orjson.loads(body)["data"]["destination"], to) == ("billing", ["ops"])
+    assert await attempt(engine, "ops", DeliveryState.DEAD) == 1
+    for _ in range(WINDOWS_WATCHED):
+        await anyio.sleep(WINDOW_PASSED)
+        await alerts.check()
+        # Were a window of `ops` raised, its event to `ops` would die here in turn.
+        await attempt(engine, "ops", DeliveryState.DEAD)
+    stored = await stored_of(engine, OperationalType.DELIVERY_DEAD)
+    assert [orjson.loads(body)["data"]["destination"] for body, _ in stored] == ["billing"]
+    async with engine.connect() as connection:
+        assert list(await connection.scalars(sa.select(conditions.c.name))) == []
+        died = await connection.scalars(
+            sa.select(deliveries.c.state).where(deliveries.c.destination == "ops")
+        )
+        assert list(died) == [DeliveryState.DEAD.value]
+
+
+async def test_conditions_of_a_destination_no_longer_configured_end_quietly(
+    engine: AsyncEngine,
+) -> None:
+    """`backlog:gone` and `paused:gone`, left by a destination since removed, are ended
+    by the check with no event; `paused:billing`, still configured, stays."""
+    long_ago = datetime.now(UTC) - timedelta(days=1)
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.insert(conditions),
+            [
+                {"name": name, "started_at": long_ago, "count": 0}
+                for name in ("backlog:gone", "paused:gone", "paused:billing")
+            ],
+        )
+    await Alerts(engine, settings_of(OPS, BILLING)).check()
+    async with engine.connect() as connection:
+        left = await connection.scalars(sa.select(conditions.c.name))
+        assert list(left) == ["paused:billing"]
+        assert (await connection.execute(sa.select(events.c.id))).all() == []
