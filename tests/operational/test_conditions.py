@@ -404,3 +404,30 @@ def test_a_pause_left_by_a_stopped_process_is_ended_by_the_next_ones_check(
     assert resumed["data"]["destination"] == "failing"
     assert resumed["data"]["since"] == paused["data"]["since"]
     assert len(watched.sent(OperationalType.DESTINATION_PAUSED)) == 1
+
+
+# Windows waited after the first `receiver.delivery.dead`: before the fix, each raised one more
+# about `ops`, the last one's delivery to it dying.
+WINDOWS_WATCHED = 3
+
+
+def test_a_down_subscriber_of_the_services_own_events_is_not_told_their_deliveries_died(
+    watch: Callable[..., Watched],
+) -> None:
+    """`ops` (naming `receiver.*`) answers 410: the `receiver.delivery.dead` about `failing`
+    dies on its way to it, and no `receiver.delivery.dead` about `ops` follows, window after
+    window (each would be one more to die there)."""
+    watched = watch(always(410))
+    watched.sinks["ops"].respond = always(410)
+    send(watched, 2)
+    (event,) = watched.raised(OperationalType.DELIVERY_DEAD)
+    assert event["data"]["destination"] == "failing"
+
+    def states() -> list[str]:
+        shown = watched.rivya.admin(f"/events/{event['id']}").json()
+        return [delivery["state"] for delivery in shown["deliveries"]]
+
+    wait_until(lambda: states() == ["dead"], timeout=30, what=lambda: f"dead at ops: {states()}")
+    time.sleep(WINDOWS_WATCHED * COALESCE_SECONDS + LATER_CHECKS * CHECK_SECONDS)
+    assert [e["id"] for e in watched.stored(OperationalType.DELIVERY_DEAD)] == [event["id"]]
+    assert [e["id"] for e in watched.sent(OperationalType.DELIVERY_DEAD)] == [event["id"]]
