@@ -6,21 +6,11 @@ notification endpoint through Apprise's `json://`; on both backends."""
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from receiver.operational.alerts import FIRST_DEAD_LETTERS
 from tests.conftest import Rivya, Sensitive
-from tests.helpers import (
-    Downstream,
-    Received,
-    ReceiverProcess,
-    make_event,
-    only,
-    wait_until,
-    write_destinations,
-)
-from tests.notify_endpoint import NotifyEndpoint
-from tests.operational.observed import messages, received, stored, subscriber
+from tests.helpers import Received, ReceiverProcess, make_event, wait_until
+from tests.operational.observed import Sinks, stored
 
 BURST = 500
 # The sink holds every request until all BURST are in (or this long): all of them are in
@@ -36,66 +26,46 @@ DEAD = "receiver.delivery.dead"
 
 def test_a_burst_of_dead_letters_is_one_event_and_one_message(
     start_server: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
+    sinks: Callable[..., Sinks],
     secrets_in_use: tuple[str, str],
     sensitive: Sensitive,
-    tmp_path: Path,
 ) -> None:
     all_in = threading.Event()
 
     def hold_then_gone(_: Received, __: int) -> tuple[int, dict[str, str]]:
-        if len(billing.received) >= BURST:
+        if len(made.billing.received) >= BURST:
             all_in.set()
         all_in.wait(HOLD_SECONDS)
         return 410, {}
 
-    billing, ops = own_downstream(hold_then_gone), own_downstream()
-    endpoint = NotifyEndpoint()
-    sensitive.add(*endpoint.secrets(), endpoint.url())
-    ops_secret = new_secrets()
-    tables = [
-        {
-            "name": "billing",
-            "url": billing.url,
-            "signing_secrets": new_secrets(),
-            "max_in_flight": 512,
-        },
-        subscriber(ops.url, ops_secret),
-    ]
-    try:
-        server = start_server(
-            **only(write_destinations(tmp_path / "destinations.toml", *tables)),
-            forward_timeout_seconds=str(HOLD_SECONDS + 10),
-            forward_lease_seconds=str(3 * HOLD_SECONDS),
-            alert_coalesce_seconds=COALESCE_SECONDS,
-            alert_check_seconds=CHECK_SECONDS,
-            notify_urls=endpoint.url(),
-        )
-        sender = Rivya(server, secrets_in_use[0], sensitive)
-        sent = [make_event(event_type="generation.failed") for _ in range(BURST)]
-        for event in sent:  # one by one: their deliveries' order is the order sent
-            assert sender.send(event).status_code == 200
+    made = sinks(hold_then_gone, max_in_flight=512)
+    server = start_server(
+        **made.settings,
+        forward_timeout_seconds=str(HOLD_SECONDS + 10),
+        forward_lease_seconds=str(3 * HOLD_SECONDS),
+        alert_coalesce_seconds=COALESCE_SECONDS,
+        alert_check_seconds=CHECK_SECONDS,
+    )
+    sender = Rivya(server, secrets_in_use[0], sensitive)
+    sent = [make_event(event_type="generation.failed") for _ in range(BURST)]
+    for event in sent:  # one by one: their deliveries' order is the order sent
+        assert sender.send(event).status_code == 200
 
-        wait_until(lambda: len(received(ops, ops_secret, DEAD)) == 1, timeout=60, what=DEAD)
-        # Every dead letter is in it, so there are none left to make a second one.
-        (event,) = received(ops, ops_secret, DEAD)
-        assert (event["data"]["destination"], event["data"]["count"]) == ("billing", BURST)
-        first = event["data"]["first"]
-        assert [letter["event_id"] for letter in first] == [
-            e["id"] for e in sent[:FIRST_DEAD_LETTERS]
-        ]
-        assert {(letter["attempts"], letter["last_status_code"]) for letter in first} == {(1, 410)}
-        assert event["source"] == "receiver"
-        dead = sender.admin("/deliveries", params={"state": "dead", "limit": "1000"}).json()
-        assert len(dead["deliveries"]) == BURST
+    wait_until(lambda: len(made.received(DEAD)) == 1, timeout=60, what=DEAD)
+    # Every dead letter is in it, so there are none left to make a second one.
+    (event,) = made.received(DEAD)
+    assert (event["data"]["destination"], event["data"]["count"]) == ("billing", BURST)
+    first = event["data"]["first"]
+    assert [letter["event_id"] for letter in first] == [e["id"] for e in sent[:FIRST_DEAD_LETTERS]]
+    assert {(letter["attempts"], letter["last_status_code"]) for letter in first} == {(1, 410)}
+    assert event["source"] == "receiver"
+    dead = sender.admin("/deliveries", params={"state": "dead", "limit": "1000"}).json()
+    assert len(dead["deliveries"]) == BURST
 
-        title = "Dead letters: billing"
-        wait_until(lambda: messages(endpoint, title) != [], timeout=30, what="the message")
-        time.sleep(10 * float(CHECK_SECONDS))  # checks that would raise another had time to
-        assert len(received(ops, ops_secret, DEAD)) == 1
-        assert [s["payload"] for s in stored(sender, DEAD)] == [event]
-        (message,) = messages(endpoint, title)
-        assert f"{BURST} deliveries to billing gave up (dead)." in message.message
-    finally:
-        endpoint.stop()
+    title = "Dead letters: billing"
+    wait_until(lambda: made.messages(title) != [], timeout=30, what="the message")
+    time.sleep(10 * float(CHECK_SECONDS))  # checks that would raise another had time to
+    assert len(made.received(DEAD)) == 1
+    assert [s["payload"] for s in stored(sender, DEAD)] == [event]
+    (message,) = made.messages(title)
+    assert f"{BURST} deliveries to billing gave up (dead)." in message.message

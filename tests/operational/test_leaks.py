@@ -6,28 +6,18 @@ credits and a refused key; then every place those events reach is scanned for ea
 sent, the stored events, the events forwarded, the console's overview and the CLI's
 `notify test`."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import orjson
-import pytest
 
 from receiver.operational.events import OperationalType
-from tests.conftest import ADMIN_TOKEN, SECRETS_OF_THE_RUN, Rivya, Sensitive
+from tests.conftest import ADMIN_TOKEN, Rivya, Sensitive
 from tests.console.conftest import Browser
 from tests.fake_rivya import FakeRivya
-from tests.helpers import (
-    Downstream,
-    ReceiverProcess,
-    make_event,
-    only,
-    run_cli,
-    wait_until,
-    write_destinations,
-)
-from tests.notify_endpoint import NotifyEndpoint
-from tests.operational.observed import received, stored, subscriber
+from tests.helpers import ReceiverProcess, always, make_event, run_cli, wait_until
+from tests.operational.observed import Sinks, stored
 from tests.reconcile.conftest import fake_rivya, reconciling  # noqa: F401 - a fixture, shared
 
 RAISED = (
@@ -38,46 +28,30 @@ RAISED = (
 )
 
 
-@pytest.fixture
-def endpoint(sensitive: Sensitive) -> Iterator[NotifyEndpoint]:
-    made = NotifyEndpoint()
-    for registry in (sensitive, SECRETS_OF_THE_RUN):
-        registry.add(*made.secrets(), made.url())
-    yield made
-    made.stop()
-
-
 def test_no_secret_reaches_a_log_message_event_page_or_output(
     start_server: Callable[..., ReceiverProcess],
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
+    sinks: Callable[..., Sinks],
     secrets_in_use: tuple[str, str],
     sensitive: Sensitive,
-    endpoint: NotifyEndpoint,
     fake_rivya: FakeRivya,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
 ) -> None:
-    billing, ops = own_downstream(lambda _, __: (500, {})), own_downstream()
-    ops_secret = new_secrets()
-    tables = [
-        {"name": "billing", "url": billing.url, "signing_secrets": new_secrets()},
-        subscriber(ops.url, ops_secret),
-    ]
+    made = sinks(always(500))
+    endpoint = made.endpoint
     fake_rivya.credits = 5
     server = start_server(
-        **only(write_destinations(tmp_path / "destinations.toml", *tables)),
+        **made.settings,
         **reconciling(fake_rivya, reconcile_interval_seconds="0.3", low_credits_threshold="100"),
         forward_retry_schedule="0.01",
         alert_coalesce_seconds="1",
         alert_check_seconds="0.2",
-        notify_urls=endpoint.url(),
         public_url="https://receiver.example",
         log_level="debug",
     )
     sender = Rivya(server, secrets_in_use[0], sensitive)
 
     def arrived(event_type: str) -> bool:
-        return received(ops, ops_secret, event_type) != []
+        return made.received(event_type) != []
 
     for _ in range(25):  # past the breaker's 20 failures in a row: a pause
         assert sender.send(make_event(event_type="generation.failed")).status_code == 200
@@ -91,7 +65,7 @@ def test_no_secret_reaches_a_log_message_event_page_or_output(
     places: dict[str, str] = {
         "messages": "\n".join(f"{s.title}\n{s.message}" for s in endpoint.received),
         "stored events": orjson.dumps([stored(sender, raised) for raised in RAISED]).decode(),
-        "forwarded events": "\n".join(r.body.decode() for r in ops.received),
+        "forwarded events": "\n".join(r.body.decode() for r in made.ops.received),
     }
     browser = Browser(server.url)
     try:

@@ -19,6 +19,7 @@ from tests.conftest import Rivya, Sensitive
 from tests.helpers import (
     Downstream,
     ReceiverProcess,
+    always,
     make_event,
     only,
     wait_until,
@@ -48,6 +49,16 @@ FORWARD_SLACK_SECONDS = 0.1
 MAX_STOP_SECONDS = STOP_SECONDS + 5
 
 
+def told(folder: Path, endpoint: NotifyEndpoint, *tables: dict[str, Any]) -> dict[str, str]:
+    """Settings of a process forwarding to `tables`, telling `endpoint` of its events."""
+    return {
+        **only(write_destinations(folder / "destinations.toml", *tables)),
+        "alert_coalesce_seconds": COALESCE_SECONDS,
+        "alert_check_seconds": CHECK_SECONDS,
+        "notify_urls": endpoint.url(),
+    }
+
+
 class Twin:
     """One `serve` on a database of its own, with `main` (its healthy sink), GONE
     destinations answering 410, and the notification endpoint given."""
@@ -72,11 +83,7 @@ class Twin:
         ]
         self.main = main
         self.server = start_server(
-            **only(write_destinations(folder / "destinations.toml", *tables)),
-            database_url=new_database(folder),
-            alert_coalesce_seconds=COALESCE_SECONDS,
-            alert_check_seconds=CHECK_SECONDS,
-            notify_urls=endpoint.url(),
+            **told(folder, endpoint, *tables), database_url=new_database(folder)
         )
         self.ingest: list[float] = []
         self.sent_at: dict[str, float] = {}
@@ -134,7 +141,7 @@ def test_a_notification_endpoint_in_trouble_slows_neither_ingest_nor_forwarding(
     sensitive: Sensitive,
     tmp_path: Path,
 ) -> None:
-    gone = own_downstream(lambda _, __: (410, {}))
+    gone = own_downstream(always(410))
     twins = {
         name: Twin(
             start_server,
@@ -190,17 +197,10 @@ def test_a_worker_stops_promptly_while_the_endpoint_hangs(
     """`receiver worker` raises the events (its forwarder's dead letters), so its notifier
     is the one holding a try on the hanging endpoint when SIGTERM comes."""
     hanging = endpoints(HANG)
-    table = {"name": "gone", "url": own_downstream(lambda _, __: (410, {})).url}
-    settings = {
-        **only(
-            write_destinations(
-                tmp_path / "destinations.toml", table | {"signing_secrets": new_secrets()}
-            )
-        ),
-        "alert_coalesce_seconds": COALESCE_SECONDS,
-        "alert_check_seconds": CHECK_SECONDS,
-        "notify_urls": hanging.url(),
-    }
+    gone = own_downstream(always(410))
+    settings = told(
+        tmp_path, hanging, {"name": "gone", "url": gone.url, "signing_secrets": new_secrets()}
+    )
     server = start_server("serve", "--no-forwarder", **settings)
     worker = start_server("worker", **settings)
     assert Rivya(server, secrets_in_use[0], sensitive).send(make_event()).status_code == 200

@@ -7,79 +7,61 @@ database (the `conditions` table); each replica sees the condition on its own.""
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import orjson
 import pytest
 
 from tests.conftest import Rivya, Sensitive
 from tests.helpers import (
-    Downstream,
+    ANSWER_200,
     Received,
     ReceiverProcess,
+    Respond,
+    always,
     make_event,
-    only,
     wait_until,
-    write_destinations,
 )
-from tests.notify_endpoint import NotifyEndpoint
-from tests.operational.observed import messages, received, stored, subscriber
+from tests.operational.observed import Sinks, stored
 
 pytestmark = pytest.mark.postgresql_only
 
 CHECK_SECONDS = "0.2"
 # Checks that would raise or end a condition a second time have had time to, many times.
 SETTLE_SECONDS = 10 * float(CHECK_SECONDS)
-StartServer = Callable[..., ReceiverProcess]
+FAILED = "generation.failed"
+DEAD = ("receiver.delivery.dead", "Dead letters: billing")
 
 
 class Replicas:
     """Two replicas on the test's database, with `billing` (the test's sink) and the
-    subscribed `ops`, and the one notification endpoint."""
+    subscribed `ops`, and the one notification endpoint; events are sent with `secret`."""
 
     def __init__(
-        self,
-        start_server: StartServer,
-        folder: Path,
-        billing: dict[str, Any],
-        ops: Downstream,
-        ops_secret: str,
-        endpoint: NotifyEndpoint,
-        **overrides: str,
+        self, processes: list[ReceiverProcess], sinks: Sinks, secret: str, sensitive: Sensitive
     ) -> None:
-        file = write_destinations(
-            folder / "destinations.toml", billing, subscriber(ops.url, ops_secret)
-        )
-        self.processes = [
-            start_server(
-                **only(file),
-                alert_check_seconds=CHECK_SECONDS,
-                notify_urls=endpoint.url(),
-                **overrides,
-            )
-            for _ in range(2)
-        ]
-        self.ops, self.ops_secret, self.endpoint = ops, ops_secret, endpoint
+        self.processes, self.sinks = processes, sinks
+        self.secret, self.sensitive = secret, sensitive
 
-    def send(self, secret: str, sensitive: Sensitive, count: int) -> None:
-        """`count` events, to each replica in turn."""
-        for n in range(count):
-            sender = Rivya(self.processes[n % 2], secret, sensitive)
-            assert sender.send(make_event(event_type="generation.failed")).status_code == 200
+    def admin(self, index: int = 0) -> Rivya:
+        return Rivya(self.processes[index], self.secret, self.sensitive)
 
-    def each_once(self, secret: str, sensitive: Sensitive, *kinds: tuple[str, str]) -> None:
+    def send(self, event_types: list[str]) -> None:
+        """An event of each type, to each replica in turn."""
+        for n, event_type in enumerate(event_types):
+            response = self.admin(n % 2).send(make_event(event_type=event_type))
+            assert response.status_code == 200
+
+    def each_once(self, *kinds: tuple[str, str]) -> None:
         """Each (type, message title) once: at the sink, in the events table, at the
         endpoint; and logged as raised by one replica alone."""
         for event_type, title in kinds:
             self.wait_for(event_type, title)
         time.sleep(SETTLE_SECONDS)
-        admin = Rivya(self.processes[0], secret, sensitive)
         for event_type, title in kinds:
-            (event,) = received(self.ops, self.ops_secret, event_type)
-            assert [e["payload"] for e in stored(admin, event_type)] == [event]
-            assert len(messages(self.endpoint, title)) == 1, title
+            (event,) = self.sinks.received(event_type)
+            assert [e["payload"] for e in stored(self.admin(), event_type)] == [event]
+            assert len(self.sinks.messages(title)) == 1, title
             raised = [
                 line
                 for process in self.processes
@@ -89,110 +71,80 @@ class Replicas:
             assert len(raised) == 1, event_type
 
     def wait_for(self, event_type: str, title: str) -> None:
-        wait_until(
-            lambda: received(self.ops, self.ops_secret, event_type) != [],
-            timeout=60,
-            what=event_type,
-        )
-        wait_until(lambda: messages(self.endpoint, title) != [], timeout=30, what=title)
+        wait_until(lambda: self.sinks.received(event_type) != [], timeout=60, what=event_type)
+        wait_until(lambda: self.sinks.messages(title) != [], timeout=30, what=title)
 
     def logged_by_both(self, text: str) -> bool:
         return all(text in process.output() for process in self.processes)
 
 
+StartReplicas = Callable[..., Replicas]
+
+
 @pytest.fixture
-def endpoint(sensitive: Sensitive) -> Iterator[NotifyEndpoint]:
-    made = NotifyEndpoint()
-    sensitive.add(*made.secrets(), made.url())
-    yield made
-    made.stop()
+def start_replicas(
+    start_server: Callable[..., ReceiverProcess],
+    sinks: Callable[..., Sinks],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> StartReplicas:
+    """Replicas whose `billing` answers with `respond` after `delay`, `max_in_flight`
+    deliveries at a time; `overrides` are settings of both."""
+
+    def start(
+        respond: Respond = ANSWER_200,
+        delay: float = 0.0,
+        max_in_flight: int = 1,
+        **overrides: str,
+    ) -> Replicas:
+        made = sinks(respond, delay, max_in_flight=max_in_flight)
+        processes = [
+            start_server(**made.settings, alert_check_seconds=CHECK_SECONDS, **overrides)
+            for _ in range(2)
+        ]
+        return Replicas(processes, made, secrets_in_use[0], sensitive)
+
+    return start
 
 
 def test_dead_letters_recorded_by_both_replicas_are_one_event_counting_them_all(
-    start_server: StartServer,
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
-    endpoint: NotifyEndpoint,
-    tmp_path: Path,
+    start_replicas: StartReplicas,
 ) -> None:
     """A lane one wide and a slow 410 on each replica: both claim, both record dead
     letters (fewer than the breaker's 20 in a row), into one window."""
     letters = 16
-    billing, ops, ops_secret = (
-        own_downstream(lambda _, __: (410, {}), 0.2),
-        own_downstream(),
-        new_secrets(),
-    )
-    table = {
-        "name": "billing",
-        "url": billing.url,
-        "signing_secrets": new_secrets(),
-        "max_in_flight": 1,
-    }
-    replicas = Replicas(
-        start_server, tmp_path, table, ops, ops_secret, endpoint, alert_coalesce_seconds="10"
-    )
-    replicas.send(secrets_in_use[0], sensitive, letters)
-    replicas.each_once(
-        secrets_in_use[0], sensitive, ("receiver.delivery.dead", "Dead letters: billing")
-    )
-    (event,) = received(ops, ops_secret, "receiver.delivery.dead")
+    replicas = start_replicas(always(410), 0.2, alert_coalesce_seconds="10")
+    replicas.send([FAILED] * letters)
+    replicas.each_once(DEAD)
+    (event,) = replicas.sinks.received(DEAD[0])
     assert (event["data"]["destination"], event["data"]["count"]) == ("billing", letters)
     assert replicas.logged_by_both('"delivery_state":"dead"'), "one replica did not forward"
-    (message,) = messages(endpoint, "Dead letters: billing")
+    (message,) = replicas.sinks.messages(DEAD[1])
     assert f"{letters} deliveries to billing gave up (dead)." in message.message
 
 
 def test_a_backlog_both_replicas_see_is_stuck_once_and_cleared_once(
-    start_server: StartServer,
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
-    endpoint: NotifyEndpoint,
-    tmp_path: Path,
+    start_replicas: StartReplicas,
 ) -> None:
     """A slow but healthy destination (one at a time, 1.5 s each): its oldest pending
     delivery passes the 2 s threshold, then the backlog drains; no attempt fails."""
-    billing, ops, ops_secret = own_downstream(delay=1.5), own_downstream(), new_secrets()
-    table = {
-        "name": "billing",
-        "url": billing.url,
-        "signing_secrets": new_secrets(),
-        "max_in_flight": 1,
-    }
-    replicas = Replicas(
-        start_server,
-        tmp_path,
-        table,
-        ops,
-        ops_secret,
-        endpoint,
+    replicas = start_replicas(
+        delay=1.5,
         alert_backlog_age_seconds="2",
         forward_timeout_seconds="10",
         forward_lease_seconds="30",
     )
-    replicas.send(secrets_in_use[0], sensitive, 8)
+    replicas.send([FAILED] * 8)
     replicas.each_once(
-        secrets_in_use[0],
-        sensitive,
         ("receiver.backlog.stuck", "Backlog stuck: billing"),
         ("receiver.backlog.cleared", "Backlog cleared: billing"),
     )
-    assert len(billing.received) == 8
+    assert len(replicas.sinks.billing.received) == 8
     assert replicas.logged_by_both('"delivery_state":"delivered"'), "one replica did not forward"
 
 
 def test_lanes_paused_on_both_replicas_are_one_pause_and_one_resume(
-    start_server: StartServer,
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
-    endpoint: NotifyEndpoint,
-    tmp_path: Path,
+    start_replicas: StartReplicas,
 ) -> None:
     """A destination answering 500 trips each replica's breaker (20 failures in a row
     each); once both lanes are paused it answers 200, and each replica's probe reopens its
@@ -203,24 +155,13 @@ def test_lanes_paused_on_both_replicas_are_one_pause_and_one_resume(
     def answer(_: Received, __: int) -> tuple[int, dict[str, str]]:
         return (500 if failing.is_set() else 200), {}
 
-    billing, ops, ops_secret = own_downstream(answer), own_downstream(), new_secrets()
-    table = {
-        "name": "billing",
-        "url": billing.url,
-        "signing_secrets": new_secrets(),
-        "max_in_flight": 8,
-    }
-    replicas = Replicas(
-        start_server,
-        tmp_path,
-        table,
-        ops,
-        ops_secret,
-        endpoint,
+    replicas = start_replicas(
+        answer,
+        max_in_flight=8,
         # Retries enough that no delivery dies before both lanes are paused.
         forward_retry_schedule=",".join(["0.2"] * 30),
     )
-    replicas.send(secrets_in_use[0], sensitive, 40)
+    replicas.send([FAILED] * 40)
     wait_until(
         lambda: replicas.logged_by_both('"event":"destination_paused"'),
         timeout=60,
@@ -233,21 +174,13 @@ def test_lanes_paused_on_both_replicas_are_one_pause_and_one_resume(
         what="both lanes resumed",
     )
     replicas.each_once(
-        secrets_in_use[0],
-        sensitive,
         ("receiver.destination.paused", "Destination paused: billing"),
         ("receiver.destination.resumed", "Destination resumed: billing"),
     )
 
 
 def test_dead_letters_over_many_windows_are_each_counted_once_across_replicas(
-    start_server: StartServer,
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
-    endpoint: NotifyEndpoint,
-    tmp_path: Path,
+    start_replicas: StartReplicas,
 ) -> None:
     """Windows of 1 s closing while both replicas keep counting into the next: the events'
     counts add up to every dead letter, none lost at a window's edge, none counted twice.
@@ -257,82 +190,50 @@ def test_dead_letters_over_many_windows_are_each_counted_once_across_replicas(
     def gone_if_failed(request: Received, _: int) -> tuple[int, dict[str, str]]:
         return (410 if failed in request.body else 200), {}
 
-    billing, ops, ops_secret = own_downstream(gone_if_failed, 0.1), own_downstream(), new_secrets()
-    table = {
-        "name": "billing",
-        "url": billing.url,
-        "signing_secrets": new_secrets(),
-        "max_in_flight": 1,
-    }
-    replicas = Replicas(
-        start_server, tmp_path, table, ops, ops_secret, endpoint, alert_coalesce_seconds="1"
+    replicas = start_replicas(gone_if_failed, 0.1, alert_coalesce_seconds="1")
+    replicas.send(
+        ["generation.succeeded" if n % 5 == 4 else FAILED for n in range(letters + letters // 4)]
     )
-    for n in range(letters + letters // 4):
-        event_type = "generation.succeeded" if n % 5 == 4 else "generation.failed"
-        sender = Rivya(replicas.processes[n % 2], secrets_in_use[0], sensitive)
-        assert sender.send(make_event(event_type=event_type)).status_code == 200
 
     def counted() -> int:
-        return sum(e["data"]["count"] for e in received(ops, ops_secret, "receiver.delivery.dead"))
+        return sum(e["data"]["count"] for e in replicas.sinks.received(DEAD[0]))
 
     wait_until(lambda: counted() >= letters, timeout=60, what=lambda: f"{counted()} counted")
     time.sleep(SETTLE_SECONDS)
-    events = received(ops, ops_secret, "receiver.delivery.dead")
+    events = replicas.sinks.received(DEAD[0])
     assert counted() == letters
     assert len(events) > 1, "one window: nothing was closed while both counted"
     assert len({e["id"] for e in events}) == len(events)
-    admin = Rivya(replicas.processes[0], secrets_in_use[0], sensitive)
-    assert len(stored(admin, "receiver.delivery.dead")) == len(events)
+    assert len(stored(replicas.admin(), DEAD[0])) == len(events)
     wait_until(
-        lambda: len(messages(endpoint, "Dead letters: billing")) >= len(events),
+        lambda: len(replicas.sinks.messages(DEAD[1])) >= len(events),
         timeout=30,
         what="a message per event",
     )
     time.sleep(SETTLE_SECONDS)
-    assert len(messages(endpoint, "Dead letters: billing")) == len(events)
-    assert received(ops, ops_secret, "receiver.destination.paused") == []
+    assert len(replicas.sinks.messages(DEAD[1])) == len(events)
+    assert replicas.sinks.received("receiver.destination.paused") == []
     assert replicas.logged_by_both('"delivery_state":"dead"'), "one replica did not forward"
 
 
 def test_a_window_counted_by_a_replica_killed_before_it_closes_is_closed_by_the_other(
-    start_server: StartServer,
-    own_downstream: Callable[..., Downstream],
-    new_secrets: Callable[[], str],
-    secrets_in_use: tuple[str, str],
-    sensitive: Sensitive,
-    endpoint: NotifyEndpoint,
-    tmp_path: Path,
+    start_replicas: StartReplicas,
 ) -> None:
     """The window lives in the database, not in the process that counted into it."""
     letters = 10
-    billing, ops, ops_secret = (
-        own_downstream(lambda _, __: (410, {}), 0.1),
-        own_downstream(),
-        new_secrets(),
-    )
-    table = {
-        "name": "billing",
-        "url": billing.url,
-        "signing_secrets": new_secrets(),
-        "max_in_flight": 1,
-    }
-    replicas = Replicas(
-        start_server, tmp_path, table, ops, ops_secret, endpoint, alert_coalesce_seconds="6"
-    )
-    replicas.send(secrets_in_use[0], sensitive, letters)
-    admin = Rivya(replicas.processes[1], secrets_in_use[0], sensitive)
+    replicas = start_replicas(always(410), 0.1, alert_coalesce_seconds="6")
+    replicas.send([FAILED] * letters)
+    admin = replicas.admin(1)
 
     def dead() -> int:
         listed = admin.admin("/deliveries", params={"state": "dead", "destination": "billing"})
         return len(listed.json()["deliveries"])
 
     wait_until(lambda: dead() == letters, timeout=30, what="every dead letter")
-    assert received(ops, ops_secret, "receiver.delivery.dead") == [], "the window closed early"
+    assert replicas.sinks.received(DEAD[0]) == [], "the window closed early"
     assert replicas.logged_by_both('"delivery_state":"dead"'), "one replica did not forward"
     replicas.processes[0].stop(signal.SIGKILL)
     replicas.processes = replicas.processes[1:]
-    replicas.each_once(
-        secrets_in_use[0], sensitive, ("receiver.delivery.dead", "Dead letters: billing")
-    )
-    (event,) = received(ops, ops_secret, "receiver.delivery.dead")
+    replicas.each_once(DEAD)
+    (event,) = replicas.sinks.received(DEAD[0])
     assert event["data"]["count"] == letters
