@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 # quadratic time (40,000 spaces took 5.7 s).
 _COMMA = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://|$)")
 # Each message goes to every URL at once, each from a thread of its own: a handful of chat
-# channels and mailboxes is the use, and twenty threads a message is the most we start.
+# channels and mailboxes is the use, and twenty threads a message is the most we start. It
+# also bounds the notifier's live threads: one per URL at most, a try abandoned past its bound
+# included (the URL's next try fails as Busy while that thread lives).
 MAX_NOTIFY_URLS = 20
 # Above ERROR's DEPRECATION WARNING (ERROR + 1), the highest level Apprise logs at.
 _SILENT = logging.CRITICAL + 1

@@ -7,13 +7,16 @@ once, each URL tried 1 + len(RETRY_DELAYS) times. Apprise is synchronous (reques
 try runs in a daemon thread of its own: a hanging service holds only that thread, never the
 loop, and never the process's exit (the loop's default executor and Apprise's own pool are
 waited for at exit; a daemon thread is not: see `load_service`). Each URL's final result is
-counted (`on_result`: sent, failed, dropped) and logged by its position and scheme, never its
-text: a notification URL is a secret.
+counted (`on_result`: sent, failed, dropped; the worker serves no /metrics and passes none)
+and logged by its position and scheme, never its text: a notification URL is a secret.
 
 A try is bounded by Apprise's own socket timeouts (4 s to connect and 4 s per read unless
 the URL's `cto`/`rto` say otherwise; mailto's connect is 15 s) and, for a service that
 trickles its answer a byte at a time inside those, by ATTEMPT_SECONDS, after which the try
-counts as failed and its thread is left to end with its socket.
+counts as failed and its thread is left to end with its socket. Such a thread lives as long
+as the service keeps trickling, so a URL whose last try's thread is still alive fails its next
+try at once (`Busy`) without starting another: at most one live thread per URL, so at most
+MAX_NOTIFY_URLS (20) in all, however many messages a trickling service is sent.
 """
 
 import asyncio
@@ -42,6 +45,7 @@ SENT = "sent"
 FAILED = "failed"
 DROPPED = "dropped"
 NOTIFICATION_RESULTS = (SENT, FAILED, DROPPED)
+BUSY = "Busy"
 # An outage raises a handful of events per destination (coalesced dead letters, a pause, a
 # stuck backlog); a hundred waiting means the services are down or refusing, and more would
 # only hold memory for messages nobody will read in order.
@@ -78,8 +82,9 @@ class NotifyResult:
     position: int
     scheme: str
     ok: bool
-    # Why not: TimeoutError (no answer within the try's bound), NotDelivered (Apprise
-    # reports the service refused it or could not be reached), or an exception's class.
+    # Why not: TimeoutError (no answer within the try's bound), Busy (the URL's last try is
+    # still running in its thread, past its bound), NotDelivered (Apprise reports the service
+    # refused it or could not be reached), or an exception's class.
     error: str | None = None
 
 
@@ -95,12 +100,13 @@ class Notifier:
         self,
         urls: Sequence[SecretStr],
         public_url: str | None,
-        on_result: Callable[[str], None],
+        on_result: Callable[[str], None] | None = None,
         record: RecordNotification | None = None,
         pacing: Pacing = Pacing(),
     ) -> None:
-        """`urls` as Settings checked them; `on_result(result)` once per URL and message;
-        `record(event, message, delivered, failed)` after each message has its results."""
+        """`urls` as Settings checked them; `on_result(result)` once per URL and message
+        (None: not counted); `record(event, message, delivered, failed)` after each message
+        has its results."""
         self._targets = [
             _Target(position, scheme_of(url.get_secret_value()), sender)
             for position, url in enumerate(urls, start=1)
@@ -112,10 +118,10 @@ class Notifier:
         self._pacing = pacing
         self._queue: asyncio.Queue[OperationalEvent] = asyncio.Queue(QUEUE_SIZE)
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._targets)
+        # By position, set once the URL's last try returned in its thread: until then, the
+        # URL's tries fail as Busy (a thread returns before its result reaches the loop, so a
+        # try that got its answer never leaves the next one Busy).
+        self._returned: dict[int, threading.Event] = {}
 
     async def __aenter__(self) -> Self:
         if self._targets:
@@ -189,18 +195,26 @@ class Notifier:
                     break
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
-            self._on_result(DROPPED)
+            self._count(DROPPED)
             log.warning("notification_dropped", reason="stopping", **fields)
             raise
         if result.ok:
-            self._on_result(SENT)
+            self._count(SENT)
             log.info("notification_sent", attempt=tries, **fields)
         else:
-            self._on_result(FAILED)
+            self._count(FAILED)
             log.warning("notification_failed", attempt=tries, reason=result.error, **fields)
         return result.ok
 
+    def _count(self, result: str) -> None:
+        if self._on_result is not None:
+            self._on_result(result)
+
     async def _try(self, target: _Target, message: Message) -> NotifyResult:
+        returned = self._returned.get(target.position)
+        if returned is not None and not returned.is_set():
+            return NotifyResult(target.position, target.scheme, False, BUSY)
+
         def notify() -> bool:
             return bool(
                 target.sender.notify(
@@ -208,16 +222,17 @@ class Notifier:
                 )
             )
 
+        self._returned[target.position], answer = _start_daemon_thread(notify)
         try:
             async with asyncio.timeout(self._pacing.attempt_seconds):
-                ok = await _in_daemon_thread(notify)
+                ok = await answer
         except Exception as exc:  # noqa: BLE001 - a library's failure is this URL's result
             return NotifyResult(target.position, target.scheme, False, type(exc).__name__)
         return NotifyResult(target.position, target.scheme, ok, None if ok else "NotDelivered")
 
     def _drop(self, event: OperationalEvent, reason: str) -> None:
         for _ in self._targets:
-            self._on_result(DROPPED)
+            self._count(DROPPED)
         log.warning(
             "notification_dropped",
             reason=reason,
@@ -247,9 +262,11 @@ def notifications_table(engine: AsyncEngine) -> RecordNotification:
     return record
 
 
-async def _in_daemon_thread(call: Callable[[], T]) -> T:
-    """`call()` in a daemon thread of its own; its result, or what it raised."""
+def _start_daemon_thread(call: Callable[[], T]) -> tuple[threading.Event, "asyncio.Future[T]"]:
+    """`call()` started in a daemon thread of its own: an event set once it returned (or
+    raised), and the future of its result (or of what it raised)."""
     loop = asyncio.get_running_loop()
+    returned = threading.Event()
     done: asyncio.Future[T] = loop.create_future()
 
     def run() -> None:
@@ -257,11 +274,13 @@ async def _in_daemon_thread(call: Callable[[], T]) -> T:
             settle = partial(_set_result, done, call())
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting task
             settle = partial(_set_exception, done, exc)
+        finally:
+            returned.set()
         with contextlib.suppress(RuntimeError):  # the loop closed while the service hung
             loop.call_soon_threadsafe(settle)
 
     threading.Thread(target=run, name="notify", daemon=True).start()
-    return await done
+    return returned, done
 
 
 def _set_result(future: "asyncio.Future[T]", value: T) -> None:

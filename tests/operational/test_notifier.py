@@ -7,8 +7,10 @@ import asyncio
 import io
 import json
 import logging
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,7 @@ from receiver.metrics import Metrics
 from receiver.operational.events import OperationalEvent, OperationalType
 from receiver.operational.messages import Message
 from receiver.operational.notifier import (
+    BUSY,
     QUEUE_SIZE,
     Notifier,
     NotifyResult,
@@ -345,3 +348,102 @@ async def test_each_message_is_recorded_for_the_console_with_how_many_urls_took_
         "Dead letters: billing",
     )
     assert (row["delivered"], row["failed"]) == (1, 1)
+
+
+class TrickleEndpoint:
+    """Answers 200 with a long Content-Length, then a byte every TRICKLE_SECONDS (each inside
+    Apprise's 4 s read timeout, so no socket timeout ends the try) until `finish()`, which
+    sends the rest at once."""
+
+    TRICKLE_SECONDS = 0.2
+    LENGTH = 100_000
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.finished = threading.Event()
+        endpoint = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                endpoint.connections += 1
+                length = 0
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                self.rfile.read(length)
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {endpoint.LENGTH}\r\n\r\n"
+                self.wfile.write(head.encode())
+                sent = 0
+                while not endpoint.finished.wait(endpoint.TRICKLE_SECONDS):
+                    self.wfile.write(b" ")
+                    sent += 1
+                self.wfile.write(b" " * (endpoint.LENGTH - sent))
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook"
+
+    def stop(self) -> None:
+        self.finished.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def live_notify_threads(before: set[threading.Thread]) -> int:
+    return sum(t.name == "notify" and t not in before for t in threading.enumerate())
+
+
+async def test_a_trickling_url_holds_one_thread_whatever_the_number_of_messages() -> None:
+    """A service answering a byte at a time outlives each try's bound: each try's thread
+    lived on, one more per try, without end. A URL whose last try still runs fails at once
+    (Busy, counted failed), and is tried again once that thread has returned."""
+    endpoint = TrickleEndpoint()
+    before = set(threading.enumerate())
+    results: list[str] = []
+    most = 0
+    pacing = Pacing(retry_delays=(0.05,), attempt_seconds=0.3, stop_seconds=5.0)
+    try:
+        async with Notifier([SecretStr(endpoint.url())], None, results.append, pacing=pacing) as n:
+            for number in range(5):
+                n.send(dead_letters(destination=f"d{number}"))
+            while len(results) < 5:
+                most = max(most, live_notify_threads(before))
+                await asyncio.sleep(0.05)
+            most = max(most, live_notify_threads(before))
+            assert most == 1
+            # Every try after the first found the first's thread still trickling.
+            assert endpoint.connections == 1
+            assert await n.test() == [NotifyResult(1, "json", False, BUSY)]
+            endpoint.finished.set()  # the answer completes: that thread returns
+            await asyncio.to_thread(wait_for_no_notify_threads, before)
+            assert await n.test() == [NotifyResult(1, "json", True)]
+    finally:
+        endpoint.stop()
+    assert results == ["failed"] * 5
+
+
+def wait_for_no_notify_threads(before: set[threading.Thread], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while live_notify_threads(before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+async def test_without_on_result_messages_are_sent_logged_and_recorded_uncounted(
+    endpoints: list[NotifyEndpoint], json_logs: io.StringIO
+) -> None:
+    """The worker serves no /metrics: it passes no `on_result`, and nothing else changes."""
+    endpoint = new_endpoint(endpoints)
+    recorded: list[tuple[int, int]] = []
+
+    async def record(_: OperationalEvent, __: Message, delivered: int, failed: int) -> None:
+        recorded.append((delivered, failed))
+
+    async with Notifier([SecretStr(endpoint.url())], None, record=record, pacing=QUICK) as n:
+        n.send(dead_letters())
+    assert len(endpoint.received) == 1
+    assert recorded == [(1, 0)]
+    assert [e["event"] for e in events_of(json_logs)].count("notification_sent") == 1
