@@ -162,7 +162,19 @@ class Settings(BaseModel):
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_http_url(value).rstrip("/")
+        # The base of the console's links, which messages carry to chat channels and
+        # mailboxes: a user and password there would be shown to everyone who reads them, and
+        # a query, fragment, space or control character would break (or add lines to) them.
+        # Any `@` is refused, not only the authority's: no parser's reading of it can differ.
+        if value is None:
+            return None
+        check_http_url(value)
+        if any(char in "@?#" or char.isspace() or not char.isprintable() for char in value):
+            raise ValueError(
+                "use a base URL, like https://receiver.example.com: no user or password (@), "
+                "query (?), fragment (#), space or control character"
+            )
+        return value.rstrip("/")
 
     @field_validator("notify_urls", mode="before")
     @classmethod

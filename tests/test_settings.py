@@ -8,7 +8,7 @@ import pytest
 
 from receiver.exceptions import SettingsError
 from receiver.settings import Settings, env_variable
-from tests.helpers import new_secret
+from tests.helpers import new_secret, run_cli
 
 SECRET = new_secret()
 
@@ -210,3 +210,53 @@ def test_no_float_setting_takes_an_infinity_or_nan(field: str, value: str) -> No
     with pytest.raises(SettingsError) as raised:
         Settings.from_environment(environ, None)
     assert str(raised.value).startswith(f"{env_variable(field)}: ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://admin:{PASSWORD}@console.example.com/",
+        f"https://{PASSWORD}@console.example.com",
+        f"https://console.example.com/?token={PASSWORD}",
+        f"https://console.example.com/#{PASSWORD}",
+        "https://console.example.com/?",
+        f"https://console.example.com/\n{PASSWORD}",
+        f"https://console.example.com/ {PASSWORD}",
+    ],
+)
+def test_a_public_url_with_a_password_query_or_fragment_is_one_line_never_its_value(
+    url: str,
+) -> None:
+    """RECEIVER_PUBLIC_URL is the base of the links messages carry to people: a user and
+    password there were sent to every chat channel, so it takes none, nor a query or a
+    fragment (or a line break), and the refusal never shows the value."""
+    environ = {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_PUBLIC_URL": url}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environment(environ, None)
+    text = str(raised.value)
+    assert text.startswith("RECEIVER_PUBLIC_URL: use a base URL")
+    assert "\n" not in text
+    assert PASSWORD not in text
+
+
+def test_a_public_url_keeps_its_path_without_the_trailing_slash() -> None:
+    environ = {
+        "RECEIVER_SIGNING_SECRETS": new_secret(),
+        "RECEIVER_PUBLIC_URL": "https://console.example.com:8443/receiver/",
+    }
+    settings = Settings.from_environment(environ, None)
+    assert settings.public_url == "https://console.example.com:8443/receiver"
+
+
+def test_a_command_refuses_a_public_url_with_a_password_in_one_line_without_it(
+    tmp_path: Path,
+) -> None:
+    """What an operator sees on stderr, as `serve` and `worker` print it too."""
+    env = {
+        "RECEIVER_SIGNING_SECRETS": new_secret(),
+        "RECEIVER_PUBLIC_URL": f"https://admin:{PASSWORD}@console.example.com/",
+    }
+    result = run_cli("notify", "test", env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "RECEIVER_PUBLIC_URL: use a base URL" in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
