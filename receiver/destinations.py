@@ -21,7 +21,7 @@ import yarl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from receiver.exceptions import InvalidRequestError, SettingsError
-from receiver.model import Outcome
+from receiver.model import OPERATIONAL_TYPES, Outcome, is_operational
 from receiver.operational.events import OperationalType
 from receiver.signatures import WebhookSecret
 
@@ -68,15 +68,6 @@ class Destination:
         return (
             self.event_types is None or event_type in self.event_types
         ) and outcome in self.wanted_outcomes
-
-
-# The service's own events' types start so; `event_types` names them all with the wildcard.
-OPERATIONAL_PREFIX = "receiver."
-OPERATIONAL_TYPES = "receiver.*"
-
-
-def is_operational(event_type: str | None) -> bool:
-    return event_type is not None and event_type.startswith(OPERATIONAL_PREFIX)
 
 
 def find_destination(destinations: Sequence[Destination], name: str) -> Destination:

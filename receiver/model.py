@@ -44,3 +44,18 @@ class Outcome(StrEnum):
     STALE = "stale"  # the record was already newer or terminal
     IGNORED = "ignored"  # a type we do not apply to records
     QUARANTINED = "quarantined"  # authentic, but a shape we do not understand
+
+
+# The service's own events (receiver.operational): their types start so, a destination's
+# `event_types` names them all with the wildcard, and their IDs start with ID_PREFIX.
+OPERATIONAL_PREFIX = "receiver."
+OPERATIONAL_TYPES = "receiver.*"
+OPERATIONAL_ID_PREFIX = "receiver:"
+
+
+def is_operational(event_type: str | None) -> bool:
+    return event_type is not None and event_type.startswith(OPERATIONAL_PREFIX)
+
+
+def is_operational_id(event_id: str) -> bool:
+    return event_id.startswith(OPERATIONAL_ID_PREFIX)

@@ -26,8 +26,8 @@ from receiver.operational.events import OperationalEvent, OperationalType
 from receiver.periodic import Periodic
 from receiver.settings import Settings
 from receiver.store.conditions import (
+    Backlog,
     Condition,
-    close_window,
     conditions_in_progress,
     end_condition,
     first_dead_letters,
@@ -116,7 +116,7 @@ class Alerts:
                 },
             )
             self._soon(self.start(event))
-        else:
+        elif change == "destination_resumed":
             self._soon(self.end(name, _resumed(destination, now)))
 
     async def credits_read(self, balance: int) -> None:
@@ -159,15 +159,13 @@ class Alerts:
 
     # Raising and ending.
 
-    async def start(
-        self, event: OperationalEvent, count: int = 0, detail: str | None = None
-    ) -> bool:
+    async def start(self, event: OperationalEvent, detail: str | None = None) -> bool:
         """Raise `event`'s condition as of `event.since`, storing `event`, unless it is in
         progress already; whether this process raised it. `detail` is kept for the event
         that ends it."""
 
         async def work(connection: AsyncConnection) -> OperationalEvent | None:
-            raised = await start_condition(connection, event.condition, event.since, count, detail)
+            raised = await start_condition(connection, event.condition, event.since, detail)
             if not raised:
                 return None
             return await self._store(connection, event)
@@ -217,14 +215,14 @@ class Alerts:
                 "threshold_seconds": threshold,
             }
             event = OperationalEvent(OperationalType.RECORDS_STUCK, STUCK_RECORDS, since, now, data)
-            await self.start(event, count=stuck.found)
+            await self.start(event)
         elif stuck is None and STUCK_RECORDS in in_progress:
             # Raised when stuck records appear; it ends quietly once none are, so that the
             # next ones raise it again.
             await self.end(STUCK_RECORDS, lambda _: None)
 
     async def _check_backlogs(
-        self, backlogs: dict[str, Any], in_progress: dict[str, Condition], now: datetime
+        self, backlogs: dict[str, Backlog], in_progress: dict[str, Condition], now: datetime
     ) -> None:
         threshold = self._settings.alert_backlog_age_seconds
         for destination in self._destinations:
@@ -249,7 +247,7 @@ class Alerts:
         destination = window.name.removeprefix(DEAD_LETTERS)
 
         async def work(connection: AsyncConnection) -> OperationalEvent | None:
-            closed = await close_window(connection, window)
+            closed = await end_condition(connection, window.name, window.started_at)
             if closed is None:
                 return None
             first = await first_dead_letters(
@@ -287,7 +285,9 @@ class Alerts:
 
     async def _store(
         self, connection: AsyncConnection, event: OperationalEvent
-    ) -> OperationalEvent:
+    ) -> OperationalEvent | None:
+        """Store `event`, forwarded to the destinations that name it; None if it was stored
+        before (the same condition raised again with the same start): nothing to tell."""
         submission = Submission(
             Event(event.event_id, event.type.value, None, event.at),
             event.event_id,
@@ -295,10 +295,10 @@ class Alerts:
             event.at,
         )
         destinations = self._destinations
-        await connection.run_sync(
+        (outcome,) = await connection.run_sync(
             lambda sync: store_events(run_on(sync), sync.dialect, [submission], destinations)
         )
-        return event
+        return None if outcome is None else event
 
     def _soon(self, raising: Coroutine[Any, Any, bool]) -> None:
         if len(self._waiting) >= MAX_WAITING:

@@ -15,13 +15,9 @@ from typing import Any
 
 import orjson
 
+from receiver.model import OPERATIONAL_ID_PREFIX, OPERATIONAL_PREFIX
+
 SOURCE = "receiver"
-# Every operational event's ID starts so (see `OperationalEvent.event_id`).
-ID_PREFIX = "receiver:"
-
-
-def is_operational_id(event_id: str) -> bool:
-    return event_id.startswith(ID_PREFIX)
 
 
 class OperationalType(StrEnum):
@@ -53,7 +49,8 @@ class OperationalEvent:
     def event_id(self) -> str:
         key = f"{self.type.value}\x00{self.condition}\x00{self.since.isoformat()}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-        return f"{ID_PREFIX}{self.type.value.removeprefix('receiver.')}:{digest}"
+        kind = self.type.value.removeprefix(OPERATIONAL_PREFIX)
+        return f"{OPERATIONAL_ID_PREFIX}{kind}:{digest}"
 
     def body(self) -> bytes:
         """The stored and forwarded body: Rivya's envelope keys, and where it came from."""

@@ -28,7 +28,7 @@ def notify_test(as_json: bool) -> None:
         raise click.ClickException("RECEIVER_NOTIFY_URLS is not set")
     # Log lines (Apprise's, withheld to their level) go to stderr: stdout stays the results.
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
-    notifier = Notifier(settings.notify_urls, settings.public_url, on_result=lambda _: None)
+    notifier = Notifier(settings.notify_urls, settings.public_url)
     results = asyncio.run(notifier.test())
     emit([asdict(result) for result in results], as_json, _lines)
     if not all(result.ok for result in results):

@@ -174,12 +174,14 @@ class Reconciler:
         started = datetime.now(UTC)
         try:
             report.credits = await self._read_credits()
-            if self._alerts is not None:
-                await self._alerts.key_accepted()
             while claims := await self._claim(after or self._after, started, task_ids):
                 await self._ask_each(claims, report, progress)
                 if task_ids is not None:
                     break
+            # Only a whole pass says the key is accepted: one that may read the balance but
+            # not generations (403 api_scope_denied) is refused in every pass.
+            if self._alerts is not None:
+                await self._alerts.key_accepted()
         except (RivyaAuthError, RivyaUnavailableError) as exc:
             report.result = "auth_failed" if isinstance(exc, RivyaAuthError) else "unavailable"
             report.error_code = exc.code

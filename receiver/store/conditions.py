@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.model import GENERATION_STATUSES, TERMINAL_STATUSES
+from receiver.model import GENERATION_STATUSES, OPERATIONAL_ID_PREFIX, TERMINAL_STATUSES
 from receiver.store.deliveries import DeliveryState
 from receiver.store.tables import conditions, deliveries, destination_health, events, records
 
@@ -28,29 +28,33 @@ class Condition(NamedTuple):
 
 
 async def start_condition(
-    connection: AsyncConnection,
-    name: str,
-    now: datetime,
-    count: int = 0,
-    detail: str | None = None,
+    connection: AsyncConnection, name: str, now: datetime, detail: str | None = None
 ) -> bool:
     """Raise `name` as of `now`: whether this transaction raised it (False when it is
     already in progress). On PostgreSQL a concurrent raise waits for this one's commit,
     then finds the row."""
     inserted = await connection.execute(
         _insert(connection)
-        .values(name=name, started_at=now, count=count, detail=detail)
+        .values(name=name, started_at=now, detail=detail)
         .on_conflict_do_nothing(index_elements=[conditions.c.name])
         .returning(conditions.c.name)
     )
     return inserted.first() is not None
 
 
-async def end_condition(connection: AsyncConnection, name: str) -> Condition | None:
-    """End `name`: the row as it was, if this transaction ended it; None if it was not in
-    progress (or another process ended it first)."""
+async def end_condition(
+    connection: AsyncConnection, name: str, started_at: datetime | None = None
+) -> Condition | None:
+    """End `name` (only the one that started at `started_at`, if given): the row as it
+    was, if this transaction ended it; None if it was not in progress (or another process
+    ended it first). A window of dead letters is closed with the count taken under the
+    row's lock: a dead letter counted meanwhile is in it or in the next, never lost nor
+    counted twice."""
+    matching = [conditions.c.name == name]
+    if started_at is not None:
+        matching.append(conditions.c.started_at == started_at)
     ended = await connection.execute(
-        sa.delete(conditions).where(conditions.c.name == name).returning(*conditions.c)
+        sa.delete(conditions).where(*matching).returning(*conditions.c)
     )
     row = ended.first()
     return None if row is None else Condition(*row)
@@ -60,19 +64,6 @@ async def conditions_in_progress(connection: AsyncConnection) -> list[Condition]
     """Every condition in progress (a handful: one per kind and destination at most)."""
     rows = await connection.execute(sa.select(conditions).order_by(conditions.c.name))
     return [Condition(*row) for row in rows]
-
-
-async def close_window(connection: AsyncConnection, window: Condition) -> Condition | None:
-    """End a window of dead letters if it is still the one read (same start): the count
-    it closed with, taken under the row's lock, so a dead letter counted meanwhile is in it
-    or in the next window, never lost nor counted twice."""
-    ended = await connection.execute(
-        sa.delete(conditions)
-        .where(conditions.c.name == window.name, conditions.c.started_at == window.started_at)
-        .returning(*conditions.c)
-    )
-    row = ended.first()
-    return None if row is None else Condition(*row)
 
 
 class DeadLetter(NamedTuple):
@@ -102,6 +93,9 @@ async def first_dead_letters(
             deliveries.c.state == DeliveryState.DEAD.value,
             deliveries.c.destination == destination,
             deliveries.c.finished_at >= since,
+            # As they are counted (`store.deliveries`): not the service's own events.
+            sa.func.substr(deliveries.c.event_id, 1, len(OPERATIONAL_ID_PREFIX))
+            != OPERATIONAL_ID_PREFIX,
         )
         .order_by(deliveries.c.id)
         .limit(limit)

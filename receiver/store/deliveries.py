@@ -7,7 +7,7 @@ FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Dialect
 
-from receiver.operational.events import is_operational_id
+from receiver.model import is_operational_id
 from receiver.store import statements
 from receiver.store.statements import Run
 from receiver.tracing.carriers import Carrier
@@ -143,7 +143,7 @@ def record_attempts(
     if records:
         statements.run_rows(run, dialect, statements.update_health, _health_rows(records))
     records, gone = _split_by_existence(run, dialect, records)
-    _count_dead_letters(run, dialect, records, now)
+    written: list[Sequence[Any]] = []
     for chunk in _chunks(records):
         attempt_rows = [
             {
@@ -171,8 +171,9 @@ def record_attempts(
         ]
         outcomes = _padded(outcomes)
         statement = statements.record_outcomes(dialect, len(outcomes))
-        run(statement, statement.parameters(outcomes))
+        written.extend(run(statement, statement.parameters(outcomes)))
         _settle_pairs(run, dialect, chunk)
+    _count_dead_letters(run, dialect, written, now)
     return gone
 
 
@@ -211,18 +212,20 @@ def dead_letters_condition(destination: str) -> str:
 
 
 def _count_dead_letters(
-    run: Run, dialect: Dialect, records: list[AttemptRecord], now: datetime
+    run: Run, dialect: Dialect, written: list[Sequence[Any]], now: datetime
 ) -> None:
     """Count the deliveries gone dead into their destinations' windows, which the
     operational checks close into one event each (receiver.operational): counted here, in
-    the outcomes' own transaction, each is counted once, whichever forwarder recorded it."""
+    the outcomes' own transaction, from the outcomes written (`written`: event_id,
+    destination, state), each is counted once, whichever forwarder recorded it, and never
+    one whose lease another forwarder had taken over."""
     # Not the service's own events: a subscriber of them that is down would otherwise be
     # told, once a window, that their deliveries to it died, each telling a new one to die.
     # Its trouble reaches people as its backlog and its pause.
     dead = Counter(
-        r.destination
-        for r in records
-        if r.state is DeliveryState.DEAD and not is_operational_id(r.event_id)
+        destination
+        for event_id, destination, state in written
+        if state == DeliveryState.DEAD.value and not is_operational_id(event_id)
     )
     rows = [
         {"name": dead_letters_condition(name), "started_at": now, "count": n}

@@ -17,13 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.destinations import (
-    EVERY_OUTCOME,
-    OPERATIONAL_PREFIX,
-    OPERATIONAL_TYPES,
-    Destination,
-    is_operational,
-)
+from receiver.destinations import EVERY_OUTCOME, Destination
+from receiver.model import OPERATIONAL_PREFIX, OPERATIONAL_TYPES, is_operational
 from receiver.store.deliveries import DeliveryState
 from receiver.store.filters import EventFilter, event_conditions, pinned
 from receiver.store.queries import count_events
@@ -31,40 +26,50 @@ from receiver.store.statements import superseded
 from receiver.store.tables import deliveries, events
 
 
-def replay_conditions(which: EventFilter, destination: Destination | None) -> list[Any]:
-    """The events of `which` that `destination` wants (by their type and outcome as stored,
-    as `Destination.wants` decides); every one of them when None (a replay to a destination
-    named, whatever its filters)."""
-    if destination is None:
-        return [*event_conditions(which)]
-    return [*event_conditions(which), _wanted_by(destination)]
+def replay_conditions(which: EventFilter, destination: Destination, filtered: bool) -> list[Any]:
+    """The events of `which` a replay sends `destination`: those it wants, as
+    `Destination.wants` decides, if `filtered`. Unfiltered (a destination named, whatever
+    its filters), every one, but the service's own events only where they were asked for by
+    ID or type, or the destination names them: never to one that did not subscribe."""
+    chosen = [*event_conditions(which)]
+    if filtered:
+        chosen.append(_wanted_by(destination))
+    elif not (which.event_ids or is_operational(which.type)):
+        chosen.append(sa.or_(_rivyas(), _ours(destination)))
+    return chosen
 
 
 def _wanted_by(destination: Destination) -> Any:
     """`Destination.wants` in SQL."""
-    operational = events.c.type.startswith(OPERATIONAL_PREFIX, autoescape=True)
     types = destination.event_types
-    rivyas = [sa.or_(events.c.type.is_(None), ~operational)]
+    rivyas = [_rivyas()]
     if types is not None:
         rivyas = [events.c.type.in_(sorted(t for t in types if not is_operational(t)))]
     if destination.wanted_outcomes != EVERY_OUTCOME:
         rivyas.append(events.c.outcome.in_(sorted(destination.wanted_outcomes)))
-    if types is None:
-        return sa.and_(*rivyas)
-    ours = (
-        operational
-        if OPERATIONAL_TYPES in types
-        else events.c.type.in_(sorted(t for t in types if is_operational(t)))
-    )
-    return sa.or_(sa.and_(*rivyas), ours)
+    return sa.or_(sa.and_(*rivyas), _ours(destination))
+
+
+def _rivyas() -> Any:
+    """Events not the service's own. By `substr`, not LIKE: SQLite's LIKE ignores case, and
+    `Receiver.x` is not ours (`is_operational`)."""
+    prefix = sa.func.substr(events.c.type, 1, len(OPERATIONAL_PREFIX))
+    return sa.or_(events.c.type.is_(None), prefix != OPERATIONAL_PREFIX)
+
+
+def _ours(destination: Destination) -> Any:
+    """The service's own events `destination` names (all of them, with the wildcard)."""
+    types = destination.event_types or frozenset()
+    if OPERATIONAL_TYPES in types:
+        return sa.not_(_rivyas())
+    return events.c.type.in_(sorted(t for t in types if is_operational(t)))
 
 
 def events_to_replay(
     which: EventFilter, destination: Destination, filtered: bool
 ) -> sa.Select[tuple[str]]:
-    """The IDs of the events `replay_events` would send `destination` (by its filters, if
-    `filtered`), oldest first."""
-    chosen = replay_conditions(which, destination if filtered else None)
+    """The IDs of the events `replay_events` would send `destination`, oldest first."""
+    chosen = replay_conditions(which, destination, filtered)
     return sa.select(events.c.id).where(*chosen).order_by(events.c.received_at)
 
 
@@ -76,11 +81,12 @@ async def count_replay(
     limit: int,
 ) -> int:
     """How many deliveries `replay_events` would queue to `destination`, or `limit` + 1 for
-    any number past `limit`. Without filters the events are counted as `count_events` counts
-    them (it starts from the fewer side); with them, by them."""
-    if not filtered:
+    any number past `limit`. When nothing but `which` chooses them, they are counted as
+    `count_events` counts (it starts from the fewer side)."""
+    chosen = replay_conditions(which, destination, filtered)
+    if len(chosen) == len(event_conditions(which)):
         return await count_events(connection, which, limit)
-    found = sa.select(events.c.id).where(*replay_conditions(which, destination))
+    found = sa.select(events.c.id).where(*chosen)
     counted = sa.select(sa.func.count()).select_from(found.limit(limit + 1).subquery())
     return (await connection.execute(counted)).scalar_one()
 
@@ -110,7 +116,7 @@ async def replay_events(
             sa.literal(now, deliveries.c.next_attempt_at.type),
             sa.literal(now, deliveries.c.created_at.type),
             sa.literal(traceparent, sa.Text),
-        ).where(*replay_conditions(which, destination if filtered else None))
+        ).where(*replay_conditions(which, destination, filtered))
         # On PostgreSQL, an event a prune has locked is waited for, then skipped if it went:
         # without the lock the new row's foreign key would fail the whole replay.
         selected = selected.with_for_update(read=True, key_share=True, of=events)

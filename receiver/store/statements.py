@@ -129,7 +129,8 @@ def insert_attempts(dialect: Dialect, rows: int) -> Prepared:
 
 def record_outcomes(dialect: Dialect, rows: int) -> Prepared:
     """Move each delivery on by its attempt's outcome (id, the OUTCOME_COLUMNS and
-    next_attempt_at a row), if `owner` still holds its lease; the lease ends."""
+    next_attempt_at a row), if `owner` still holds its lease; the lease ends. Returns the
+    event_id, destination and state of each delivery moved on."""
     return _prepared(dialect, "record_outcomes", rows)
 
 
@@ -335,6 +336,7 @@ def _record_outcomes(_: Any, rows: int) -> Any:
                 "lease_expires_at": sa.null(),
             }
         )
+        .returning(deliveries.c.event_id, deliveries.c.destination, deliveries.c.state)
     )
 
 
