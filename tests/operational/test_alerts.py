@@ -178,3 +178,24 @@ async def test_conditions_of_a_destination_no_longer_configured_end_quietly(
         left = await connection.scalars(sa.select(conditions.c.name))
         assert list(left) == ["paused:billing"]
         assert (await connection.execute(sa.select(events.c.id))).all() == []
+
+
+async def test_a_condition_raised_again_with_an_event_stored_before_tells_no_one(
+    engine: AsyncEngine,
+) -> None:
+    """Its row removed by hand, `credits` is raised again with the same event (same ID,
+    already stored): no second notification, no second count, one event stored and
+    queued to `ops` once."""
+    told: list[OperationalEvent] = []
+    counted: list[str] = []
+    alerts = Alerts(engine, settings_of(OPS, BILLING), notify=told.append, on_raised=counted.append)
+    now = datetime.now(UTC)
+    low = OperationalEvent(OperationalType.CREDITS_LOW, "credits", now, now, {"balance": 1})
+    assert await alerts.start(low)
+    async with engine.begin() as connection:
+        await connection.execute(sa.delete(conditions).where(conditions.c.name == "credits"))
+    assert not await alerts.start(low)
+    assert told == [low]
+    assert counted == [OperationalType.CREDITS_LOW.value]
+    ((body, to),) = await stored_of(engine, OperationalType.CREDITS_LOW)
+    assert (orjson.loads(body)["id"], to) == (low.event_id, ["ops"])

@@ -6,6 +6,9 @@ import pytest
 from tests.conftest import SECRETS_OF_THE_RUN, Sensitive
 from tests.fake_rivya import FakeRivya
 
+# The store's empty database of each backend, for passes run in-process against it.
+from tests.store.conftest import engine  # noqa: F401 (a fixture, found by its name)
+
 
 def serve_fake_rivya(sensitive: Sensitive) -> Iterator[FakeRivya]:
     """Rivya's API, with a key of its own that no log, answer or output may show."""
