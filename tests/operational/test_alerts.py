@@ -35,6 +35,8 @@ BILLING = destination("billing")
 WINDOW_PASSED = 0.05
 # Windows of `ops` that would each have raised one more event about it, before the fix.
 WINDOWS_WATCHED = 3
+# Checks of each disagreeing replica, each of which told people once more before the fix.
+DISAGREEING_CHECKS = 3
 
 
 def settings_of(*destinations: Destination) -> Settings:
@@ -199,3 +201,47 @@ async def test_a_condition_raised_again_with_an_event_stored_before_tells_no_one
     assert counted == [OperationalType.CREDITS_LOW.value]
     ((body, to),) = await stored_of(engine, OperationalType.CREDITS_LOW)
     assert (orjson.loads(body)["id"], to) == (low.event_id, ["ops"])
+
+
+async def test_replicas_disagreeing_on_the_backlog_threshold_tell_people_once_each_way(
+    engine: AsyncEngine,
+) -> None:
+    """A rolling change of RECEIVER_ALERT_BACKLOG_AGE_SECONDS: billing's oldest delivery
+    (1000 s) is stuck for one replica (900 s) and not for the other (1800 s), which end and
+    raise it again check after check. Each raise and end after the first two has an ID
+    stored before: people are told of the stuck backlog and of its clearing once each."""
+    queued = datetime.now(UTC) - timedelta(seconds=1000)
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.insert(events).values(
+                id="evt_1", webhook_id="evt_1", received_at=queued, outcome="applied", body=b"{}"
+            )
+        )
+        await connection.execute(
+            sa.insert(deliveries).values(
+                event_id="evt_1",
+                destination="billing",
+                state=DeliveryState.PENDING.value,
+                attempts=0,
+                next_attempt_at=queued,
+                created_at=queued,
+            )
+        )
+    told: list[OperationalEvent] = []
+
+    def replica(threshold: float) -> Alerts:
+        settings = settings_of(OPS, BILLING).model_copy(
+            update={"alert_backlog_age_seconds": threshold}
+        )
+        return Alerts(engine, settings, notify=told.append)
+
+    stuck_at, cleared_at = replica(900), replica(1800)
+    for _ in range(DISAGREEING_CHECKS):
+        await stuck_at.check()
+        await cleared_at.check()
+    assert [event.type for event in told] == [
+        OperationalType.BACKLOG_STUCK,
+        OperationalType.BACKLOG_CLEARED,
+    ]
+    assert len(await stored_of(engine, OperationalType.BACKLOG_STUCK)) == 1
+    assert len(await stored_of(engine, OperationalType.BACKLOG_CLEARED)) == 1
