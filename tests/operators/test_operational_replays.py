@@ -93,12 +93,14 @@ async def queued(engine: AsyncEngine) -> list[tuple[str, str]]:
 async def test_a_replay_to_a_destination_named_sends_the_services_own_only_by_their_type(
     engine: AsyncEngine, new_secrets: Callable[[], str], tmp_path: Path
 ) -> None:
-    """`--destination default --since 1h` (default names no `receiver.*` type) queues
-    Rivya's event, none of the service's own; with `--type receiver.credits.low`, the
+    """`--destination default --since 1h` (default names no `receiver.*` type) counts and
+    queues Rivya's event, none of the service's own; with `--type receiver.credits.low`, the
     service's own event is what it asked for, and is queued."""
     ours = await events_of_both(engine, new_secrets)
     env = environment(engine, new_secrets, tmp_path)
-    assert replay(env, tmp_path, "--destination", "default", "--since", "1h") == {"default": 1}
+    last_hour = ("--destination", "default", "--since", "1h")
+    assert replay(env, tmp_path, *last_hour, "--dry-run") == {"default": 1}
+    assert replay(env, tmp_path, *last_hour) == {"default": 1}
     assert await queued(engine) == [("evt_1", "default")]
     asked = replay(env, tmp_path, "--destination", "default", "--since", "1h", "--type", OURS)
     assert asked == {"default": 1}
