@@ -147,8 +147,9 @@ def test_lanes_paused_on_both_replicas_are_one_pause_and_one_resume(
     start_replicas: StartReplicas,
 ) -> None:
     """A destination answering 500 trips each replica's breaker (20 failures in a row
-    each); once both lanes are paused it answers 200, and each replica's probe reopens its
-    own lane."""
+    each); once both lanes are paused it answers 200, and the first probe to succeed ends
+    the pause (the other replica's lane may find nothing left to probe with: the first
+    reopened lane delivers the rest)."""
     failing = threading.Event()
     failing.set()
 
@@ -168,11 +169,6 @@ def test_lanes_paused_on_both_replicas_are_one_pause_and_one_resume(
         what="both lanes paused",
     )
     failing.clear()
-    wait_until(
-        lambda: replicas.logged_by_both('"event":"destination_resumed"'),
-        timeout=90,
-        what="both lanes resumed",
-    )
     replicas.each_once(
         ("receiver.destination.paused", "Destination paused: billing"),
         ("receiver.destination.resumed", "Destination resumed: billing"),
