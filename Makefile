@@ -51,11 +51,12 @@ run: $(RUNTIME) .env
 		"$(BIN)/receiver send-test --url http://$(HOST):$(PORT)/webhooks/rivya"
 	@$(BIN)/receiver serve --host $(HOST) --port $(PORT)
 
-# Most tests wait on real servers, sinks and a browser more than they compute: two workers
-# (whole modules each, so a module's server is made once). The fault and timing tests in
-# tests/reliability run after, alone, so no neighbour's load moves what they measure.
+# Most tests wait on real servers, sinks and a browser more than they compute: three
+# workers on two cores (whole modules each, so a module's server is made once); a loaded
+# run used 1.2 cores on average. The fault and timing tests in tests/reliability run
+# after, alone, so no neighbour's load moves what they measure.
 test: $(INSTALLED) postgres browser
-	$(BIN)/pytest -n 2 --dist loadscope --ignore=tests/reliability
+	$(BIN)/pytest -n 3 --dist loadscope --ignore=tests/reliability
 	$(BIN)/pytest tests/reliability
 
 # The suite runs on SQLite and on a real PostgreSQL server that it starts itself, as an
