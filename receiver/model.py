@@ -47,7 +47,8 @@ class Outcome(StrEnum):
 
 
 # The service's own events (receiver.operational): their types start so, a destination's
-# `event_types` names them all with the wildcard, and their IDs start with ID_PREFIX.
+# `event_types` names them all with the wildcard, and their IDs start with
+# OPERATIONAL_ID_PREFIX.
 OPERATIONAL_PREFIX = "receiver."
 OPERATIONAL_TYPES = "receiver.*"
 OPERATIONAL_ID_PREFIX = "receiver:"

@@ -123,6 +123,8 @@ class Alerts:
         """A balance read from Rivya: low at or under RECEIVER_LOW_CREDITS_THRESHOLD."""
         threshold = self._settings.low_credits_threshold
         if threshold is None:
+            # Unset since it was raised: ended quietly, or it could never be raised again.
+            await self.end(CREDITS, lambda _: None)
             return
         now = datetime.now(UTC)
         data = {"balance": balance, "threshold": threshold}
@@ -170,20 +172,26 @@ class Alerts:
                 return None
             return await self._store(connection, event)
 
-        return await self._decide(work)
+        return await self._decide(work, event.condition)
 
-    async def end(self, name: str, ended: Callable[[Condition], OperationalEvent | None]) -> bool:
-        """End condition `name` if it is in progress, storing `ended(condition)` (None:
-        ended without an event); whether this process ended it."""
+    async def end(
+        self,
+        name: str,
+        ended: Callable[[Condition], OperationalEvent | None],
+        started_at: datetime | None = None,
+    ) -> bool:
+        """End condition `name` if it is in progress (only the one that started at
+        `started_at`, if given: a check ends what it read, not one raised since), storing
+        `ended(condition)` (None: ended without an event); whether this process ended it."""
 
         async def work(connection: AsyncConnection) -> OperationalEvent | None:
-            condition = await end_condition(connection, name)
+            condition = await end_condition(connection, name, started_at)
             if condition is None:
                 return None
             event = ended(condition)
             return event if event is None else await self._store(connection, event)
 
-        return await self._decide(work)
+        return await self._decide(work, name)
 
     async def check(self) -> None:
         """Look at what no one hands over: see the module's doc."""
@@ -199,12 +207,12 @@ class Alerts:
         for name, condition in in_progress.items():
             if name.startswith(DEAD_LETTERS) and condition.started_at <= now - coalesce:
                 await self._close_window(condition, now)
-            took = successes.get(name.removeprefix(PAUSED))
+            took = successes.get(_subject(name))
             if name.startswith(PAUSED) and took is not None and took > condition.started_at:
-                await self.end(name, _resumed(name.removeprefix(PAUSED), now))
+                await self.end(name, _resumed(_subject(name), now), condition.started_at)
             elif name.startswith((PAUSED, BACKLOG)) and _subject(name) not in configured:
                 # A destination no longer configured: nothing will end its conditions.
-                await self.end(name, lambda _: None)
+                await self.end(name, lambda _: None, condition.started_at)
         await self._check_backlogs(backlogs, in_progress, now)
         if stuck is not None and STUCK_RECORDS not in in_progress:
             threshold = self._settings.alert_stuck_records_seconds
@@ -219,7 +227,7 @@ class Alerts:
         elif stuck is None and STUCK_RECORDS in in_progress:
             # Raised when stuck records appear; it ends quietly once none are, so that the
             # next ones raise it again.
-            await self.end(STUCK_RECORDS, lambda _: None)
+            await self.end(STUCK_RECORDS, lambda _: None, in_progress[STUCK_RECORDS].started_at)
 
     async def _check_backlogs(
         self, backlogs: dict[str, Backlog], in_progress: dict[str, Condition], now: datetime
@@ -241,18 +249,17 @@ class Alerts:
                 event = OperationalEvent(OperationalType.BACKLOG_STUCK, name, since, now, data)
                 await self.start(event)
             elif age < threshold and name in in_progress:
-                await self.end(name, _cleared(name, now, data))
+                stuck = in_progress[name].started_at
+                await self.end(name, _cleared(name, now, data), stuck)
 
     async def _close_window(self, window: Condition, now: datetime) -> None:
-        destination = window.name.removeprefix(DEAD_LETTERS)
+        destination = _subject(window.name)
 
         async def work(connection: AsyncConnection) -> OperationalEvent | None:
             closed = await end_condition(connection, window.name, window.started_at)
             if closed is None:
                 return None
-            first = await first_dead_letters(
-                connection, destination, closed.started_at, FIRST_DEAD_LETTERS
-            )
+            first = await first_dead_letters(connection, destination, closed, FIRST_DEAD_LETTERS)
             data = {
                 "destination": destination,
                 "count": closed.counted,
@@ -263,16 +270,18 @@ class Alerts:
             )
             return await self._store(connection, event)
 
-        await self._decide(work)
+        await self._decide(work, window.name)
 
     async def _decide(
-        self, work: Callable[[AsyncConnection], Coroutine[Any, Any, OperationalEvent | None]]
+        self,
+        work: Callable[[AsyncConnection], Coroutine[Any, Any, OperationalEvent | None]],
+        condition: str,
     ) -> bool:
         try:
             async with transaction(self._engine) as connection:
                 event = await work(connection)
         except Exception as exc:  # noqa: BLE001 - an alert must never fail what raised it
-            log.warning("operational_event_failed", error_class=type(exc).__name__)
+            log.warning("operational_event_failed", what=condition, error_class=type(exc).__name__)
             return False
         if event is None:
             return False

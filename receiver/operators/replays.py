@@ -65,10 +65,12 @@ def replay_destinations(
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """What a replay sends one destination: the events `which` matches (those it wants, by
-    its filters, if `filtered`: not when it was named or a delivery state chose them), to
-    `target_url` if given. A leg of dead letters (`claims`) replays the destination's own:
-    each dead letter `which` matches is claimed and sent again to its own target URL."""
+    """What a replay sends one destination: the events `which` matches, to `target_url` if
+    given. Those it wants, by its filters, if `filtered`; named, every one (but the
+    service's own only where it names them or the replay asks for them by type or ID); by a
+    delivery state, every one in that state there (see `store.replays.replay_conditions`).
+    A leg of dead letters (`claims`) replays the destination's own: each dead letter
+    `which` matches is claimed and sent again to its own target URL."""
 
     destination: Destination
     which: EventFilter

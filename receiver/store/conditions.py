@@ -75,11 +75,14 @@ class DeadLetter(NamedTuple):
 
 
 async def first_dead_letters(
-    connection: AsyncConnection, destination: str, since: datetime, limit: int
+    connection: AsyncConnection, destination: str, window: Condition, limit: int
 ) -> Sequence[DeadLetter]:
-    """The first `limit` of `destination`'s deliveries that went dead at or after `since`
-    and are dead letters still, oldest first (the partial index of dead letters by
-    destination walks only those)."""
+    """The first `limit` of `destination`'s deliveries that went dead in `window` and are
+    dead letters still, in ID order. From the partial index of dead letters by destination,
+    from the window's first dead letter's ID (its `detail`) on: not every dead letter the
+    destination has kept. One queued before that one but dead later is counted, not
+    named."""
+    first_id = int(window.detail) if window.detail else 0
     rows = await connection.execute(
         sa.select(
             deliveries.c.event_id,
@@ -92,7 +95,8 @@ async def first_dead_letters(
         .where(
             deliveries.c.state == DeliveryState.DEAD.value,
             deliveries.c.destination == destination,
-            deliveries.c.finished_at >= since,
+            deliveries.c.id >= first_id,
+            deliveries.c.finished_at >= window.started_at,
             # As they are counted (`store.deliveries`): not the service's own events.
             sa.func.substr(deliveries.c.event_id, 1, len(OPERATIONAL_ID_PREFIX))
             != OPERATIONAL_ID_PREFIX,

@@ -6,7 +6,6 @@ cannot both take a row: SQLite serialises writers, and on PostgreSQL the inner S
 FOR UPDATE SKIP LOCKED. A lease left by a crashed process simply expires.
 """
 
-from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -216,23 +215,28 @@ def _count_dead_letters(
 ) -> None:
     """Count the deliveries gone dead into their destinations' windows, which the
     operational checks close into one event each (receiver.operational): counted here, in
-    the outcomes' own transaction, from the outcomes written (`written`: event_id,
+    the outcomes' own transaction, from the outcomes written (`written`: id, event_id,
     destination, state), each is counted once, whichever forwarder recorded it, and never
     one whose lease another forwarder had taken over."""
     # Not the service's own events: a subscriber of them that is down would otherwise be
     # told, once a window, that their deliveries to it died, each telling a new one to die.
     # Its trouble reaches people as its backlog and its pause.
-    dead = Counter(
-        destination
-        for event_id, destination, state in written
-        if state == DeliveryState.DEAD.value and not is_operational_id(event_id)
-    )
+    dead: dict[str, list[int]] = {}
+    for delivery_id, event_id, destination, state in written:
+        if state == DeliveryState.DEAD.value and not is_operational_id(event_id):
+            dead.setdefault(destination, []).append(delivery_id)
     rows = [
-        {"name": dead_letters_condition(name), "started_at": now, "count": n}
-        for name, n in sorted(dead.items())  # in name order: replicas lock rows alike
+        {
+            "name": dead_letters_condition(name),
+            "started_at": now,
+            "count": len(ids),
+            # Where a new window's first dead letters are looked for (`store.conditions`).
+            "detail": str(min(ids)),
+        }
+        for name, ids in sorted(dead.items())  # in name order: replicas lock rows alike
     ]
     if rows:
-        statements.run_rows(run, dialect, statements.count_dead_letters, rows)
+        statements.run_rows(run, dialect, statements.add_to_dead_letter_windows, rows)
 
 
 def _split_by_existence(

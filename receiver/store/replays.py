@@ -30,11 +30,12 @@ def replay_conditions(which: EventFilter, destination: Destination, filtered: bo
     """The events of `which` a replay sends `destination`: those it wants, as
     `Destination.wants` decides, if `filtered`. Unfiltered (a destination named, whatever
     its filters), every one, but the service's own events only where they were asked for by
-    ID or type, or the destination names them: never to one that did not subscribe."""
+    ID or type, or the destination names them: never to one that did not subscribe. By a
+    delivery state, every one in that state there: it was sent them before."""
     chosen = [*event_conditions(which)]
     if filtered:
         chosen.append(_wanted_by(destination))
-    elif not (which.event_ids or is_operational(which.type)):
+    elif not (which.event_ids or is_operational(which.type) or which.delivery_state):
         chosen.append(sa.or_(_rivyas(), _ours(destination)))
     return chosen
 

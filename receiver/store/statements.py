@@ -130,7 +130,7 @@ def insert_attempts(dialect: Dialect, rows: int) -> Prepared:
 def record_outcomes(dialect: Dialect, rows: int) -> Prepared:
     """Move each delivery on by its attempt's outcome (id, the OUTCOME_COLUMNS and
     next_attempt_at a row), if `owner` still holds its lease; the lease ends. Returns the
-    event_id, destination and state of each delivery moved on."""
+    id, event_id, destination and state of each delivery moved on."""
     return _prepared(dialect, "record_outcomes", rows)
 
 
@@ -166,10 +166,11 @@ def settle_replayed(dialect: Dialect, rows: int) -> Prepared:
     return _prepared(dialect, "settle_replayed", rows)
 
 
-def count_dead_letters(dialect: Dialect, rows: int) -> Prepared:
+def add_to_dead_letter_windows(dialect: Dialect, rows: int) -> Prepared:
     """Add each destination's new dead letters to its window's count (name, started_at,
-    count a row), opening the window, at `started_at`, if none is open."""
-    return _prepared(dialect, "count_dead_letters", rows)
+    count, detail a row), opening the window, at `started_at` and from the dead delivery
+    whose ID `detail` holds, if none is open."""
+    return _prepared(dialect, "add_to_dead_letter_windows", rows)
 
 
 def superseded() -> sa.Exists:
@@ -336,7 +337,9 @@ def _record_outcomes(_: Any, rows: int) -> Any:
                 "lease_expires_at": sa.null(),
             }
         )
-        .returning(deliveries.c.event_id, deliveries.c.destination, deliveries.c.state)
+        .returning(
+            deliveries.c.id, deliveries.c.event_id, deliveries.c.destination, deliveries.c.state
+        )
     )
 
 
@@ -416,9 +419,9 @@ def _settle(rows: int, states: tuple[str, ...], to: str, only: list[Any]) -> Any
     )
 
 
-def _count_dead_letters(dialect: Any, rows: int) -> Any:
+def _add_to_dead_letter_windows(dialect: Any, rows: int) -> Any:
     upsert = dialect.insert(conditions).values(
-        _values(conditions, ("name", "started_at", "count"), rows)
+        _values(conditions, ("name", "started_at", "count", "detail"), rows)
     )
     return upsert.on_conflict_do_update(
         index_elements=[conditions.c.name],
@@ -454,5 +457,5 @@ _BUILDERS: dict[str, Callable[[Any, int], Any]] = {
     "lock_deliveries": _lock_deliveries,
     "settle_recovered": _settle_recovered,
     "settle_replayed": _settle_replayed,
-    "count_dead_letters": _count_dead_letters,
+    "add_to_dead_letter_windows": _add_to_dead_letter_windows,
 }

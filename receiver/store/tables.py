@@ -243,9 +243,10 @@ conditions = sa.Table(
     # What it is about: `backlog:billing`, `credits`, `dead:billing`.
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("started_at", UTCDateTime, nullable=False),
-    # Dead letters in the window so far; the last count otherwise (stuck records).
+    # Dead letters in the window so far (0 for every other condition).
     sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
-    # What the ending event repeats of the raising one: Rivya's code for a refused key.
+    # What the ending event repeats of the raising one (Rivya's code for a refused key), or
+    # a window's first dead delivery's ID, where its first dead letters are looked for.
     sa.Column("detail", sa.Text),
 )
 
@@ -257,7 +258,7 @@ notifications = sa.Table(
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("type", sa.Text, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
-    sa.Column("sent_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("sent_at", UTCDateTime, nullable=False),
     # How many of RECEIVER_NOTIFY_URLS took it, and how many did not after every try.
     sa.Column("delivered", sa.Integer, nullable=False),
     sa.Column("failed", sa.Integer, nullable=False),

@@ -41,10 +41,8 @@ def upgrade() -> None:
         sa.Column("failed", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_notifications"),
     )
-    op.create_index("ix_notifications_sent_at", "notifications", ["sent_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_notifications_sent_at", table_name="notifications")
     op.drop_table("notifications")
     op.drop_table("conditions")
