@@ -68,7 +68,8 @@ def create_app(
             notifier = await stack.enter_async_context(
                 Notifier(
                     settings.notify_urls,
-                    settings.public_url,
+                    # Links only to a console that is served.
+                    settings.public_url if settings.console else None,
                     metrics.observe_notification,
                     notifications_table(engine),
                 )

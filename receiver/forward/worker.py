@@ -31,7 +31,8 @@ async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None
             notifier = await stack.enter_async_context(
                 Notifier(
                     settings.notify_urls,
-                    settings.public_url,
+                    # Links only to a console that is served.
+                    settings.public_url if settings.console else None,
                     record=notifications_table(engine),
                 )
             )

@@ -13,7 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from receiver.forward.breaker import MAX_PAUSE_SECONDS
+from receiver.operational.alerts import STUCK_RECORDS_COUNTED
 from receiver.operational.events import OperationalEvent, OperationalType
+from receiver.operators.spans import span_text
 
 # How Apprise's services colour or mark a message (its NotifyType values); kept as text here
 # so that what a message says does not depend on the library that sends it.
@@ -21,9 +24,6 @@ INFO = "info"
 SUCCESS = "success"
 WARNING = "warning"
 FAILURE = "failure"
-# Chat services cut long messages, and a message is read at a glance: the IDs beyond these
-# are in `receiver deliveries list`.
-SHOWN_IDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ Written = tuple[str, list[str], str, str, str]
 
 def _dead(data: Mapping[str, Any]) -> Written:
     destination, count = data["destination"], data["count"]
-    first = [str(entry["event_id"]) for entry in data.get("first", [])[:SHOWN_IDS]]
+    first = [str(entry["event_id"]) for entry in data.get("first", [])]
     lines = [f"{_counted(count, 'delivery', 'deliveries')} to {destination} gave up (dead)."]
     if first:
         lines.append("First: " + ", ".join(first) + ".")
@@ -107,8 +107,9 @@ def _paused(data: Mapping[str, Any]) -> Written:
     return (
         f"Destination paused: {destination}",
         [
-            f"{destination} is paused after {failures} in a row; one attempt is tried every"
-            f" {_duration(data['pause_seconds'])} until one succeeds."
+            f"{destination} is paused after {failures} in a row; one attempt is tried after"
+            f" {_duration(data['pause_seconds'])}, and after each that fails a pause twice as"
+            f" long (up to {_duration(MAX_PAUSE_SECONDS)}), until one succeeds."
         ],
         WARNING,
         "receiver destinations list",
@@ -166,7 +167,9 @@ def _refused(data: Mapping[str, Any]) -> Written:
             " accepted (check RECEIVER_RIVYA_API_KEY)."
         ],
         FAILURE,
-        "receiver reconcile --dry-run",
+        # A pass asks Rivya for the balance first: it stops with the code while the key is
+        # refused (a dry run asks nothing).
+        "receiver reconcile",
         "records?status=processing",
     )
 
@@ -182,7 +185,12 @@ def _restored(data: Mapping[str, Any]) -> Written:
 
 
 def _records(data: Mapping[str, Any]) -> Written:
-    count = _counted(data["count"], "record has", "records have")
+    # The count stops at STUCK_RECORDS_COUNTED + 1: past it, "more than".
+    count = (
+        f"More than {STUCK_RECORDS_COUNTED:,} records have"
+        if data["count"] > STUCK_RECORDS_COUNTED
+        else _counted(data["count"], "record has", "records have")
+    )
     threshold = data["threshold_seconds"]
     return (
         "Records not ending",
@@ -191,7 +199,7 @@ def _records(data: Mapping[str, Any]) -> Written:
             f" {data['oldest_task_id']}."
         ],
         WARNING,
-        f"receiver records list --stale-after {max(1, round(float(threshold)))}s",
+        f"receiver records list --stale-after {span_text(float(threshold))}",
         "records?status=processing",
     )
 

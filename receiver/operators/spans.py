@@ -3,7 +3,9 @@
 import re
 from datetime import timedelta
 
-_SPAN = re.compile(r"([0-9]{1,6})([smhdw])")
+# Digits a span's number takes: 999999 is the most.
+MOST_DIGITS = 6
+_SPAN = re.compile(rf"([0-9]{{1,{MOST_DIGITS}}})([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 # Nothing stored is older than a century, and a span is taken back from now: 999999w (19,000
 # years) left a datetime's range, a 500 on /admin/records?stale_after= (found by schemathesis).
@@ -21,3 +23,16 @@ def parse_span(text: str) -> timedelta | None:
         return None
     span = timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
     return span if span <= MAX_SPAN else None
+
+
+def span_text(seconds: float) -> str:
+    """`seconds` as `parse_span` reads it back: in the largest unit that divides it, or
+    (past the digits a span takes) in the smallest that fits them, rounded down: never
+    longer than `seconds`, at least 1 s, at most MAX_SPAN."""
+    whole = min(max(1, int(seconds)), int(MAX_SPAN.total_seconds()))
+    fitting = [
+        (unit, size) for unit, size in _UNIT_SECONDS.items() if whole // size < 10**MOST_DIGITS
+    ]
+    exact = [(unit, size) for unit, size in fitting if whole % size == 0]
+    unit, size = exact[-1] if exact else fitting[0]
+    return f"{whole // size}{unit}"

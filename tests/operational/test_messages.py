@@ -1,8 +1,9 @@
 """Each operational event's message for people: what happened, since when (UTC, to the
 second), the numbers, a `receiver` command that the CLI really takes, and the console's
-page (one that exists) only when RECEIVER_PUBLIC_URL is set."""
+page (one that exists) only when RECEIVER_PUBLIC_URL is set and the console is served."""
 
 import shlex
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,11 +13,16 @@ from starlette.routing import Mount, Route
 
 from receiver.cli import cli
 from receiver.console.mount import console_mount
+from receiver.forward.breaker import MAX_PAUSE_SECONDS
 from receiver.operational import messages
+from receiver.operational.alerts import FIRST_DEAD_LETTERS, STUCK_RECORDS_COUNTED
 from receiver.operational.events import OperationalEvent, OperationalType
 from receiver.operational.messages import Message, message_for
+from receiver.operators.spans import parse_span
 from receiver.settings import Settings
-from tests.helpers import new_secret
+from tests.conftest import Rivya, Sensitive
+from tests.helpers import Received, ReceiverProcess, make_event, new_secret, wait_until
+from tests.operational.observed import Sinks
 
 SINCE = datetime(2026, 12, 1, 23, 4, 5, 678_000, tzinfo=UTC)
 PUBLIC = "https://receiver.example.com"
@@ -26,7 +32,7 @@ DATA: dict[OperationalType, dict[str, Any]] = {
         "count": 7,
         "first": [
             {"event_id": f"evt_{n}", "event_type": "generation.failed", "attempts": 8}
-            for n in range(6)
+            for n in range(FIRST_DEAD_LETTERS)
         ],
     },
     OperationalType.DESTINATION_PAUSED: {
@@ -63,7 +69,11 @@ NUMBERS = {
         "7 deliveries to billing",
         "evt_0, evt_1, evt_2, evt_3, evt_4.",
     ],
-    OperationalType.DESTINATION_PAUSED: ["5 failures in a row", "every 30 s"],
+    OperationalType.DESTINATION_PAUSED: [
+        "5 failures in a row",
+        "after 30 s",
+        f"twice as long (up to {round(MAX_PAUSE_SECONDS)} s)",
+    ],
     OperationalType.DESTINATION_RESUMED: ["paused 12 min"],
     OperationalType.BACKLOG_STUCK: ["120 deliveries pending", "16 min old", "over 15 min"],
     OperationalType.BACKLOG_CLEARED: ["under 15 min"],
@@ -101,7 +111,6 @@ def test_each_message_says_since_when_the_numbers_and_what_to_run(kind: Operatio
     for number in NUMBERS[kind]:
         assert number in message.body
     assert line_starting(message, "Console:") is None  # no public URL, no link
-    assert "evt_5" not in message.body  # the first five IDs only
 
 
 @pytest.mark.parametrize("kind", list(OperationalType))
@@ -136,3 +145,75 @@ def test_the_test_message_says_what_it_is_and_nothing_of_the_service() -> None:
     assert message.title == "Test message from the Rivya webhook receiver"
     assert "receiver notify test" in message.body
     assert "http" not in message.body
+
+
+def next_command(message: Message) -> list[str]:
+    line = line_starting(message, "Next: ")
+    assert line is not None
+    return shlex.split(line.removeprefix("Next: ").strip("`"))
+
+
+def records_stuck(count: int, threshold_seconds: float) -> Message:
+    data = {"count": count, "oldest_task_id": "task_abc", "threshold_seconds": threshold_seconds}
+    kind = OperationalType.RECORDS_STUCK
+    return message_for(OperationalEvent(kind, "c", SINCE, SINCE, data), None)
+
+
+@pytest.mark.parametrize(
+    ("threshold_seconds", "span"),
+    [(1.0, "1s"), (3600.0, "1h"), (30 * 86_400.0, "30d"), (30 * 86_400.0 - 1, "43199m")],
+)
+def test_stuck_records_suggest_a_stale_span_the_parser_takes(
+    threshold_seconds: float, span: str
+) -> None:
+    """30 days in seconds (2592000s) has more digits than a span takes: the largest whole
+    unit instead, and rounded down (never a shorter list) when none is whole."""
+    words = next_command(records_stuck(3, threshold_seconds))
+    written = words[words.index("--stale-after") + 1]
+    assert written == span
+    taken = parse_span(written)
+    assert taken is not None
+    assert threshold_seconds - 60 < taken.total_seconds() <= max(1, threshold_seconds)
+
+
+def test_stuck_records_past_the_count_read_more_than_it() -> None:
+    body = records_stuck(STUCK_RECORDS_COUNTED + 1, 3600.0).body
+    assert f"More than {STUCK_RECORDS_COUNTED:,} records have not ended" in body
+    assert f"{STUCK_RECORDS_COUNTED + 1}" not in body
+    assert f"{STUCK_RECORDS_COUNTED} records have" in records_stuck(STUCK_RECORDS_COUNTED, 1).body
+
+
+def test_a_refused_key_suggests_a_pass_that_asks_rivya_not_a_dry_run() -> None:
+    event = event_of(OperationalType.RECONCILE_REFUSED)
+    assert next_command(message_for(event, None)) == ["receiver", "reconcile"]
+
+
+@pytest.mark.parametrize("console", ["true", "false"])
+def test_a_served_message_links_the_console_only_when_it_is_served(
+    console: str,
+    start_server: Callable[..., ReceiverProcess],
+    sinks: Callable[..., Sinks],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """RECEIVER_PUBLIC_URL set: a real `receiver serve`'s message about a dead letter has
+    the console's link with RECEIVER_CONSOLE=true, and none with false (a page not served)."""
+
+    def gone(_: Received, __: int) -> tuple[int, dict[str, str]]:
+        return 410, {}
+
+    made = sinks(gone)
+    server = start_server(
+        **made.settings,
+        console=console,
+        public_url=PUBLIC,
+        alert_coalesce_seconds="0.5",
+        alert_check_seconds="0.2",
+    )
+    sender = Rivya(server, secrets_in_use[0], sensitive)
+    assert sender.send(make_event(event_type="generation.failed")).status_code == 200
+    title = "Dead letters: billing"
+    wait_until(lambda: made.messages(title) != [], timeout=30, what="the message")
+    (message,) = made.messages(title)
+    linked = [line for line in message.message.splitlines() if line.startswith("Console: ")]
+    assert len(linked) == (1 if console == "true" else 0)
