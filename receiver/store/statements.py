@@ -168,8 +168,8 @@ def settle_replayed(dialect: Dialect, rows: int) -> Prepared:
 
 def add_to_dead_letter_windows(dialect: Dialect, rows: int) -> Prepared:
     """Add each destination's new dead letters to its window's count (name, started_at,
-    count, detail a row), opening the window, at `started_at` and from the dead delivery
-    whose ID `detail` holds, if none is open."""
+    count, detail a row: the lowest dead delivery ID), opening the window at `started_at`
+    if none is open; the window keeps the lowest ID it was given."""
     return _prepared(dialect, "add_to_dead_letter_windows", rows)
 
 
@@ -423,9 +423,20 @@ def _add_to_dead_letter_windows(dialect: Any, rows: int) -> Any:
     upsert = dialect.insert(conditions).values(
         _values(conditions, ("name", "started_at", "count", "detail"), rows)
     )
+    # The window's lowest dead delivery ID: outcomes are written in the order attempts end,
+    # not the order deliveries were queued.
+    # SQLite's MIN of two values is PostgreSQL's LEAST (its MIN is an aggregate only).
+    smaller = sa.func.least if dialect is postgresql else sa.func.min
+    lowest = smaller(
+        sa.cast(conditions.c.detail, sa.BigInteger),
+        sa.cast(upsert.excluded["detail"], sa.BigInteger),
+    )
     return upsert.on_conflict_do_update(
         index_elements=[conditions.c.name],
-        set_={"count": conditions.c.count + upsert.excluded["count"]},
+        set_={
+            "count": conditions.c.count + upsert.excluded["count"],
+            "detail": sa.cast(lowest, sa.Text),
+        },
     )
 
 
