@@ -245,3 +245,38 @@ async def test_replicas_disagreeing_on_the_backlog_threshold_tell_people_once_ea
     ]
     assert len(await stored_of(engine, OperationalType.BACKLOG_STUCK)) == 1
     assert len(await stored_of(engine, OperationalType.BACKLOG_CLEARED)) == 1
+
+
+async def test_low_credits_end_quietly_once_the_threshold_is_unset(engine: AsyncEngine) -> None:
+    """Raised under a threshold that is then unset: the next balance read ends it with no
+    event, so that set again later it is raised again (not a no-op on a row left behind)."""
+    told: list[OperationalEvent] = []
+    low = Alerts(engine, settings_of(OPS), notify=told.append)
+    await low.credits_read(5)
+    unset = settings_of(OPS).model_copy(update={"low_credits_threshold": None})
+    await Alerts(engine, unset, notify=told.append).credits_read(5)
+    async with engine.connect() as connection:
+        assert (await connection.execute(sa.select(conditions.c.name))).all() == []
+    await low.credits_read(5)
+    assert [event.type for event in told] == [OperationalType.CREDITS_LOW] * 2
+    assert len(await stored_of(engine, OperationalType.CREDITS_RECOVERED)) == 0
+
+
+async def test_a_check_ends_only_the_pause_it_read_not_one_raised_since(
+    engine: AsyncEngine,
+) -> None:
+    """A check that read billing's pause started at T1 ends it only if it is still that one:
+    a pause raised since (T2, after another replica ended T1's) stays, and no resumed is
+    told for it."""
+    told: list[OperationalEvent] = []
+    alerts = Alerts(engine, settings_of(OPS, BILLING), notify=told.append)
+    first, since = datetime.now(UTC) - timedelta(minutes=2), datetime.now(UTC)
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.insert(conditions).values(name="paused:billing", started_at=since, count=0)
+        )
+    assert not await alerts.end("paused:billing", lambda _: None, first)
+    async with engine.connect() as connection:
+        left = (await connection.execute(sa.select(conditions.c.started_at))).scalars().all()
+    assert left == [since]
+    assert told == []
