@@ -11,7 +11,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.store.deliveries import (
-    AttemptRecord,
     ClaimedDelivery,
     DeliveryState,
     claim_due_deliveries,
@@ -20,6 +19,7 @@ from receiver.store.deliveries import (
 )
 from receiver.store.events import run_on
 from receiver.store.tables import conditions, deliveries, events
+from tests.store.test_dead_letters import outcome
 
 pytestmark = pytest.mark.anyio
 
@@ -67,22 +67,7 @@ async def record(
 ) -> None:
     """Each claimed delivery's attempt ended in `state`, written by `owner` as the forwarder
     writes it."""
-    records = [
-        AttemptRecord(
-            delivery_id=delivery.id,
-            destination=TO,
-            event_id=delivery.event_id,
-            target_url=delivery.target_url,
-            attempt=delivery.attempts_made + 1,
-            attempted_at=at,
-            duration_ms=1.0,
-            status_code=200 if state is DeliveryState.DELIVERED else 503,
-            error_class=None,
-            state=state,
-            next_attempt_at=None,
-        )
-        for delivery in claimed
-    ]
+    records = [outcome(delivery, TO, state, at) for delivery in claimed]
 
     def work(connection: Connection) -> None:
         record_attempts(run_on(connection), connection.dialect, owner, records, at)

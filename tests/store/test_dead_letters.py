@@ -67,6 +67,25 @@ async def replay(
         )
 
 
+def outcome(
+    delivery: ClaimedDelivery, to: str, state: DeliveryState, at: datetime
+) -> AttemptRecord:
+    """`delivery`'s next attempt, made at `at`, ended in `state` (a 200, or a 503)."""
+    return AttemptRecord(
+        delivery_id=delivery.id,
+        destination=to,
+        event_id=delivery.event_id,
+        target_url=delivery.target_url,
+        attempt=delivery.attempts_made + 1,
+        attempted_at=at,
+        duration_ms=1.0,
+        status_code=200 if state is DeliveryState.DELIVERED else 503,
+        error_class=None,
+        state=state,
+        next_attempt_at=None,
+    )
+
+
 async def attempt(engine: AsyncEngine, to: str, state: DeliveryState) -> int:
     """Claim every due delivery to `to` and record each attempt's outcome as `state`, as the
     forwarder does; how many."""
@@ -74,22 +93,7 @@ async def attempt(engine: AsyncEngine, to: str, state: DeliveryState) -> int:
     def work(connection: Connection) -> int:
         run, now = run_on(connection), datetime.now(UTC)
         claimed = claim_due_deliveries(run, connection.dialect, OWNER, to, 100, 30, now)
-        records = [
-            AttemptRecord(
-                delivery_id=delivery.id,
-                destination=to,
-                event_id=delivery.event_id,
-                target_url=delivery.target_url,
-                attempt=delivery.attempts_made + 1,
-                attempted_at=now,
-                duration_ms=1.0,
-                status_code=200 if state is DeliveryState.DELIVERED else 503,
-                error_class=None,
-                state=state,
-                next_attempt_at=None,
-            )
-            for delivery in claimed
-        ]
+        records = [outcome(delivery, to, state, now) for delivery in claimed]
         record_attempts(run, connection.dialect, OWNER, records, now)
         return len(records)
 
