@@ -20,6 +20,10 @@ from dataclasses import dataclass
 TRIP_AFTER = 20
 FIRST_PAUSE_SECONDS = 1.0
 MAX_PAUSE_SECONDS = 60.0
+# What `Breaker.record` says when the lane changes: its log line's event, and the change
+# the operational events are told of.
+LANE_PAUSED = "destination_paused"
+LANE_RESUMED = "destination_resumed"
 
 
 def tripped(failures_in_a_row: int) -> bool:
@@ -45,12 +49,12 @@ class Breaker:
 
     def record(self, delivered: bool, now: float) -> str | None:
         """Take an attempt's outcome; when the lane changes, returns the log line's event:
-        `destination_paused` or `destination_resumed`."""
+        LANE_PAUSED or LANE_RESUMED."""
         if delivered:
             was_paused = self.paused_until is not None
             self.failures_in_a_row, self.paused_until = 0, None
             self.pause_seconds = FIRST_PAUSE_SECONDS
-            return "destination_resumed" if was_paused else None
+            return LANE_RESUMED if was_paused else None
         self.failures_in_a_row += 1
         if self.paused_until is None:
             if not tripped(self.failures_in_a_row):
@@ -61,4 +65,4 @@ class Breaker:
         else:
             self.pause_seconds = min(2 * self.pause_seconds, MAX_PAUSE_SECONDS)
         self.paused_until = now + self.pause_seconds
-        return "destination_paused"
+        return LANE_PAUSED

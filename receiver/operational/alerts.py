@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.destinations import Destination
+from receiver.forward.breaker import LANE_PAUSED, LANE_RESUMED
 from receiver.logs import log
 from receiver.model import Event
 from receiver.operational.events import OperationalEvent, OperationalType
@@ -99,11 +100,11 @@ class Alerts:
     def lane_changed(
         self, change: str, destination: str, failures: int, pause_seconds: float
     ) -> None:
-        """A breaker paused or reopened `destination`'s lane (`destination_paused` or
-        `destination_resumed`): written in the background, the forwarder never waits."""
+        """A breaker paused or reopened `destination`'s lane (LANE_PAUSED or LANE_RESUMED):
+        written in the background, the forwarder never waits."""
         now = datetime.now(UTC)
         name = PAUSED + destination
-        if change == "destination_paused":
+        if change == LANE_PAUSED:
             event = OperationalEvent(
                 OperationalType.DESTINATION_PAUSED,
                 name,
@@ -116,7 +117,7 @@ class Alerts:
                 },
             )
             self._soon(self.start(event))
-        elif change == "destination_resumed":
+        elif change == LANE_RESUMED:
             self._soon(self.end(name, _resumed(destination, now)))
 
     async def credits_read(self, balance: int) -> None:

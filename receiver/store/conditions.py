@@ -8,7 +8,7 @@ the same condition at once raise it once and end it once.
 """
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -125,7 +125,7 @@ async def pending_backlogs(connection: AsyncConnection) -> dict[str, Backlog]:
         .where(deliveries.c.state == DeliveryState.PENDING.value)
         .group_by(deliveries.c.destination)
     )
-    return {name: Backlog(n, _aware(oldest)) for name, n, oldest in rows}
+    return {name: Backlog(n, oldest) for name, n, oldest in rows}
 
 
 class StuckRecords(NamedTuple):
@@ -154,7 +154,7 @@ async def stuck_records(
         return None
     found = sa.select(records.c.task_id).where(*stuck).limit(limit + 1).subquery()
     n = (await connection.execute(sa.select(sa.func.count()).select_from(found))).scalar_one()
-    return StuckRecords(n, oldest.task_id, _aware(oldest.changed_at))
+    return StuckRecords(n, oldest.task_id, oldest.changed_at)
 
 
 async def last_successes(connection: AsyncConnection) -> dict[str, datetime]:
@@ -164,11 +164,4 @@ async def last_successes(connection: AsyncConnection) -> dict[str, datetime]:
             destination_health.c.last_success_at.is_not(None)
         )
     )
-    return {name: _aware(at) for name, at in rows}
-
-
-def _aware(moment: datetime | str) -> datetime:
-    """An aggregate's datetime: SQLite's MIN returns the stored text, untyped."""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return dict(rows.all())
