@@ -21,6 +21,7 @@ import yarl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from receiver.exceptions import InvalidRequestError, SettingsError
+from receiver.forward.rate import MAX_PER_SECOND, MIN_PER_SECOND
 from receiver.model import OPERATIONAL_TYPES, Outcome, is_operational
 from receiver.operational.events import OperationalType
 from receiver.signatures import WebhookSecret
@@ -51,6 +52,9 @@ class Destination:
     event_types: frozenset[str] | None = None
     outcomes: frozenset[str] | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    # Attempts started a second, at most (see `forward.rate`); None: as many as the lane's
+    # width allows.
+    max_per_second: float | None = None
 
     @property
     def wanted_outcomes(self) -> frozenset[str]:
@@ -116,6 +120,7 @@ class _Entry(BaseModel):
     event_types: list[str] | None = Field(default=None, min_length=1)
     outcomes: list[Outcome] | None = Field(default=None, min_length=1)
     max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, gt=0, le=MAX_IN_FLIGHT)
+    max_per_second: float | None = Field(default=None, ge=MIN_PER_SECOND, le=MAX_PER_SECOND)
 
     @field_validator("url")
     @classmethod
@@ -213,6 +218,7 @@ def _destination(entry: _Entry, environ: Mapping[str, str | None], mode: int) ->
         event_types=frozenset(entry.event_types) if entry.event_types else None,
         outcomes=frozenset(o.value for o in entry.outcomes) if entry.outcomes else None,
         max_in_flight=entry.max_in_flight,
+        max_per_second=entry.max_per_second,
     )
 
 

@@ -32,6 +32,7 @@ from receiver.destinations import (
     parse_secrets,
 )
 from receiver.exceptions import SettingsError
+from receiver.forward.rate import MAX_PER_SECOND, MIN_PER_SECOND
 from receiver.operational.apprise_urls import check_notify_urls, split_notify_urls
 from receiver.signatures import WebhookSecret
 
@@ -98,6 +99,7 @@ class Settings(BaseModel):
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
     # The `default` destination's cap on attempts in flight.
     forward_concurrency: int = Field(default=32, gt=0, le=1024)
+    forward_max_per_second: float | None = Field(default=None, ge=MIN_PER_SECOND, le=MAX_PER_SECOND)
     forward_lease_seconds: float = Field(default=60.0, gt=0)
     forward_poll_seconds: float = Field(default=0.5, gt=0)
     # Those of RECEIVER_DESTINATIONS_FILE, which `from_environment` reads.
@@ -248,6 +250,7 @@ class Settings(BaseModel):
             url=self.forward_url,
             signing_secrets=self.forward_signing_secrets,
             max_in_flight=self.forward_concurrency,
+            max_per_second=self.forward_max_per_second,
         )
         return (default, *self.destinations)
 

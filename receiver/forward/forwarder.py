@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import aiohttp
 from opentelemetry.trace import Span, Tracer
@@ -47,12 +47,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.destinations import Destination
 from receiver.forward.breaker import Breaker
+from receiver.forward.rate import TokenBucket
 from receiver.forward.retries import RetryPolicy
+from receiver.forward.sending import post, signed_headers
 from receiver.forward.spans import attempt_span, record_outcome
 from receiver.logs import log
 from receiver.outbound import open_session
 from receiver.settings import Settings
-from receiver.signatures import sign_headers
 from receiver.store.connections import (
     DATABASE_ERRORS,
     Transaction,
@@ -61,10 +62,13 @@ from receiver.store.connections import (
 )
 from receiver.store.database import database_unavailable
 from receiver.store.deliveries import (
+    GONE,
     AttemptRecord,
     ClaimedDelivery,
     DeliveryState,
     claim_due_deliveries,
+    disable_gone_destinations,
+    disabled_names,
     record_attempts,
     release_claims,
 )
@@ -78,6 +82,15 @@ DELIVERIES_CHANNEL = "receiver_deliveries"
 T = TypeVar("T")
 
 
+class _Exchanged(NamedTuple):
+    """What one claiming transaction did."""
+
+    gone: list[AttemptRecord]
+    newly_disabled: list[str]
+    disabled: frozenset[str]
+    claimed: dict[str, list[ClaimedDelivery]]
+
+
 @dataclass(slots=True)
 class _Lane:
     """One destination's share of the forwarder."""
@@ -89,18 +102,54 @@ class _Lane:
     )
     in_flight: int = 0
     breaker: Breaker = field(default_factory=Breaker)
+    # The destination's `max_per_second`, if it has one.
+    bucket: TokenBucket | None = None
+    # Disabled in the database (a 410 Gone, or an operator): it starts nothing, and what it
+    # had claimed is handed back, still pending. It still takes part in claiming
+    # transactions, which read the state again: that is how it learns it was enabled.
+    disabled: bool = False
+    # Whether its last claim took all it asked for: then more is likely due, and a lane
+    # waiting for its rate is woken when its next token comes rather than at the next poll.
+    more_due: bool = False
+
+    def __post_init__(self) -> None:
+        self.bucket = _bucket(self.destination, time.monotonic())
 
     def slots(self, now: float) -> int:
         return self.breaker.slots(self.destination.max_in_flight, now)
 
     def wanted(self, now: float) -> int:
         """How many more to claim: a refill in batches, as one claim per freed slot would
-        be a transaction each; none ahead while the lane is paused or probing."""
+        be a transaction each; none ahead while the lane is paused or probing; and never
+        more than its rate lets it start now."""
         slots = self.slots(now)
         if slots < self.destination.max_in_flight:
-            return max(0, slots - self.in_flight - len(self.claimed))
-        room = 2 * slots - self.in_flight - len(self.claimed)
-        return room if room >= max(1, slots // 2) else 0
+            room = max(0, slots - self.in_flight - len(self.claimed))
+        else:
+            room = 2 * slots - self.in_flight - len(self.claimed)
+            room = room if room >= max(1, slots // 2) else 0
+        if self.bucket is not None:
+            room = min(room, self.bucket.available(now) - len(self.claimed))
+        return max(0, room)
+
+    def rate_wait(self, now: float) -> float | None:
+        """Seconds until a lane held back by its rate may start another attempt: None when
+        it is not held back, or has nothing claimed and no sign of more due."""
+        if self.bucket is None or self.disabled or not (self.claimed or self.more_due):
+            return None
+        return self.bucket.wait(now)
+
+    def reconfigure(self, destination: Destination, now: float) -> None:
+        """Take a reloaded configuration: attempts in flight finish under the old one."""
+        if destination.max_per_second != self.destination.max_per_second:
+            self.bucket = _bucket(destination, now)
+        self.destination = destination
+
+
+def _bucket(destination: Destination, now: float) -> TokenBucket | None:
+    if destination.max_per_second is None:
+        return None
+    return TokenBucket(destination.max_per_second, now)
 
 
 class Forwarder:
@@ -124,9 +173,10 @@ class Forwarder:
         self._on_lane_change = on_lane_change
         self._tracer = tracer
         self._lanes = {d.name: _Lane(d) for d in settings.forwarding}
+        # A reloaded configuration, taken between two claiming transactions.
+        self._reloaded: tuple[Destination, ...] | None = None
         self._policy = RetryPolicy(settings.forward_retry_schedule)
         self._timeout = settings.forward_timeout_seconds
-        self._connections = sum(d.max_in_flight for d in settings.forwarding)
         self._lease_seconds = settings.forward_lease_seconds
         self._poll_seconds = settings.forward_poll_seconds
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -146,10 +196,37 @@ class Forwarder:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def reconfigure(self, destinations: tuple[Destination, ...]) -> None:
+        """Forward to `destinations` from the next claim on (a reload): lanes are added,
+        removed (their claims handed back, their attempts in flight left to finish) and
+        resized, and secrets rotated."""
+        self._reloaded = destinations
+        self._wakeup.set()
+
+    def _apply_reload(self) -> None:
+        destinations, self._reloaded = self._reloaded, None
+        if destinations is None:
+            return
+        now = time.monotonic()
+        lanes: dict[str, _Lane] = {}
+        for destination in destinations:
+            lane = self._lanes.pop(destination.name, None)
+            if lane is None:
+                lane = _Lane(destination)
+            else:
+                lane.reconfigure(destination, now)
+            lanes[destination.name] = lane
+        for removed in self._lanes.values():
+            self._abandoned.extend(delivery.id for _, delivery in removed.claimed)
+            removed.claimed.clear()
+        self._lanes = lanes
+
     async def __aenter__(self) -> "Forwarder":
-        # Enough connections for every lane at its cap: a lane must never wait for a
-        # connection another lane's hanging attempts hold.
-        self._session = open_session(self._timeout, self._connections)
+        # No cap of the session's own: each lane caps its attempts in flight, and a lane
+        # must never wait for a connection another lane's hanging attempts hold, however
+        # a reload resizes them. So at most the sum of the lanes' `max_in_flight` (and,
+        # for a lane just removed, its attempts still in flight).
+        self._session = open_session(self._timeout, connections=0)
         self._database = open_write_connection(self._engine, self._busy_timeout_seconds)
         if self._engine.dialect.name == "postgresql":
             self._listener = await self._listen()
@@ -157,7 +234,11 @@ class Forwarder:
         # logger on every call, which costs as much as the line itself.
         self._log = log.bind()
         self._loop = asyncio.create_task(self._database_loop(), name="forwarder")
-        log.info("forwarder_started", concurrency=self._connections, destinations=len(self._lanes))
+        log.info(
+            "forwarder_started",
+            concurrency=sum(lane.destination.max_in_flight for lane in self._lanes.values()),
+            destinations=len(self._lanes),
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -210,6 +291,7 @@ class Forwarder:
     async def _database_loop(self) -> None:
         while not (self._stopping and not self._in_flight and not self._finished):
             self._wakeup.clear()
+            self._apply_reload()
             finished, self._finished = self._finished, []
             released, self._abandoned = self._abandoned, []
             lanes = {} if self._stopping else self._lanes
@@ -240,7 +322,14 @@ class Forwarder:
                 self._start_attempts(lane)
             if not claimed and not self._finished:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+                    await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds())
+
+    def _idle_seconds(self) -> float:
+        """How long the loop may wait for news: until the next poll, or sooner, until a
+        lane held back by its rate may start its next attempt."""
+        now = time.monotonic()
+        waits = [w for lane in self._lanes.values() if (w := lane.rate_wait(now)) is not None]
+        return min([self._poll_seconds, *waits])
 
     async def _exchange(
         self, finished: list[AttemptRecord], released: list[int], wanted: dict[str, int]
@@ -248,23 +337,50 @@ class Forwarder:
         """Write `finished`, hand back `released` and claim up to `wanted` more of each
         destination, in one transaction."""
 
-        def work(run: Run, dialect: Dialect) -> tuple[list[AttemptRecord], list[ClaimedDelivery]]:
+        def work(run: Run, dialect: Dialect) -> _Exchanged:
             now = datetime.now(UTC)
-            gone = record_attempts(run, dialect, self._owner, finished, now)
+            gone, newly_disabled = self._record(run, dialect, finished, now)
             release_claims(run, dialect, self._owner, released)
-            return gone, [
-                delivery
-                for name, limit in wanted.items()
-                for delivery in claim_due_deliveries(
+            # Read in the transaction that claims: a destination disabled by any process
+            # claims nothing from the moment that was committed.
+            disabled = disabled_names(run, dialect)
+            claimed = {
+                name: claim_due_deliveries(
                     run, dialect, self._owner, name, limit, self._lease_seconds, now
                 )
-            ]
+                for name, limit in wanted.items()
+                if name not in disabled
+            }
+            return _Exchanged(gone, newly_disabled, disabled, claimed)
 
-        gone, claimed = await self._transact(work)
+        exchanged = await self._transact(work)
         # Logged once committed, so once: a failed transaction is tried again, whole.
+        self._after_recording(exchanged.gone, exchanged.newly_disabled)
+        # A 410 not yet written keeps its lane disabled: this transaction read the state
+        # without it.
+        unwritten = {r.destination for r in self._finished if r.status_code == GONE}
+        for name, lane in self._lanes.items():
+            lane.disabled = name in exchanged.disabled or name in unwritten
+        for name, claims in exchanged.claimed.items():
+            self._lanes[name].more_due = len(claims) == wanted[name]
+        return [delivery for claims in exchanged.claimed.values() for delivery in claims]
+
+    def _record(
+        self, run: Run, dialect: Dialect, finished: list[AttemptRecord], now: datetime
+    ) -> tuple[list[AttemptRecord], list[str]]:
+        """Write `finished`, and disable the destinations that answered one of them 410
+        Gone: which attempts could not be written (their delivery is gone), and which
+        destinations this transaction disabled."""
+        gone = record_attempts(run, dialect, self._owner, finished, now)
+        return gone, disable_gone_destinations(run, dialect, finished, now)
+
+    def _after_recording(self, gone: list[AttemptRecord], newly_disabled: list[str]) -> None:
         for record in gone:
             self._drop(record, "delivery_gone")
-        return claimed
+        for name in newly_disabled:
+            # The operational event is raised by the alerts' next check, which sees every
+            # disabled destination, however it was disabled.
+            self._log.warning("destination_disabled", destination=name, reason="410 Gone")
 
     async def _write_alone(self, finished: list[AttemptRecord]) -> list[AttemptRecord]:
         """After a failure that is not the database's absence: write each of `finished` in a
@@ -275,22 +391,21 @@ class Forwarder:
         written because the database went away meanwhile: it is tried again, whole."""
         for index, record in enumerate(finished):
             try:
-                gone = await self._transact(functools.partial(self._record_alone, record))
+                gone, disabled = await self._transact(functools.partial(self._record_alone, record))
             except DATABASE_ERRORS as exc:
                 if database_unavailable(exc):
                     return finished[index:]
                 self._drop(record, "refused", error_class=type(exc).__name__)
             else:
-                for record_gone in gone:
-                    self._drop(record_gone, "delivery_gone")
+                self._after_recording(gone, disabled)
         return []
 
     def _record_alone(
         self, record: AttemptRecord, run: Run, dialect: Dialect
-    ) -> list[AttemptRecord]:
+    ) -> tuple[list[AttemptRecord], list[str]]:
         # The clock is read in the transaction, once it holds the write lock (on SQLite):
         # `finished_at` is then as close to the commit as this process can tell.
-        return record_attempts(run, dialect, self._owner, [record], datetime.now(UTC))
+        return self._record(run, dialect, [record], datetime.now(UTC))
 
     def _drop(self, record: AttemptRecord, reason: str, error_class: str | None = None) -> None:
         self._log.warning(
@@ -309,12 +424,14 @@ class Forwarder:
         # destination hanging), before their lease runs out in memory; and all of them
         # once the lane is paused.
         now = time.monotonic()
-        slots = lane.slots(now)
+        slots = 0 if lane.disabled else lane.slots(now)
         while lane.claimed and (slots == 0 or lane.claimed[0][0] < now):
             self._abandoned.append(lane.claimed.popleft()[1].id)
         while lane.claimed and lane.in_flight < slots:
             if self._stopping:
                 return
+            if lane.bucket is not None and not lane.bucket.take(now):
+                return  # the loop wakes when the next token comes (`_idle_seconds`)
             _, delivery = lane.claimed.popleft()
             lane.in_flight += 1
             task = asyncio.create_task(self._attempt(lane, delivery))
@@ -341,18 +458,14 @@ class Forwarder:
         status_code: int | None = None
         error_class: str | None = None
         retry_after: str | None = None
-        headers = sign_headers(destination.signing_secrets, delivery.event_id, delivery.body)
-        headers["content-type"] = "application/json"
+        headers = signed_headers(destination, delivery.event_id, delivery.body)
         if span is not None:
             headers.update(headers_for(span))
         if self._session is None:
             raise RuntimeError("the forwarder is used outside its context")
         try:
-            async with self._session.post(
-                delivery.target_url or destination.url,
-                data=delivery.body,
-                headers=headers,
-                allow_redirects=False,
+            async with post(
+                self._session, delivery.target_url or destination.url, delivery.body, headers
             ) as response:
                 status_code = response.status
                 retry_after = response.headers.get("retry-after")
@@ -382,6 +495,10 @@ class Forwarder:
             delivery_state=verdict.state,
         )
         delivered = verdict.state is DeliveryState.DELIVERED
+        if status_code == GONE:
+            # Nothing more starts from this moment; the database learns it with this
+            # attempt's outcome, and every other forwarder from its next claim.
+            lane.disabled = True
         if change := lane.breaker.record(delivered, time.monotonic()):
             breaker = lane.breaker
             self._log.warning(

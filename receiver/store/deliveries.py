@@ -16,6 +16,7 @@ from sqlalchemy.engine import Dialect
 
 from receiver.model import is_operational_id
 from receiver.store import statements
+from receiver.store.destination_states import BY_GONE
 from receiver.store.statements import Run
 from receiver.tracing.carriers import Carrier
 
@@ -76,6 +77,9 @@ class AttemptRecord:
 
 
 CHUNK = 64
+# The answer of a subscriber retired for good (Standard Webhooks): its destination is
+# disabled, and the delivery dead-lettered as any other 4xx.
+GONE = 410
 T = TypeVar("T")
 
 
@@ -281,6 +285,27 @@ def _health_rows(records: list[AttemptRecord]) -> list[dict[str, Any]]:
             row["last_failure_at"] = record.attempted_at
             row["consecutive_failures"] += 1
     return [rows[name] for name in sorted(rows)]
+
+
+def disabled_names(run: Run, dialect: Dialect) -> frozenset[str]:
+    """The destinations disabled (`store.destination_states`)."""
+    statement = statements.select_disabled(dialect)
+    return frozenset(row[0] for row in run(statement, statement.parameters([{}])))
+
+
+def disable_gone_destinations(
+    run: Run, dialect: Dialect, records: list[AttemptRecord], now: datetime
+) -> list[str]:
+    """Disable each destination that answered one of `records` 410 Gone (whoever holds
+    the delivery's lease: the answer is the destination's); the names this call disabled."""
+    names = sorted({record.destination for record in records if record.status_code == GONE})
+    rows = [
+        {"destination": name, "disabled_at": now, "disabled_by": BY_GONE, "reason": "410 Gone"}
+        for name in names
+    ]
+    return [
+        row[0] for row in statements.run_rows(run, dialect, statements.disable_destinations, rows)
+    ]
 
 
 def release_claims(run: Run, dialect: Dialect, owner: str, ids: list[int]) -> None:

@@ -30,6 +30,7 @@ from receiver.store.tables import (
     conditions,
     deliveries,
     destination_health,
+    disabled_destinations,
     events,
     records,
 )
@@ -171,6 +172,19 @@ def add_to_dead_letter_windows(dialect: Dialect, rows: int) -> Prepared:
     count, detail a row: the lowest dead delivery ID), opening the window at `started_at`
     if none is open; the window keeps the lowest ID it was given."""
     return _prepared(dialect, "add_to_dead_letter_windows", rows)
+
+
+def select_disabled(dialect: Dialect) -> Prepared:
+    """The destinations disabled (one column), read in every claiming transaction: every
+    forwarder obeys a destination's state from its next claim on."""
+    return _prepared(dialect, "select_disabled", 1)
+
+
+def disable_destinations(dialect: Dialect, rows: int) -> Prepared:
+    """Disable each destination named (destination, disabled_at, disabled_by, reason a row)
+    unless it is already; returns the names this statement disabled, so that only the
+    process that disabled one says so."""
+    return _prepared(dialect, "disable_destinations", rows)
 
 
 def superseded() -> sa.Exists:
@@ -440,6 +454,20 @@ def _add_to_dead_letter_windows(dialect: Any, rows: int) -> Any:
     )
 
 
+def _select_disabled(_: Any, __: int) -> Any:
+    return sa.select(disabled_destinations.c.destination)
+
+
+def _disable_destinations(dialect: Any, rows: int) -> Any:
+    columns = ("destination", "disabled_at", "disabled_by", "reason")
+    return (
+        dialect.insert(disabled_destinations)
+        .values(_values(disabled_destinations, columns, rows))
+        .on_conflict_do_nothing(index_elements=[disabled_destinations.c.destination])
+        .returning(disabled_destinations.c.destination)
+    )
+
+
 def _ids(column: sa.Column[Any], rows: int) -> list[Any]:
     """One `id` parameter a row, typed as `column`."""
     return [sa.bindparam(f"id__{i}", type_=column.type) for i in range(rows)]
@@ -452,7 +480,7 @@ def _owner() -> Any:
 _DATETIME = deliveries.c.lease_expires_at.type
 
 # Statements of one row whatever the work (the claim's limit is a parameter).
-_SIZES_OF = {"claim_deliveries": (1,)}
+_SIZES_OF = {"claim_deliveries": (1,), "select_disabled": (1,)}
 
 _BUILDERS: dict[str, Callable[[Any, int], Any]] = {
     "insert_events": _insert_events,
@@ -469,4 +497,6 @@ _BUILDERS: dict[str, Callable[[Any, int], Any]] = {
     "settle_recovered": _settle_recovered,
     "settle_replayed": _settle_replayed,
     "add_to_dead_letter_windows": _add_to_dead_letter_windows,
+    "select_disabled": _select_disabled,
+    "disable_destinations": _disable_destinations,
 }

@@ -9,6 +9,8 @@ rivya_credits  the last credit balance read from Rivya's API
 console_sessions  who is signed in to the console, until when
 conditions  the operational conditions raised and not yet ended (receiver.operational)
 notifications  the last messages sent to people about them, and whether they went out
+disabled_destinations  destinations that start no attempt: a 410 Gone, or an operator
+applied_destinations  each destination as a serving process last applied it (no secrets)
 """
 
 from collections.abc import Callable
@@ -262,4 +264,27 @@ notifications = sa.Table(
     # How many of RECEIVER_NOTIFY_URLS took it, and how many did not after every try.
     sa.Column("delivered", sa.Integer, nullable=False),
     sa.Column("failed", sa.Integer, nullable=False),
+)
+
+# A destination with a row here starts no attempt, in any process, until an operator enables
+# it: it answered 410 Gone (`disabled_by` "410"), or an operator disabled it. Its pending
+# deliveries wait, shown as disabled.
+disabled_destinations = sa.Table(
+    "disabled_destinations",
+    metadata,
+    sa.Column("destination", sa.Text, primary_key=True),
+    sa.Column("disabled_at", UTCDateTime, nullable=False),
+    # "410", or who did it as the audit log names them ("cli:<user>", "console:admin").
+    sa.Column("disabled_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+)
+
+# What `receiver destinations reload` compares a file with: each destination as the last
+# process to start or reload applied it, described without secrets (their fingerprints).
+applied_destinations = sa.Table(
+    "applied_destinations",
+    metadata,
+    sa.Column("destination", sa.Text, primary_key=True),
+    sa.Column("description", sa.JSON, nullable=False),
+    sa.Column("applied_at", UTCDateTime, nullable=False),
 )
