@@ -134,10 +134,11 @@ class _Lane:
 
     def rate_wait(self, now: float) -> float | None:
         """Seconds until a lane held back by its rate may start another attempt: None when
-        it is not held back, or has nothing claimed and no sign of more due."""
+        it is not held back (it has a token: what it waits for is a slot or work, which
+        wake the loop themselves), or has nothing claimed and no sign of more due."""
         if self.bucket is None or self.disabled or not (self.claimed or self.more_due):
             return None
-        return self.bucket.wait(now)
+        return self.bucket.wait(now) or None
 
     def reconfigure(self, destination: Destination, now: float) -> None:
         """Take a reloaded configuration: attempts in flight finish under the old one."""
