@@ -219,3 +219,52 @@ def test_operational_events_go_only_where_event_types_name_them(tmp_path: Path) 
     assert not ops.wants("generation.failed", "applied")
     assert not ops.wants(None, "quarantined")
     assert everything.wants("generation.succeeded", "applied")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", '"fast"', "1e9", "-0.0"])
+def test_max_per_second_out_of_range_is_one_line_naming_it(tmp_path: Path, value: str) -> None:
+    """A rate that is not a positive number up to MAX_PER_SECOND stops start-up: `nan` and
+    `inf` are TOML floats, and a rate of `inf` or `nan` would turn the limit off."""
+    file = tmp_path / "d.toml"
+    file.write_text(
+        f'[[destinations]]\nname = "billing"\nurl = "{URL}"\nsigning_secrets = "{SECRET}"\n'
+        f"max_per_second = {value}\n"
+    )
+    file.chmod(0o600)
+    with pytest.raises(SettingsError) as raised:
+        settings_with(file)
+    text = str(raised.value)
+    assert text.startswith(f"RECEIVER_DESTINATIONS_FILE {file}: destination 'billing': ")
+    assert "max_per_second:" in text
+    assert "\n" not in text
+    assert SECRET.removeprefix("whsec_") not in text
+
+
+@pytest.mark.parametrize(("value", "rate"), [("0.5", 0.5), ("20", 20.0), ("100000", 1e5)])
+def test_max_per_second_takes_fractions_and_whole_numbers(
+    tmp_path: Path, value: str, rate: float
+) -> None:
+    file = tmp_path / "d.toml"
+    file.write_text(
+        f'[[destinations]]\nname = "billing"\nurl = "{URL}"\nsigning_secrets = "{SECRET}"\n'
+        f"max_per_second = {value}\n"
+    )
+    file.chmod(0o600)
+    (billing,) = settings_with(file).forwarding
+    assert billing.max_per_second == rate
+
+
+def test_a_destination_without_max_per_second_is_unlimited(tmp_path: Path) -> None:
+    (billing,) = settings_with(Path(write_destinations(tmp_path / "d.toml", GOOD))).forwarding
+    assert billing.max_per_second is None
+
+
+def test_worker_refuses_a_bad_max_per_second_with_one_line(tmp_path: Path) -> None:
+    """Through the command itself: start-up stops, and says where."""
+    bad = write_destinations(tmp_path / "bad.toml", GOOD | {"max_per_second": 0})
+    env = {"RECEIVER_SIGNING_SECRETS": new_secret(), "RECEIVER_DESTINATIONS_FILE": bad}
+    result = run_cli("worker", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: RECEIVER_DESTINATIONS_FILE {bad}: destination 'billing': ")
+    assert "max_per_second:" in line

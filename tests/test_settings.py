@@ -260,3 +260,28 @@ def test_a_command_refuses_a_public_url_with_a_password_in_one_line_without_it(
     assert result.returncode != 0
     assert "RECEIVER_PUBLIC_URL: use a base URL" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
+
+
+def _forwarding_at(rate: str) -> dict[str, str]:
+    return {
+        "RECEIVER_SIGNING_SECRETS": new_secret(),
+        "RECEIVER_FORWARD_URL": "http://product:9000/hooks",
+        "RECEIVER_FORWARD_SIGNING_SECRETS": SECRET,
+        "RECEIVER_FORWARD_MAX_PER_SECOND": rate,
+    }
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "fast", "1e9"])
+def test_forward_max_per_second_out_of_range_names_its_variable(value: str) -> None:
+    """`default`'s rate is a positive number up to MAX_PER_SECOND, or start-up stops."""
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environment(_forwarding_at(value), None)
+    text = str(raised.value)
+    assert text.startswith("RECEIVER_FORWARD_MAX_PER_SECOND: ")
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(("value", "rate"), [("0.5", 0.5), ("20", 20.0)])
+def test_forward_max_per_second_is_default_s_rate(value: str, rate: float) -> None:
+    (default,) = Settings.from_environment(_forwarding_at(value), None).forwarding
+    assert default.max_per_second == rate
