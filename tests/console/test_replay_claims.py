@@ -135,23 +135,24 @@ RETRY_AFTER_SECONDS = 5
 
 def retrying_below_a_dead_letter(recovery: Recovery) -> tuple[str, str]:
     """Two new events: the first retrying in billing (asked to wait, then refused, so that
-    it dies at its second attempt), then the second dead there at once (410), so that the
-    first's delivery ID is below the second's dead letter."""
-    retrying, gone = make_event(), make_event()
+    it dies at its second attempt), then the second dead there soon (refused twice, its
+    retry the schedule's 0.05 s), so that the first's delivery ID is below the second's dead
+    letter. (Not a 410: that would disable billing, and the first would never die.)"""
+    retrying, refused = make_event(), make_event()
 
     def respond(request: Received, _: int) -> tuple[int, dict[str, str]]:
         if str(retrying["id"]).encode() in request.body:
             return 503, {"retry-after": str(RETRY_AFTER_SECONDS)}
-        return (410 if str(gone["id"]).encode() in request.body else 503), {}
+        return 503, {}
 
     recovery.billing.respond = respond
     assert recovery.sender.send(retrying).status_code == 200
     wait_until(lambda: retrying["id"] in recovery.listed("pending", "billing"), timeout=10)
     tried = str(retrying["id"]).encode()
     wait_until(lambda: any(tried in r.body for r in recovery.billing.received), timeout=10)
-    assert recovery.sender.send(gone).status_code == 200
-    wait_until(lambda: gone["id"] in recovery.listed("dead", "billing"), timeout=10)
-    return str(retrying["id"]), str(gone["id"])
+    assert recovery.sender.send(refused).status_code == 200
+    wait_until(lambda: refused["id"] in recovery.listed("dead", "billing"), timeout=10)
+    return str(retrying["id"]), str(refused["id"])
 
 
 def die_in_billing(recovery: Recovery) -> str:

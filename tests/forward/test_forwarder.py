@@ -2,15 +2,20 @@
 downstream HTTP server on loopback, verification with the standardwebhooks package."""
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from standardwebhooks import Webhook
 
+from receiver.settings import Settings
+from receiver.store.tables import deliveries, disabled_destinations
 from tests.conftest import Rivya
+from tests.databases import reading
 from tests.helpers import (
     Downstream,
     ReceiverProcess,
@@ -20,6 +25,7 @@ from tests.helpers import (
     new_secret,
     sign,
     wait_until,
+    write_destinations,
 )
 
 StartServer = Callable[..., ReceiverProcess]
@@ -30,8 +36,13 @@ def forwarding_to(downstream: Downstream, **overrides: str) -> dict[str, str]:
     return {"forward_url": downstream.url, **overrides}
 
 
-def delivery_of(rivya: Rivya, event_id: str) -> dict[str, Any]:
-    (delivery,) = rivya.admin(f"/events/{event_id}").json()["deliveries"]
+def delivery_of(rivya: Rivya, event_id: str, to: str | None = None) -> dict[str, Any]:
+    """The event's one delivery (to the destination `to`, if given)."""
+    (delivery,) = [
+        delivery
+        for delivery in rivya.admin(f"/events/{event_id}").json()["deliveries"]
+        if to is None or delivery["destination"] == to
+    ]
     return dict(delivery)
 
 
@@ -108,16 +119,58 @@ def test_retry_after_is_respected_when_longer_than_the_schedule(
     assert second.at - first.at >= 1.95
 
 
+# Claims that would have sent a delivery had their chance: a few of the forwarder's polls
+# (RECEIVER_FORWARD_POLL_SECONDS, left at its default).
+CLAIMS_SECONDS = 3 * Settings.model_fields["forward_poll_seconds"].default
+
+
 def test_410_gone_stops_at_once(
-    start_server: StartServer, own_downstream: StartDownstream, rivya: Rivya
+    start_server: StartServer, own_downstream: StartDownstream, rivya: Rivya, tmp_path: Path
 ) -> None:
-    downstream = own_downstream(always(410))
-    sender = Rivya(start_server(**forwarding_to(downstream)), rivya.secret, rivya.sensitive)
+    """A 410 is dead at its one attempt and disables its destination (in the database, and
+    logged once): a later event's delivery there stays pending and unsent, while the same
+    event reaches a healthy neighbour."""
+    downstream, neighbour = own_downstream(always(410)), own_downstream()
+    secret = new_secret()
+    rivya.sensitive.add(secret)
+    table = {"name": "neighbour", "url": neighbour.url, "signing_secrets": secret}
+    server = start_server(
+        **forwarding_to(
+            downstream, destinations_file=write_destinations(tmp_path / "d.toml", table)
+        )
+    )
+    sender = Rivya(server, rivya.secret, rivya.sensitive)
     event = make_event()
     sender.send(event)
-    wait_until(lambda: delivery_of(sender, event["id"])["state"] == "dead", timeout=5)
-    assert delivery_of(sender, event["id"])["attempts"] == 1
+    wait_until(lambda: delivery_of(sender, event["id"], "default")["state"] == "dead", timeout=5)
+    assert delivery_of(sender, event["id"], "default")["attempts"] == 1
     assert len(downstream.of(event["id"])) == 1
+    wait_until(lambda: '"destination_disabled"' in server.output(), timeout=5)
+    (logged,) = [
+        line
+        for line in map(orjson.loads, server.output().splitlines())
+        if line["event"] == "destination_disabled"
+    ]
+    assert (logged["destination"], logged["reason"]) == ("default", "410 Gone")
+    database_url = server.env["RECEIVER_DATABASE_URL"]
+    with reading(database_url) as db:
+        state = db.execute(sa.select(disabled_destinations)).all()
+    assert [(row.destination, row.disabled_by, row.reason) for row in state] == [
+        ("default", "410", "410 Gone")
+    ]
+
+    later = make_event()
+    sender.send(later)
+    wait_until(lambda: neighbour.of(later["id"]) != [], timeout=5)
+    time.sleep(CLAIMS_SECONDS)
+    assert downstream.of(later["id"]) == []
+    with reading(database_url) as db:
+        kept = db.execute(
+            sa.select(deliveries.c.state, deliveries.c.attempts).where(
+                deliveries.c.event_id == later["id"], deliveries.c.destination == "default"
+            )
+        ).one()
+    assert tuple(kept) == ("pending", 0)
 
 
 def test_exhausted_retries_leave_a_dead_letter_that_replay_delivers(
