@@ -1,0 +1,205 @@
+"""Reloading RECEIVER_DESTINATIONS_FILE without a restart: SIGHUP to `serve` or `worker`.
+
+The file is read and checked as at start-up (`load_destinations`, then the rules across
+settings, `Settings.with_destinations`). A file that cannot be used changes nothing: the
+process goes on with what it had, and logs one line, the SettingsError's, which names the
+file, the destination and the key, never a secret. A valid one is handed to every part that
+holds the destinations, each of which takes it between two of its own transactions: the
+forwarder before its next claim (attempts in flight finish under the destination they
+started with), ingest, reconciliation and the alerts before the next events they store, the
+pruner before its next run, and the HTTP handlers (admin API, console, metrics) from their
+next request. Reloads run one at a time, in the order the signals came.
+
+Secrets a destination names by `signing_secrets_env` are read from the process's
+environment (and `.env`), as at start-up: a reload cannot change the environment, only the
+file. What the process applied is recorded in `applied_destinations` (no secrets: a URL
+without its credentials, a fingerprint of each secret), at start-up and by each reload;
+`receiver destinations reload` compares the file with it.
+"""
+
+import asyncio
+import hashlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from receiver.destinations import Destination, load_destinations, shown_url
+from receiver.exceptions import SettingsError
+from receiver.settings import Settings, read_environment
+from receiver.signatures import WebhookSecret
+from receiver.store.applied_destinations import Description, record_applied
+
+log = structlog.get_logger("receiver.reloading")
+
+# Hex digits of a signing secret's SHA-256 kept in a description: 48 bits tell a rotated
+# secret from the one before at a glance, and say nothing of a 32-byte key.
+FINGERPRINT_HEX = 12
+# Where a reload reads the variables `signing_secrets_env` names, as `load_settings` does.
+ENV_FILE = Path(".env")
+NOTHING_TO_RELOAD = "RECEIVER_DESTINATIONS_FILE: is not set: there is nothing to reload"
+# How a changed secret is shown: never its value, nor its fingerprint, in a diff.
+SECRETS_ROTATED = "signing secrets rotated"
+
+
+class Reconfigurable(Protocol):
+    def reconfigure(self, destinations: tuple[Destination, ...]) -> None: ...
+
+
+def fingerprint(secret: WebhookSecret) -> str:
+    return hashlib.sha256(secret.reveal().encode()).hexdigest()[:FINGERPRINT_HEX]
+
+
+def describe(destination: Destination) -> Description:
+    """`destination` as `applied_destinations` keeps it: every setting, no secret."""
+    return {
+        "url": shown_url(destination.url),
+        "event_types": sorted(destination.event_types) if destination.event_types else None,
+        "outcomes": sorted(destination.outcomes) if destination.outcomes else None,
+        "max_in_flight": destination.max_in_flight,
+        "max_per_second": destination.max_per_second,
+        "signing_secrets": [fingerprint(secret) for secret in destination.signing_secrets],
+    }
+
+
+def describe_all(destinations: Iterable[Destination]) -> dict[str, Description]:
+    return {destination.name: describe(destination) for destination in destinations}
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What applying one configuration over another changes: names added and removed, and
+    for each destination kept, the keys that differ (secrets as SECRETS_ROTATED)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "changed": {name: list(keys) for name, keys in self.changed.items()},
+        }
+
+
+def compare(before: Mapping[str, Description], after: Mapping[str, Description]) -> Changes:
+    changed = {}
+    for name in sorted(before.keys() & after.keys()):
+        keys = sorted(
+            key
+            for key in before[name].keys() | after[name].keys()
+            if before[name].get(key) != after[name].get(key)
+        )
+        if keys:
+            changed[name] = tuple(SECRETS_ROTATED if k == "signing_secrets" else k for k in keys)
+    return Changes(
+        added=tuple(sorted(after.keys() - before.keys())),
+        removed=tuple(sorted(before.keys() - after.keys())),
+        changed=changed,
+    )
+
+
+def read_destinations_file(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """`settings` with RECEIVER_DESTINATIONS_FILE read again; SettingsError (one line naming
+    the file, destination and key) if it cannot be used."""
+    if settings.destinations_file is None:
+        raise SettingsError(NOTHING_TO_RELOAD)
+    values = read_environment(environ, ENV_FILE)
+    return settings.with_destinations(load_destinations(settings.destinations_file, values))
+
+
+async def record_configuration(engine: AsyncEngine, settings: Settings) -> None:
+    """Write what this process applies to `applied_destinations`. Told, not raised, when the
+    database refuses: the configuration is applied all the same, and the next reload or
+    start writes it again."""
+    try:
+        async with engine.begin() as connection:
+            await record_applied(connection, describe_all(settings.forwarding), datetime.now(UTC))
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("destinations_record_failed", error_class=type(exc).__name__)
+
+
+class Reloader:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        parts: Sequence[Reconfigurable | None],
+        on_settings: Callable[[Settings], None] | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        """`parts`: what holds the destinations (None for one this process does not run);
+        `on_settings(settings)`: told of the new settings (the HTTP handlers' services)."""
+        self._engine = engine
+        self._settings = settings
+        self._parts = [part for part in parts if part is not None]
+        self._on_settings = on_settings
+        self._environ = environ
+        self._lock = asyncio.Lock()
+        self._running: set[asyncio.Task[Changes | None]] = set()
+        self._listening = False
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    async def reload(self) -> Changes | None:
+        """Read the file again and apply it; what changed, or None when it could not be used."""
+        async with self._lock:
+            try:
+                # In a thread: the file may sit on a slow volume (a ConfigMap's, over NFS).
+                settings = await asyncio.to_thread(
+                    read_destinations_file, self._settings, self._environ
+                )
+            except SettingsError as exc:
+                # A warning: the service goes on, as configured before.
+                log.warning("destinations_reload_failed", reason=str(exc))
+                return None
+            changes = compare(
+                describe_all(self._settings.forwarding), describe_all(settings.forwarding)
+            )
+            self._settings = settings
+            for part in self._parts:
+                part.reconfigure(settings.forwarding)
+            if self._on_settings is not None:
+                self._on_settings(settings)
+            log.info(
+                "destinations_reloaded",
+                destinations=[d.name for d in settings.forwarding],
+                added=list(changes.added),
+                removed=list(changes.removed),
+                changed=changes.as_dict()["changed"],
+            )
+            await record_configuration(self._engine, settings)
+            return changes
+
+    async def __aenter__(self) -> "Reloader":
+        # Signals reach only the main thread's loop; an app run elsewhere (a test's) is
+        # reloaded by calling `reload`.
+        if threading.current_thread() is threading.main_thread():
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_signal)
+            self._listening = True
+        await record_configuration(self._engine, self._settings)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._listening:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _on_signal(self) -> None:
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
