@@ -51,6 +51,8 @@ ALLOWED_FIELDS = frozenset(
         "destinations",
         "failures",
         "changed",
+        "added",
+        "removed",
         "unchanged",
         "by_destination",
         "not_found",

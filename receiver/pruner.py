@@ -6,12 +6,13 @@ ones). Each run writes one audit line, and one more when it dead-lettered delive
 what its committed chunks removed even when a later chunk failed.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from receiver.destinations import Destination
 from receiver.logs import log
 from receiver.operators.actions import prune_older_than
 from receiver.periodic import Periodic
@@ -45,6 +46,11 @@ class Pruner:
         self._periodic = Periodic(
             "pruner", settings.retention_interval_seconds, self.run_once, "retention_failed"
         )
+
+    def reconfigure(self, destinations: Sequence[Destination]) -> None:
+        """From the next run on, the deliveries of a destination not in `destinations` are
+        orphans (a reload)."""
+        self._configured = {destination.name for destination in destinations}
 
     async def __aenter__(self) -> "Pruner":
         self._periodic.start()

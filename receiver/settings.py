@@ -102,8 +102,10 @@ class Settings(BaseModel):
     forward_max_per_second: float | None = Field(default=None, ge=MIN_PER_SECOND, le=MAX_PER_SECOND)
     forward_lease_seconds: float = Field(default=60.0, gt=0)
     forward_poll_seconds: float = Field(default=0.5, gt=0)
-    # Those of RECEIVER_DESTINATIONS_FILE, which `from_environment` reads.
+    # Those of RECEIVER_DESTINATIONS_FILE, which `from_environment` reads; the file is kept
+    # for a reload (receiver/reloading.py).
     destinations: tuple[Destination, ...] = ()
+    destinations_file: Path | None = None
     # Reconciliation with Rivya's API runs only with a key.
     rivya_api_key: SecretStr | None = None
     rivya_api_url: str = DEFAULT_RIVYA_API_URL
@@ -254,6 +256,17 @@ class Settings(BaseModel):
         )
         return (default, *self.destinations)
 
+    def with_destinations(self, destinations: tuple[Destination, ...]) -> "Settings":
+        """These settings with other destinations (a reload), checked as at start-up.
+
+        Built anew, not by `model_copy`: that copies the cached `forwarding` as it was, and
+        skips the rules across fields (the name `default` taken twice)."""
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        try:
+            return type(self)(**(fields | {"destinations": destinations}))
+        except ValidationError as exc:
+            raise SettingsError(describe_errors(exc)) from None
+
     @property
     def reconcile_after(self) -> timedelta:
         """How long a record not terminal may go unchanged before it is stale (and due)."""
@@ -274,16 +287,13 @@ class Settings(BaseModel):
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], env_file: Path | None) -> "Settings":
         """Read `RECEIVER_*` from `environ`, falling back to `env_file` where it exists."""
-        values: dict[str, str | None] = {}
-        if env_file is not None and env_file.is_file():
-            values.update(dotenv_values(env_file))
-        values.update(environ)
+        values = read_environment(environ, env_file)
         fields = {
             name.removeprefix(ENV_PREFIX).lower(): value
             for name, value in values.items()
             if name.startswith(ENV_PREFIX) and value not in (None, "")
         }
-        file = fields.pop("destinations_file", None)
+        file = fields.get("destinations_file")
         if "destinations" in fields:  # a field, but only ever the file's
             raise SettingsError(
                 "RECEIVER_DESTINATIONS: is not recognised (RECEIVER_DESTINATIONS_FILE names a file)"
@@ -295,6 +305,16 @@ class Settings(BaseModel):
         except ValidationError as exc:
             # Not chained: the ValidationError carries the raw input, which may be a secret.
             raise SettingsError(describe_errors(exc)) from None
+
+
+def read_environment(environ: Mapping[str, str], env_file: Path | None) -> dict[str, str | None]:
+    """`environ` over `env_file` where it exists: what settings, and the secrets a
+    destinations file names by variable, are read from."""
+    values: dict[str, str | None] = {}
+    if env_file is not None and env_file.is_file():
+        values.update(dotenv_values(env_file))
+    values.update(environ)
+    return values
 
 
 def env_variable(field: str) -> str:

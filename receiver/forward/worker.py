@@ -11,14 +11,15 @@ from receiver.operational.alerts import Alerts
 from receiver.operational.notifier import Notifier, notifications_table
 from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
+from receiver.reloading import Reloader
 from receiver.settings import Settings
 from receiver.store.database import create_engine, upgrade_schema
 from receiver.tracing.pipeline import Tracing
 
 
 async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None:
-    """Forward until SIGTERM or SIGINT, then stop gracefully; `tracing` traces deliveries
-    and reconciliation passes."""
+    """Forward until SIGTERM or SIGINT, then stop gracefully, reloading the destinations
+    file on SIGHUP; `tracing` traces deliveries and reconciliation passes."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -47,6 +48,7 @@ async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None
                         on_lane_change=alerts.lane_changed,
                     )
                 )
+            reconciler = None
             if settings.rivya_api_key is not None:
                 reconciler = await stack.enter_async_context(
                     Reconciler(
@@ -58,8 +60,13 @@ async def run_worker(settings: Settings, tracing: Tracing | None = None) -> None
                     )
                 )
                 reconciler.run_periodically()
+            pruner = None
             if settings.retention_days:
-                await stack.enter_async_context(Pruner(engine, settings))
+                pruner = await stack.enter_async_context(Pruner(engine, settings))
+            # SIGHUP reloads the destinations file (see receiver/reloading.py).
+            await stack.enter_async_context(
+                Reloader(engine, settings, (forwarder, alerts, reconciler, pruner))
+            )
             await stop.wait()
             log.info("worker_stopping")
     finally:

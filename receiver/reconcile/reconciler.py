@@ -125,6 +125,10 @@ class Reconciler:
             "reconcile_pass_failed",
         )
 
+    def reconfigure(self, destinations: Sequence[Destination]) -> None:
+        """Events synthesized from now on are forwarded to `destinations` (a reload)."""
+        self._destinations = destinations
+
     async def __aenter__(self) -> "Reconciler":
         await self._api.__aenter__()
         return self

@@ -59,6 +59,10 @@ class EventWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
+    def reconfigure(self, destinations: Sequence[Destination]) -> None:
+        """Events stored from the next batch on get deliveries for `destinations` (a reload)."""
+        self._destinations = destinations
+
     async def __aenter__(self) -> "EventWriter":
         connection = open_write_connection(self._engine, self._busy_timeout_seconds)
         self._task = asyncio.create_task(self._run(connection), name="event-writer")
