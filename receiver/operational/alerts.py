@@ -83,6 +83,11 @@ class Alerts:
             "operational_check_failed",
         )
 
+    def reconfigure(self, destinations: Sequence[Destination]) -> None:
+        """Store events for, and check the backlogs of, `destinations` from now on (a
+        reload)."""
+        self._destinations = destinations
+
     async def __aenter__(self) -> "Alerts":
         self._checks.start()
         return self
