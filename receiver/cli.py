@@ -21,6 +21,7 @@ from receiver.operators.inspection import deliveries, destinations, events, reco
 from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.notify import notify
 from receiver.operators.nouns import counted
+from receiver.operators.pings import ping_command
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.operators.tasks import reconcile, tasks
 from receiver.operators.terminal import (
@@ -60,6 +61,7 @@ for command in (
     notify,
 ):
     cli.add_command(command)
+destinations.add_command(ping_command)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@
     │   ├── NotFoundError            an unknown event or record (404)
     │   ├── InvalidRequestError      an admin request we cannot read (400)
     │   ├── ConflictError            a request that contradicts what is stored (409)
+    │   ├── TooManyPingsError        test sends over their bound in flight (429)
     │   └── ForwardingDisabledError  a replay while no downstream is configured (409)
     ├── StoreUnavailableError        the database cannot take the write now (503)
     ├── StoppedPartWayError          a replay or reprocess failed after chunks committed (503)
@@ -79,6 +80,10 @@ class InvalidRequestError(RejectedRequestError):
 
 class ConflictError(RejectedRequestError):
     code = "conflict"
+
+
+class TooManyPingsError(RejectedRequestError):
+    code = "too_many_pings"
 
 
 class ForwardingDisabledError(RejectedRequestError):

@@ -21,6 +21,7 @@ from receiver.exceptions import (
     SignatureError,
     StoppedPartWayError,
     StoreUnavailableError,
+    TooManyPingsError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: dict[type[ReceiverError], int] = {
     InvalidRequestError: 400,
     ForwardingDisabledError: 409,
     ConflictError: 409,
+    TooManyPingsError: 429,
     UnsupportedMediaTypeError: 415,
     PayloadTooLargeError: 413,
     StoreUnavailableError: 503,
@@ -52,6 +54,7 @@ HEADERS_BY_ERROR: dict[type[ReceiverError], dict[str, str]] = {
     PayloadTooLargeError: {"connection": "close"},
     UnsupportedMediaTypeError: {"connection": "close"},
     StoreUnavailableError: {"retry-after": str(RETRY_AFTER_SECONDS)},
+    TooManyPingsError: {"retry-after": str(RETRY_AFTER_SECONDS)},
     ReceiverError: {"retry-after": str(RETRY_AFTER_SECONDS)},
 }
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from receiver.forward.forwarder import Forwarder
+from receiver.forward.ping import Pinger
 from receiver.settings import Settings
 from receiver.signatures import Verifier
 from receiver.store.writer import EventWriter
@@ -21,6 +22,8 @@ class Services:
     verifier: Verifier
     writer: EventWriter
     forwarder: Forwarder | None
+    # Test sends: the admin API's and the console's.
+    pinger: Pinger
     # None when tracing is off: the ingest path then starts no span at all.
     tracing: Tracing | None = None
 

@@ -5,7 +5,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from receiver.console import actions, pages, recovery
+from receiver.console import actions, pages, pings, recovery
 from receiver.console.access import Tokens
 from receiver.console.errors import CONSOLE_EXCEPTION_HANDLERS
 from receiver.console.guard import ConsoleGuard, SecurityHeaders
@@ -43,6 +43,7 @@ def console_mount(settings: Settings) -> Mount:
             Route("/destinations/{name}", recovery.destination),
             Route("/destinations/{name}/replay", recovery.confirm_replay, methods=["GET"]),
             Route("/destinations/{name}/replay", actions.replay_destination, methods=["POST"]),
+            Route("/destinations/{name}/ping", pings.ping_destination, methods=["POST"]),
             Route("/replay", recovery.replay, methods=["GET"]),
             Route("/replay", actions.replay_matching, methods=["POST"]),
             Route("/reprocess", recovery.confirm_reprocess, methods=["GET"]),

@@ -23,7 +23,8 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver.bodies import read_small_body
-from receiver.exceptions import InvalidRequestError, UnauthorizedError
+from receiver.destinations import find_destination
+from receiver.exceptions import InvalidRequestError, NotFoundError, UnauthorizedError
 from receiver.metrics import metrics_of
 from receiver.model import Outcome
 from receiver.operators import actions, replays
@@ -271,6 +272,23 @@ async def reprocess_events(request: Request) -> Response:
     return ORJSONResponse(counts.as_json())
 
 
+class PingRequest(_Strict):
+    """Nothing to give: the body is empty, or `{}`."""
+
+
+async def ping_destination(request: Request) -> Response:
+    """Send the destination one signed `receiver.ping` (`forward.ping`): 200 with its
+    answer, whatever that was (`ok` says whether it was a 2xx)."""
+    await _body(PingRequest, request)
+    services = services_of(request)
+    try:
+        destination = find_destination(services.settings.forwarding, request.path_params["name"])
+    except InvalidRequestError as exc:
+        raise NotFoundError(str(exc)) from exc
+    answer = await services.pinger.ping(destination, WHO)
+    return ORJSONResponse(answer.as_json())
+
+
 async def _body(model: type[M], request: Request) -> M:
     """The JSON body, read bounded (`receiver.bodies`: 64 KiB, the request deadline)."""
     body = await read_small_body(request)
@@ -300,6 +318,7 @@ def admin_mount(token: SecretStr | None) -> Mount:
             Route("/reprocess", reprocess_events, methods=["POST"]),
             Route("/deliveries", show_deliveries),
             Route("/destinations", show_destinations),
+            Route("/destinations/{name}/ping", ping_destination, methods=["POST"]),
             Route("/records", show_records),
             Route("/records/{task_id:path}", show_record),
             Route("/tasks", register_task, methods=["POST"]),
