@@ -52,6 +52,8 @@ DESTINATION_KEYS = (
     "event_types",
     "outcomes",
     "max_in_flight",
+    "max_per_second",
+    "rate_last_minute",
     *COUNTED,
     "oldest_pending",
     "last_success_at",
@@ -168,6 +170,9 @@ def destinations(listing: dict[str, Any]) -> str:
         title = entry["destination"] + ("" if entry["configured"] else " (not configured)")
         oldest = entry["oldest_pending"]
         shown = {**entry, "oldest_pending": f"{oldest['age_seconds']} s ago" if oldest else None}
+        if entry["configured"] and entry["max_per_second"] is None:
+            shown["max_per_second"] = "unlimited"
+        shown["rate_last_minute"] = f"{entry['rate_last_minute']}/s"
         parts.append(f"{title}\n" + details(shown, DESTINATION_KEYS) + _dead_letters_hint(entry))
     return "\n\n".join(parts)
 

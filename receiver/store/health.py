@@ -7,7 +7,7 @@ a forwarder is falling behind on.
 """
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,9 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.destinations import Destination, find_destination, shown_url
 from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
-from receiver.store.tables import deliveries, destination_health
+from receiver.store.tables import attempts, deliveries, destination_health
 
 COUNTED = (*(state.value for state in DeliveryState), ORPHANED)
+# The span `rate_last_minute` is averaged over: long enough that a rate of a few a second
+# reads steadily, short enough to show a lane held back by its `max_per_second` now.
+RATE_SECONDS = 60
 
 
 async def collect_health(
@@ -39,6 +42,7 @@ async def collect_health(
         .group_by(deliveries.c.destination)
     )
     health = await connection.execute(sa.select(destination_health))
+    rates = await _rates(connection)
     entries = {d.name: _configured_entry(d) for d in destinations}
     for name, state, count in counts:
         entry = entries.setdefault(name, _entry(name))
@@ -48,6 +52,8 @@ async def collect_health(
             entries[name]["oldest_pending"] = oldest_pending(created_at)
     for row in health:
         _add_health(entries.setdefault(row.destination, _entry(row.destination)), row)
+    for name, rate in rates.items():
+        entries.setdefault(name, _entry(name))["rate_last_minute"] = rate
     known = [entries.pop(name) for name in configured]
     return known + [entries[name] for name in sorted(entries)]
 
@@ -78,6 +84,7 @@ async def destination_health_of(
     ).first()
     if row is not None:
         _add_health(entry, row)
+    entry["rate_last_minute"] = (await _rates(connection, name)).get(name, 0.0)
     named = entry["configured"] or row is not None or any(entry[state] for state in COUNTED)
     return entry if named else None
 
@@ -99,6 +106,23 @@ async def refuse_unknown_destination(
     )
     if not (await connection.execute(named)).scalar_one():
         find_destination(destinations, name)
+
+
+async def _rates(connection: AsyncConnection, name: str | None = None) -> dict[str, float]:
+    """Attempts started in the last RATE_SECONDS a second, by destination: every
+    forwarder's, as the database holds them. It reads a range of the attempts' index on
+    attempted_at (a minute of attempts), each joined to its delivery by its key."""
+    since = datetime.now(UTC) - timedelta(seconds=RATE_SECONDS)
+    rows = await connection.execute(
+        sa.select(deliveries.c.destination, sa.func.count())
+        .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
+        .where(
+            attempts.c.attempted_at >= since,
+            *([deliveries.c.destination == name] if name is not None else []),
+        )
+        .group_by(deliveries.c.destination)
+    )
+    return {destination: round(count / RATE_SECONDS, 2) for destination, count in rows}
 
 
 def _add_health(entry: dict[str, Any], row: sa.Row[Any]) -> None:
@@ -128,11 +152,13 @@ def _entry(name: str) -> dict[str, Any]:
         "event_types": None,
         "outcomes": None,
         "max_in_flight": None,
+        "max_per_second": None,
         **dict.fromkeys(COUNTED, 0),
         "oldest_pending": None,
         "last_success_at": None,
         "last_failure_at": None,
         "consecutive_failures": 0,
+        "rate_last_minute": 0.0,
     }
 
 
@@ -146,6 +172,8 @@ def _configured_entry(destination: Destination) -> dict[str, Any]:
         # "every outcome", which it is not.
         "outcomes": sorted(destination.wanted_outcomes),
         "max_in_flight": destination.max_in_flight,
+        # None: unlimited.
+        "max_per_second": destination.max_per_second,
     }
 
 
