@@ -17,6 +17,7 @@ import uvloop
 from receiver.app import create_app
 from receiver.forward.worker import run_worker
 from receiver.logs import configure_logging, raised_at
+from receiver.operators.destination_states import disable_command, enable_command
 from receiver.operators.inspection import deliveries, destinations, events, records, stats
 from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.notify import notify
@@ -62,6 +63,8 @@ for command in (
 ):
     cli.add_command(command)
 destinations.add_command(ping_command)
+for command in (enable_command, disable_command):
+    destinations.add_command(command)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from receiver.console import actions, pages, pings, recovery
+from receiver.console import destination_states as switches
 from receiver.console.access import Tokens
 from receiver.console.errors import CONSOLE_EXCEPTION_HANDLERS
 from receiver.console.guard import ConsoleGuard, SecurityHeaders
@@ -44,6 +45,10 @@ def console_mount(settings: Settings) -> Mount:
             Route("/destinations/{name}/replay", recovery.confirm_replay, methods=["GET"]),
             Route("/destinations/{name}/replay", actions.replay_destination, methods=["POST"]),
             Route("/destinations/{name}/ping", pings.ping_destination, methods=["POST"]),
+            Route("/destinations/{name}/disable", switches.confirm_disable, methods=["GET"]),
+            Route("/destinations/{name}/disable", switches.disable, methods=["POST"]),
+            Route("/destinations/{name}/enable", switches.confirm_enable, methods=["GET"]),
+            Route("/destinations/{name}/enable", switches.enable, methods=["POST"]),
             Route("/replay", recovery.replay, methods=["GET"]),
             Route("/replay", actions.replay_matching, methods=["POST"]),
             Route("/reprocess", recovery.confirm_reprocess, methods=["GET"]),

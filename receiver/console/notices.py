@@ -36,6 +36,9 @@ FIXED = {
     "reconciled": "Rivya was asked about this task.",
     "auth_failed": "Rivya refused the API key: nothing was asked.",
     "unavailable": "Rivya's API was unavailable: try again later.",
+    "disabled": "Disabled: nothing is sent to it until it is enabled.",
+    "enabled": "Enabled: its pending deliveries are sent again.",
+    "unchanged": "Nothing changed: it already was.",
 }
 UNREADABLE = "Done."
 

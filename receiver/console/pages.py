@@ -30,7 +30,7 @@ from receiver.operators.replays import ReplayState
 from receiver.services import services_of
 from receiver.store.activity import hourly_activity
 from receiver.store.database import transaction
-from receiver.store.deliveries import ORPHANED, DeliveryState
+from receiver.store.deliveries import DISABLED, ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
 from receiver.store.health import refuse_unknown_destination
 from receiver.store.notifications import last_notifications
@@ -56,6 +56,7 @@ SHOWN_NOTIFICATIONS = 10
 DELIVERY_STATES = (
     DeliveryState.DEAD.value,
     DeliveryState.PENDING.value,
+    DISABLED,
     ORPHANED,
     DeliveryState.DELIVERED.value,
     DeliveryState.REPLAYED.value,

@@ -39,6 +39,7 @@ from receiver.store.conditions import (
 )
 from receiver.store.database import transaction
 from receiver.store.deliveries import DEAD_LETTERS
+from receiver.store.destination_states import Disabled, disabled_destinations_in
 from receiver.store.events import Submission, run_on, store_events
 
 # Dead letters a coalesced event names (with its count of all of them).
@@ -57,6 +58,7 @@ RIVYA_KEY = "rivya-key"
 STUCK_RECORDS = "records"
 PAUSED = "paused:"
 BACKLOG = "backlog:"
+DISABLED = "disabled:"
 
 
 class Alerts:
@@ -208,6 +210,7 @@ class Alerts:
             stuck_before = now - timedelta(seconds=self._settings.alert_stuck_records_seconds)
             stuck = await stuck_records(connection, stuck_before, STUCK_RECORDS_COUNTED)
             successes = await last_successes(connection)
+            disabled = await disabled_destinations_in(connection)
         coalesce = timedelta(seconds=self._settings.alert_coalesce_seconds)
         configured = {destination.name for destination in self._destinations}
         for name, condition in in_progress.items():
@@ -219,7 +222,8 @@ class Alerts:
             elif name.startswith((PAUSED, BACKLOG)) and _subject(name) not in configured:
                 # A destination no longer configured: nothing will end its conditions.
                 await self.end(name, lambda _: None, condition.started_at)
-        await self._check_backlogs(backlogs, in_progress, now)
+        await self._check_disabled(disabled, backlogs, in_progress, now)
+        await self._check_backlogs(backlogs, in_progress, now, disabled)
         if stuck is not None and STUCK_RECORDS not in in_progress:
             threshold = self._settings.alert_stuck_records_seconds
             since = stuck.oldest_changed_at + timedelta(seconds=threshold)
@@ -235,11 +239,48 @@ class Alerts:
             # next ones raise it again.
             await self.end(STUCK_RECORDS, lambda _: None, in_progress[STUCK_RECORDS].started_at)
 
+    async def _check_disabled(
+        self,
+        disabled: dict[str, Disabled],
+        backlogs: dict[str, Backlog],
+        in_progress: dict[str, Condition],
+        now: datetime,
+    ) -> None:
+        """Raised for each destination disabled, however (a 410 Gone, an operator, another
+        replica), as of when it was, so replicas agree on its ID; ended once it is enabled.
+        Disabling is rare and read from the table, so it is looked at here rather than
+        handed over by each process that can do it."""
+        for name, state in disabled.items():
+            if DISABLED + name in in_progress:
+                continue
+            backlog = backlogs.get(name)
+            data = {
+                "destination": name,
+                "disabled_by": state.disabled_by,
+                "reason": state.reason,
+                "pending": backlog.pending if backlog else 0,
+            }
+            event = OperationalEvent(
+                OperationalType.DESTINATION_DISABLED, DISABLED + name, state.disabled_at, now, data
+            )
+            await self.start(event, detail=state.disabled_by)
+        for name, condition in in_progress.items():
+            if name.startswith(DISABLED) and _subject(name) not in disabled:
+                await self.end(name, _enabled(_subject(name), now), condition.started_at)
+
     async def _check_backlogs(
-        self, backlogs: dict[str, Backlog], in_progress: dict[str, Condition], now: datetime
+        self,
+        backlogs: dict[str, Backlog],
+        in_progress: dict[str, Condition],
+        now: datetime,
+        disabled: dict[str, Disabled],
     ) -> None:
         threshold = self._settings.alert_backlog_age_seconds
         for destination in self._destinations:
+            if destination.name in disabled:
+                # Its pending deliveries wait for an operator, not for a forwarder: the
+                # disabled event says so, and its backlog is looked at again once enabled.
+                continue
             name = BACKLOG + destination.name
             backlog = backlogs.get(destination.name)
             age = (now - backlog.oldest).total_seconds() if backlog else 0.0
@@ -334,6 +375,21 @@ def _resumed(destination: str, now: datetime) -> Callable[[Condition], Operation
         }
         return OperationalEvent(
             OperationalType.DESTINATION_RESUMED, PAUSED + destination, since, now, data
+        )
+
+    return event
+
+
+def _enabled(destination: str, now: datetime) -> Callable[[Condition], OperationalEvent]:
+    def event(disabled: Condition) -> OperationalEvent:
+        since = disabled.started_at
+        data = {
+            "destination": destination,
+            "disabled_by": disabled.detail,
+            "disabled_seconds": round((now - since).total_seconds(), 1),
+        }
+        return OperationalEvent(
+            OperationalType.DESTINATION_ENABLED, DISABLED + destination, since, now, data
         )
 
     return event

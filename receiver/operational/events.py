@@ -24,6 +24,8 @@ class OperationalType(StrEnum):
     DELIVERY_DEAD = "receiver.delivery.dead"
     DESTINATION_PAUSED = "receiver.destination.paused"
     DESTINATION_RESUMED = "receiver.destination.resumed"
+    DESTINATION_DISABLED = "receiver.destination.disabled"
+    DESTINATION_ENABLED = "receiver.destination.enabled"
     BACKLOG_STUCK = "receiver.backlog.stuck"
     BACKLOG_CLEARED = "receiver.backlog.cleared"
     CREDITS_LOW = "receiver.credits.low"

@@ -17,6 +17,7 @@ from receiver.forward.breaker import MAX_PAUSE_SECONDS
 from receiver.operational.alerts import STUCK_RECORDS_COUNTED
 from receiver.operational.events import OperationalEvent, OperationalType
 from receiver.operators.spans import span_text
+from receiver.store.destination_states import BY_GONE
 
 # How Apprise's services colour or mark a message (its NotifyType values); kept as text here
 # so that what a message says does not depend on the library that sends it.
@@ -128,6 +129,38 @@ def _resumed(data: Mapping[str, Any]) -> Written:
     )
 
 
+def _disabled(data: Mapping[str, Any]) -> Written:
+    destination, by = data["destination"], data["disabled_by"]
+    # The forwarder writes "410": the subscriber said it is gone for good.
+    why = "it answered 410 Gone" if by == BY_GONE else f"{by} disabled it"
+    reason = f" ({data['reason']})" if data.get("reason") and by != BY_GONE else ""
+    pending = _counted(data["pending"], "delivery waits", "deliveries wait")
+    return (
+        f"Destination disabled: {destination}",
+        [
+            f"Nothing is sent to {destination}: {why}{reason}. {pending}, and new events are"
+            " still queued to it, until it is enabled."
+        ],
+        FAILURE,
+        f"receiver destinations enable {destination}",
+        _destination_page(destination),
+    )
+
+
+def _enabled(data: Mapping[str, Any]) -> Written:
+    destination = data["destination"]
+    return (
+        f"Destination enabled: {destination}",
+        [
+            f"{destination} is sent its pending deliveries again, disabled"
+            f" {_duration(data['disabled_seconds'])}."
+        ],
+        SUCCESS,
+        "receiver destinations list",
+        _destination_page(destination),
+    )
+
+
 def _backlog(data: Mapping[str, Any], stuck: bool) -> Written:
     destination = data["destination"]
     pending = _counted(data["pending"], "delivery", "deliveries")
@@ -208,6 +241,8 @@ _WRITERS: dict[OperationalType, Callable[[Mapping[str, Any]], Written]] = {
     OperationalType.DELIVERY_DEAD: _dead,
     OperationalType.DESTINATION_PAUSED: _paused,
     OperationalType.DESTINATION_RESUMED: _resumed,
+    OperationalType.DESTINATION_DISABLED: _disabled,
+    OperationalType.DESTINATION_ENABLED: _enabled,
     OperationalType.BACKLOG_STUCK: lambda data: _backlog(data, stuck=True),
     OperationalType.BACKLOG_CLEARED: lambda data: _backlog(data, stuck=False),
     OperationalType.CREDITS_LOW: lambda data: _credits(data, low=True),

@@ -28,6 +28,7 @@ from receiver.exceptions import InvalidRequestError, NotFoundError, Unauthorized
 from receiver.metrics import metrics_of
 from receiver.model import Outcome
 from receiver.operators import actions, replays
+from receiver.operators.destination_states import checked_reason, switch_destination
 from receiver.operators.moments import Moment
 from receiver.operators.openapi import openapi_route
 from receiver.operators.replays import ReplayState
@@ -128,7 +129,7 @@ class EventsQuery(Window):
 
 
 class DeliveriesQuery(_Strict):
-    state: DeliveryState | Literal["orphaned"] | None = None
+    state: DeliveryState | Literal["orphaned", "disabled"] | None = None
     destination: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = None
@@ -289,6 +290,46 @@ async def ping_destination(request: Request) -> Response:
     return ORJSONResponse(answer.as_json())
 
 
+class EnableRequest(_Strict):
+    """Nothing to give: the body is empty, or `{}`."""
+
+
+class DisableRequest(_Strict):
+    reason: str | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _check_reason(cls, value: str | None) -> str | None:
+        try:
+            return checked_reason(value)
+        except InvalidRequestError as exc:
+            raise ValueError(str(exc).removeprefix("reason: ")) from exc
+
+
+async def enable_destination(request: Request) -> Response:
+    await _body(EnableRequest, request)
+    return await _switch(request, True, None)
+
+
+async def disable_destination(request: Request) -> Response:
+    wanted = await _body(DisableRequest, request)
+    return await _switch(request, False, wanted.reason)
+
+
+async def _switch(request: Request, enable: bool, reason: str | None) -> Response:
+    """200 with what changed, or that nothing did (`operators.destination_states`); 404 for
+    a name no destination has (the reason was checked before: the only refusal left)."""
+    services = services_of(request)
+    name = request.path_params["name"]
+    try:
+        switched = await switch_destination(
+            services.engine, services.settings.forwarding, name, enable, WHO, reason
+        )
+    except InvalidRequestError as exc:
+        raise NotFoundError(str(exc)) from exc
+    return ORJSONResponse(switched.as_json())
+
+
 async def _body(model: type[M], request: Request) -> M:
     """The JSON body, read bounded (`receiver.bodies`: 64 KiB, the request deadline)."""
     body = await read_small_body(request)
@@ -319,6 +360,8 @@ def admin_mount(token: SecretStr | None) -> Mount:
             Route("/deliveries", show_deliveries),
             Route("/destinations", show_destinations),
             Route("/destinations/{name}/ping", ping_destination, methods=["POST"]),
+            Route("/destinations/{name}/enable", enable_destination, methods=["POST"]),
+            Route("/destinations/{name}/disable", disable_destination, methods=["POST"]),
             Route("/records", show_records),
             Route("/records/{task_id:path}", show_record),
             Route("/tasks", register_task, methods=["POST"]),

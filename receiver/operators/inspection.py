@@ -19,7 +19,7 @@ from receiver.operators.terminal import (
     run_with_store,
 )
 from receiver.store.database import transaction
-from receiver.store.deliveries import ORPHANED, DeliveryState
+from receiver.store.deliveries import DISABLED, ORPHANED, DeliveryState
 from receiver.store.filters import EventFilter
 from receiver.store.health import collect_health, refuse_unknown_destination
 from receiver.store.pages import Page
@@ -36,7 +36,7 @@ from receiver.store.stats import collect_stats
 T = TypeVar("T")
 OUTCOMES = click.Choice([outcome.value for outcome in Outcome])
 STATES = click.Choice([state.value for state in DeliveryState])
-LISTED_STATES = click.Choice([*(state.value for state in DeliveryState), ORPHANED])
+LISTED_STATES = click.Choice([*(state.value for state in DeliveryState), ORPHANED, DISABLED])
 since_option = click.option("--since", help="ISO 8601 time, or a span back from now: 24h, 7d.")
 until_option = click.option("--until", help="ISO 8601 time, or a span back from now.")
 type_option = click.option("--type", "event_type", help="Event type, e.g. generation.failed.")
@@ -145,7 +145,10 @@ def deliveries() -> None:
 
 @deliveries.command("list")
 @click.option(
-    "--state", type=LISTED_STATES, help="orphaned: pending, to a destination no longer configured."
+    "--state",
+    type=LISTED_STATES,
+    help="orphaned: pending, to a destination no longer configured; disabled: pending, to a"
+    " destination disabled.",
 )
 @click.option("--destination", help="Only deliveries to this destination.")
 @limit_option
@@ -194,7 +197,8 @@ def destinations() -> None:
 @json_option
 def destinations_list(as_json: bool) -> None:
     """Each destination: URL, filters and health, with any the database still names that
-    are no longer configured (their pending deliveries orphaned)."""
+    are no longer configured (their pending deliveries orphaned), and whether each is
+    disabled (its pending deliveries disabled)."""
     configured = load_settings().forwarding
     found = read(lambda connection: collect_health(connection, configured))
     emit({"destinations": found}, as_json, views.destinations)

@@ -59,6 +59,9 @@ DESTINATION_KEYS = (
     "last_success_at",
     "last_failure_at",
     "consecutive_failures",
+    "disabled_at",
+    "disabled_by",
+    "disabled_reason",
 )
 
 
@@ -168,12 +171,14 @@ def destinations(listing: dict[str, Any]) -> str:
     parts = []
     for entry in listing["destinations"]:
         title = entry["destination"] + ("" if entry["configured"] else " (not configured)")
+        title += " (disabled)" if entry["disabled_at"] else ""
         oldest = entry["oldest_pending"]
         shown = {**entry, "oldest_pending": f"{oldest['age_seconds']} s ago" if oldest else None}
         if entry["configured"] and entry["max_per_second"] is None:
             shown["max_per_second"] = "unlimited"
         shown["rate_last_minute"] = f"{entry['rate_last_minute']}/s"
-        parts.append(f"{title}\n" + details(shown, DESTINATION_KEYS) + _dead_letters_hint(entry))
+        hints = _dead_letters_hint(entry) + _enable_hint(entry)
+        parts.append(f"{title}\n" + details(shown, DESTINATION_KEYS) + hints)
     return "\n\n".join(parts)
 
 
@@ -186,6 +191,12 @@ def _dead_letters_hint(entry: dict[str, Any]) -> str:
         f"\nReplay its {counted(entry['dead'], 'dead letter')}: "
         f"receiver replay --destination {name} --delivery-state dead"
     )
+
+
+def _enable_hint(entry: dict[str, Any]) -> str:
+    if not entry["disabled_at"]:
+        return ""
+    return f"\nEnable it: receiver destinations enable {shlex.quote(entry['destination'])}"
 
 
 def next_attempt(delivery: dict[str, Any]) -> str | None:

@@ -34,16 +34,23 @@ class DeliveryState(StrEnum):
     RECOVERED = "recovered"
 
 
-# Not stored: how listings show a pending delivery whose destination is no longer configured.
+# Not stored: how listings show a pending delivery whose destination is no longer configured,
+# and one whose destination is disabled (`store.destination_states`).
 ORPHANED = "orphaned"
+DISABLED = "disabled"
 
 
-def shown_state(state: str, destination: str, configured: Collection[str]) -> str:
+def shown_state(
+    state: str, destination: str, configured: Collection[str], disabled: Collection[str] = ()
+) -> str:
     """A delivery's state as operators see it: pending, but orphaned when nothing will send
-    it until its destination is configured again."""
-    if state == DeliveryState.PENDING and destination not in configured:
+    it until its destination is configured again, and disabled when nothing will until its
+    destination is enabled (orphaned first: enabling alone would not send it)."""
+    if state != DeliveryState.PENDING:
+        return state
+    if destination not in configured:
         return ORPHANED
-    return state
+    return DISABLED if destination in disabled else state
 
 
 @dataclass(frozen=True, slots=True)

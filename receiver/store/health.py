@@ -3,7 +3,8 @@ of its oldest pending one, and its last success, last failure and failures since
 
 A pending delivery whose destination is not configured here is counted `orphaned`, not
 `pending`: nothing will send it until the destination is back, and it is not a backlog that
-a forwarder is falling behind on.
+a forwarder is falling behind on. One whose destination is disabled is counted `disabled`,
+for the same reason: nothing sends it until the destination is enabled.
 """
 
 from collections.abc import Sequence
@@ -14,10 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.destinations import Destination, find_destination, shown_url
-from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
+from receiver.store.deliveries import DISABLED, ORPHANED, DeliveryState, shown_state
+from receiver.store.destination_states import Disabled, disabled_destinations_in
 from receiver.store.tables import attempts, deliveries, destination_health
 
-COUNTED = (*(state.value for state in DeliveryState), ORPHANED)
+COUNTED = (*(state.value for state in DeliveryState), ORPHANED, DISABLED)
 # The span `rate_last_minute` is averaged over: long enough that a rate of a few a second
 # reads steadily, short enough to show a lane held back by its `max_per_second` now.
 RATE_SECONDS = 60
@@ -42,16 +44,20 @@ async def collect_health(
         .group_by(deliveries.c.destination)
     )
     health = await connection.execute(sa.select(destination_health))
+    disabled = await disabled_destinations_in(connection)
     rates = await _rates(connection)
     entries = {d.name: _configured_entry(d) for d in destinations}
     for name, state, count in counts:
         entry = entries.setdefault(name, _entry(name))
-        entry[shown_state(state, name, configured)] += count
+        entry[shown_state(state, name, configured, disabled)] += count
     for name, created_at in oldest:
-        if name in configured:
+        # Of a backlog being sent: not of one that waits for its destination to be enabled.
+        if name in configured and name not in disabled:
             entries[name]["oldest_pending"] = oldest_pending(created_at)
     for row in health:
         _add_health(entries.setdefault(row.destination, _entry(row.destination)), row)
+    for name, state in disabled.items():
+        _add_disabled(entries.setdefault(name, _entry(name)), state)
     for name, rate in rates.items():
         entries.setdefault(name, _entry(name))["rate_last_minute"] = rate
     known = [entries.pop(name) for name in configured]
@@ -67,6 +73,7 @@ async def destination_health_of(
     the configuration nor the database names it. Its oldest pending delivery is not read."""
     configured = {destination.name: destination for destination in destinations}
     entry = _configured_entry(configured[name]) if name in configured else _entry(name)
+    disabled = await disabled_destinations_in(connection)
     for state in DeliveryState:
         found = (
             sa.select(deliveries.c.id)
@@ -74,7 +81,7 @@ async def destination_health_of(
             .limit(limit + 1)
         )
         counted = sa.select(sa.func.count()).select_from(found.subquery())
-        entry[shown_state(state.value, name, configured)] += (
+        entry[shown_state(state.value, name, configured, disabled)] += (
             await connection.execute(counted)
         ).scalar_one()
     row = (
@@ -85,7 +92,14 @@ async def destination_health_of(
     if row is not None:
         _add_health(entry, row)
     entry["rate_last_minute"] = (await _rates(connection)).get(name, 0.0)
-    named = entry["configured"] or row is not None or any(entry[state] for state in COUNTED)
+    if name in disabled:
+        _add_disabled(entry, disabled[name])
+    named = (
+        entry["configured"]
+        or row is not None
+        or name in disabled
+        or any(entry[state] for state in COUNTED)
+    )
     return entry if named else None
 
 
@@ -124,6 +138,12 @@ async def _rates(connection: AsyncConnection) -> dict[str, float]:
     return {destination: round(count / RATE_SECONDS, 2) for destination, count in rows}
 
 
+def _add_disabled(entry: dict[str, Any], state: Disabled) -> None:
+    entry["disabled_at"] = _iso(state.disabled_at)
+    entry["disabled_by"] = state.disabled_by
+    entry["disabled_reason"] = state.reason
+
+
 def _add_health(entry: dict[str, Any], row: sa.Row[Any]) -> None:
     entry["last_success_at"] = _iso(row.last_success_at)
     entry["last_failure_at"] = _iso(row.last_failure_at)
@@ -157,6 +177,11 @@ def _entry(name: str) -> dict[str, Any]:
         "last_success_at": None,
         "last_failure_at": None,
         "consecutive_failures": 0,
+        # Set while the destination is disabled (`store.destination_states`): when, by whom
+        # ("410", or who disabled it by hand) and why.
+        "disabled_at": None,
+        "disabled_by": None,
+        "disabled_reason": None,
         "rate_last_minute": 0.0,
     }
 

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.exceptions import NotFoundError
-from receiver.store.deliveries import ORPHANED, DeliveryState, shown_state
+from receiver.store.deliveries import DISABLED, ORPHANED, DeliveryState, shown_state
+from receiver.store.destination_states import disabled_destinations_in
 from receiver.store.filters import EventFilter, count_matching_events, event_conditions, sides
 from receiver.store.pages import Page, decode_cursor, encode_cursor, jsonable, parse_moment
 from receiver.store.tables import attempts, deliveries, events, records
@@ -20,7 +21,8 @@ async def get_event(
     connection: AsyncConnection, event_id: str, configured: Collection[str] | None = None
 ) -> dict[str, Any]:
     """One event with its deliveries; given the `configured` destinations, a pending
-    delivery to another reads orphaned, as in `list_deliveries`."""
+    delivery to another reads orphaned, and one to a disabled destination disabled, as in
+    `list_deliveries`."""
     row = (await connection.execute(sa.select(events).where(events.c.id == event_id))).first()
     if row is None:
         raise NotFoundError(f"no event {event_id!r}")
@@ -32,8 +34,9 @@ async def get_event(
     event["payload"] = _payload(body)
     event["deliveries"] = await _deliveries_of(connection, event_id)
     if configured is not None:
+        disabled = await disabled_destinations_in(connection)
         for delivery in event["deliveries"]:
-            shown = shown_state(delivery["state"], delivery["destination"], configured)
+            shown = shown_state(delivery["state"], delivery["destination"], configured, disabled)
             delivery["state"] = shown
     return event
 
@@ -124,7 +127,7 @@ async def count_events(connection: AsyncConnection, which: EventFilter, limit: i
 
 @dataclass(frozen=True, slots=True)
 class DeliveryFilter:
-    state: str | None = None  # a DeliveryState, or ORPHANED
+    state: str | None = None  # a DeliveryState, ORPHANED or DISABLED
     destination: str | None = None
 
 
@@ -136,12 +139,17 @@ async def list_deliveries(
     cursor: str | None = None,
 ) -> Page:
     """Newest first; `cursor` continues from the previous page's end. A pending delivery
-    of a destination not in `configured` is listed, and selected, as orphaned."""
+    of a destination not in `configured` is listed, and selected, as orphaned; one of a
+    destination disabled (read in this transaction) as disabled."""
     query = sa.select(*DELIVERY_COLUMNS).order_by(deliveries.c.id.desc()).limit(limit)
     if cursor is not None:
         (before_id,) = decode_cursor(cursor, int)
         query = query.where(deliveries.c.id < int(before_id))
-    conditions = _delivery_conditions(which, sorted(configured), _as_is)
+    # A handful of names: the filter's IN lists stay short.
+    disabled = await disabled_destinations_in(connection)
+    enabled = sorted(name for name in configured if name not in disabled)
+    stopped = sorted(name for name in configured if name in disabled)
+    conditions = _delivery_conditions(which, sorted(configured), enabled, stopped, _as_is)
     # Dead letters come newest first from their own indexes (tables.py), without a sort.
     # PostgreSQL weighs the two ways itself, from its statistics (5 ms, measured); SQLite
     # has none and takes the index.
@@ -150,10 +158,12 @@ async def list_deliveries(
         found = sa.select(deliveries.c.id).where(*conditions).limit(SORTED_AT_MOST + 1)
         many = sa.select(sa.func.count()).select_from(found.subquery())
         if (await connection.execute(many)).scalar_one() > SORTED_AT_MOST:
-            conditions = _delivery_conditions(which, sorted(configured), _unindexed)
+            conditions = _delivery_conditions(
+                which, sorted(configured), enabled, stopped, _unindexed
+            )
     rows = [jsonable(row._asdict()) for row in await connection.execute(query.where(*conditions))]
     for row in rows:
-        row["state"] = shown_state(row["state"], row["destination"], configured)
+        row["state"] = shown_state(row["state"], row["destination"], configured, disabled)
     next_cursor = encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
     return Page(rows, next_cursor)
 
@@ -175,14 +185,21 @@ def _unindexed(column: Any) -> Any:
 
 
 def _delivery_conditions(
-    which: DeliveryFilter, configured: list[str], column: Callable[[Any], Any]
+    which: DeliveryFilter,
+    configured: list[str],
+    enabled: list[str],
+    disabled: list[str],
+    column: Callable[[Any], Any],
 ) -> list[Any]:
+    """`enabled` and `disabled`: the configured names, parted by whether they are."""
     state, destination = column(deliveries.c.state), column(deliveries.c.destination)
     conditions = []
     if which.state == ORPHANED:
         conditions += [state == DeliveryState.PENDING.value, destination.not_in(configured)]
+    elif which.state == DISABLED:
+        conditions += [state == DeliveryState.PENDING.value, destination.in_(disabled)]
     elif which.state == DeliveryState.PENDING:
-        conditions += [state == which.state, destination.in_(configured)]
+        conditions += [state == which.state, destination.in_(enabled)]
     elif which.state is not None:
         conditions.append(state == which.state)
     if which.destination is not None:

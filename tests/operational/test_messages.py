@@ -41,6 +41,17 @@ DATA: dict[OperationalType, dict[str, Any]] = {
         "pause_seconds": 30.0,
     },
     OperationalType.DESTINATION_RESUMED: {"destination": "billing", "paused_seconds": 754.2},
+    OperationalType.DESTINATION_DISABLED: {
+        "destination": "billing",
+        "disabled_by": "410",
+        "reason": "410 Gone",
+        "pending": 42,
+    },
+    OperationalType.DESTINATION_ENABLED: {
+        "destination": "billing",
+        "disabled_by": "410",
+        "disabled_seconds": 3725.0,
+    },
     OperationalType.BACKLOG_STUCK: {
         "destination": "billing",
         "pending": 120,
@@ -75,6 +86,8 @@ NUMBERS = {
         f"twice as long (up to {round(MAX_PAUSE_SECONDS)} s)",
     ],
     OperationalType.DESTINATION_RESUMED: ["paused 12 min"],
+    OperationalType.DESTINATION_DISABLED: ["answered 410 Gone", "42 deliveries wait"],
+    OperationalType.DESTINATION_ENABLED: ["disabled 1 h 2 min"],
     OperationalType.BACKLOG_STUCK: ["120 deliveries pending", "16 min old", "over 15 min"],
     OperationalType.BACKLOG_CLEARED: ["under 15 min"],
     OperationalType.CREDITS_LOW: ["40 credits", "threshold of 100"],
