@@ -25,6 +25,7 @@ from standardwebhooks import Webhook
 
 from receiver.destinations import DEFAULT_NAME, Destination
 from receiver.signatures import WebhookSecret
+from tests.cli_processes import run_forked
 
 # One client for the suite's requests: a client of its own per request (`httpx.post`) builds
 # an SSL context each time, 50 ms here, which thousands of requests turned into minutes.
@@ -139,17 +140,9 @@ def run_cli(
     *args: str, env: dict[str, str], cwd: Path, answer: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """`receiver ARGS...` as an operator types it, in its own process; `answer` is typed
-    in (to a confirmation; none by default, never the test runner's own input)."""
-    return subprocess.run(
-        [sys.executable, "-m", "receiver", *args],
-        env={"PATH": os.environ.get("PATH", ""), **env},
-        cwd=cwd,
-        input=answer,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    in (to a confirmation; none by default, never the test runner's own input). Forked from
+    a process that has imported the CLI already (tests/cli_processes.py)."""
+    return run_forked(args, {"PATH": os.environ.get("PATH", ""), **env}, cwd, answer, timeout=60)
 
 
 def free_port() -> int:
@@ -260,6 +253,10 @@ def always(status: int) -> Respond:
 
 
 ANSWER_200 = always(200)
+# RECEIVER_FORWARD_RETRY_SCHEDULE with no retries: each delivery has one attempt, so a sink
+# answering 500 makes a dead letter at once. (A 410 would too, but it also disables the
+# destination, which stops the dead letters after the first.)
+ONE_ATTEMPT = ","
 
 
 class Downstream:
