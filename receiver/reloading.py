@@ -46,6 +46,9 @@ FINGERPRINT_HEX = 12
 # Where a reload reads the variables `signing_secrets_env` names, as `load_settings` does.
 ENV_FILE = Path(".env")
 NOTHING_TO_RELOAD = "RECEIVER_DESTINATIONS_FILE: is not set: there is nothing to reload"
+# Reloads waiting for the one in progress: one is enough, as it reads the file when its turn
+# comes, so a burst of signals costs two reloads, not one each.
+MAX_WAITING_RELOADS = 1
 # How a changed secret is shown: never its value, nor its fingerprint, in a diff.
 SECRETS_ROTATED = "signing secrets rotated"
 
@@ -197,9 +200,15 @@ class Reloader:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._listening:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        # Not waited for: the parts are stopping, and a read may hang (a file on a volume
+        # that does not answer) where a stop must not.
+        for task in self._running:
+            task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 
     def _on_signal(self) -> None:
+        if len(self._running) > MAX_WAITING_RELOADS:
+            return  # one in progress and one waiting: the waiting one reads the file anew
         task = asyncio.create_task(self.reload(), name="reload")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
