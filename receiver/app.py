@@ -4,6 +4,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 import structlog
 from starlette.applications import Starlette
@@ -22,6 +23,7 @@ from receiver.operational.notifier import Notifier, notifications_table
 from receiver.operators.admin import RequireAdminToken, admin_mount
 from receiver.pruner import Pruner
 from receiver.reconcile.reconciler import Reconciler
+from receiver.reloading import Reloader
 from receiver.responses import EXCEPTION_HANDLERS
 from receiver.services import Services
 from receiver.settings import Settings
@@ -105,6 +107,7 @@ def create_app(
                     tracer=tracer,
                 )
             )
+            reconciler = None
             if settings.rivya_api_key is not None:
                 reconciler = await stack.enter_async_context(
                     Reconciler(
@@ -118,8 +121,9 @@ def create_app(
                     )
                 )
                 reconciler.run_periodically()
+            pruner = None
             if settings.retention_days:
-                await stack.enter_async_context(
+                pruner = await stack.enter_async_context(
                     Pruner(engine, settings, on_run=metrics.observe_retention)
                 )
             # A session of its own: a test send never waits behind the deliveries' lanes.
@@ -129,6 +133,19 @@ def create_app(
             )
             app.state.services = Services(
                 settings, engine, verifier, writer, forwarder, pinger, tracing
+            )
+
+            def use_settings(reloaded: Settings) -> None:
+                app.state.services = replace(app.state.services, settings=reloaded)
+
+            # Last, so that it stops first: no reload starts while the parts stop.
+            await stack.enter_async_context(
+                Reloader(
+                    engine,
+                    settings,
+                    (forwarder, writer, alerts, reconciler, pruner),
+                    on_settings=use_settings,
+                )
             )
             # Everything made so far lives as long as the process. Freezing it keeps the
             # collector's full passes to what requests allocate: unfrozen, they paused

@@ -23,6 +23,7 @@ from receiver.operators.maintenance import prune, replay, reprocess
 from receiver.operators.notify import notify
 from receiver.operators.nouns import counted
 from receiver.operators.pings import ping_command
+from receiver.operators.reloads import reload_command
 from receiver.operators.sample import SAMPLE_TYPES, build_sample_event, sign_sample_event
 from receiver.operators.tasks import reconcile, tasks
 from receiver.operators.terminal import (
@@ -63,7 +64,7 @@ for command in (
 ):
     cli.add_command(command)
 destinations.add_command(ping_command)
-for command in (enable_command, disable_command):
+for command in (enable_command, disable_command, reload_command):
     destinations.add_command(command)
 
 
