@@ -79,7 +79,7 @@ def attempts_to(database_url: str, name: str) -> int:
 
 def entry_of(listing: dict[str, Any], name: str) -> dict[str, Any]:
     (entry,) = [d for d in listing["destinations"] if d["destination"] == name]
-    return entry
+    return dict(entry)
 
 
 @pytest.mark.sqlite_only
