@@ -168,7 +168,8 @@ def test_a_410_disables_billing_its_pending_wait_as_disabled_and_enable_sends_ea
     sent = Counter(setup.billing.ids())
     assert sent == Counter([first, *expected]), "each waiting delivery is sent once"
     assert ids(operator, "delivered") == expected
-    assert ids(operator, "disabled") == [] and ids(operator, "dead") == [first]
+    assert ids(operator, "disabled") == []
+    assert ids(operator, "dead") == [first]
     again = operator.run("destinations", "enable", "billing")
     assert again.strip() == "billing was not disabled: nothing changed."
 
