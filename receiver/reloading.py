@@ -49,6 +49,9 @@ NOTHING_TO_RELOAD = "RECEIVER_DESTINATIONS_FILE: is not set: there is nothing to
 # Reloads waiting for the one in progress: one is enough, as it reads the file when its turn
 # comes, so a burst of signals costs two reloads, not one each.
 MAX_WAITING_RELOADS = 1
+# The record is for operators' comparisons only: a database that does not answer within this
+# must not hold a start, or the reloads queued behind this one, any longer.
+RECORD_TIMEOUT_SECONDS = 10.0
 # How a changed secret is shown: never its value, nor its fingerprint, in a diff.
 SECRETS_ROTATED = "signing secrets rotated"
 
@@ -128,9 +131,9 @@ async def record_configuration(engine: AsyncEngine, settings: Settings) -> None:
     database refuses: the configuration is applied all the same, and the next reload or
     start writes it again."""
     try:
-        async with engine.begin() as connection:
+        async with asyncio.timeout(RECORD_TIMEOUT_SECONDS), engine.begin() as connection:
             await record_applied(connection, describe_all(settings.forwarding), datetime.now(UTC))
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError) as exc:  # TimeoutError is an OSError
         log.warning("destinations_record_failed", error_class=type(exc).__name__)
 
 
