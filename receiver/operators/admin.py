@@ -273,14 +273,14 @@ async def reprocess_events(request: Request) -> Response:
     return ORJSONResponse(counts.as_json())
 
 
-class PingRequest(_Strict):
-    """Nothing to give: the body is empty, or `{}`."""
+class EmptyRequest(_Strict):
+    """Nothing to give (a ping, an enable): the body is empty, or `{}`."""
 
 
 async def ping_destination(request: Request) -> Response:
     """Send the destination one signed `receiver.ping` (`forward.ping`): 200 with its
     answer, whatever that was (`ok` says whether it was a 2xx)."""
-    await _body(PingRequest, request)
+    await _body(EmptyRequest, request)
     services = services_of(request)
     try:
         destination = find_destination(services.settings.forwarding, request.path_params["name"])
@@ -288,10 +288,6 @@ async def ping_destination(request: Request) -> Response:
         raise NotFoundError(str(exc)) from exc
     answer = await services.pinger.ping(destination, WHO)
     return ORJSONResponse(answer.as_json())
-
-
-class EnableRequest(_Strict):
-    """Nothing to give: the body is empty, or `{}`."""
 
 
 class DisableRequest(_Strict):
@@ -307,7 +303,7 @@ class DisableRequest(_Strict):
 
 
 async def enable_destination(request: Request) -> Response:
-    await _body(EnableRequest, request)
+    await _body(EmptyRequest, request)
     return await _switch(request, True, None)
 
 
