@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
+from receiver.forward.ping import escape_body
 from tests.conftest import ADMIN_TOKEN, Rivya
 from tests.databases import reading
 from tests.forward.answering import Answer, AnsweringSink
@@ -257,3 +260,10 @@ def test_a_disabled_destination_is_still_pinged(
     answer = answer_of(rivya, "gone")
     assert (answer["http_status"], answer["body"]) == (410, "retired")
     assert len(sinks["gone"].received) == before + 1
+
+
+@given(st.binary(max_size=600))
+def test_the_escaped_body_is_printable_and_reads_back_to_the_bytes(raw: bytes) -> None:
+    shown = escape_body(raw)
+    assert all(" " <= c <= "~" or c in "\t\n" for c in shown)
+    assert shown.encode().decode("unicode_escape").encode("latin-1") == raw
