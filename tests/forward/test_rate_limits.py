@@ -212,3 +212,24 @@ def test_the_default_destination_takes_forward_max_per_second(
     # A token every 2 s; the loop wakes for it, give or take a scheduling hiccup.
     assert 1.8 <= second - first <= 2.6
     assert 1.8 <= third - second <= 2.6
+
+
+@pytest.mark.any_backend
+def test_retries_go_through_the_same_limit(
+    start_server: StartServer,
+    own_downstream: StartDownstream,
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """Every first attempt answered 503 and retried at once: the 40 attempts of 20 events,
+    first attempts and retries alike, reach the sink at `max_per_second`, not faster."""
+    sink = own_downstream(lambda _, earlier: (503 if earlier == 0 else 200, {}))
+    server = start_server(
+        forward_url=sink.url, forward_max_per_second="10", forward_retry_schedule="0.01"
+    )
+    events = 20
+    store_backlog(Rivya(server, secrets_in_use[0], sensitive), events)
+    wait_until(lambda: len(sink.received) >= 2 * events, timeout=15)
+    times = arrivals(sink)
+    assert len(times) == 2 * events
+    assert_rate(times, 10)
