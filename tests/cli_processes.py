@@ -118,21 +118,31 @@ def run_forked(
 ) -> subprocess.CompletedProcess[str]:
     """`python -m receiver ARGS...` with exactly `env`, in `cwd`, `answer` typed in."""
     global _forker
-    if any(name.startswith("PYTHON") for name in env):
-        return subprocess.run(
-            [sys.executable, "-m", "receiver", *args],
-            env=env,
-            cwd=cwd,
-            input=answer,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+    # What only a fresh interpreter (PYTHON* variables act on its start) or `subprocess`
+    # itself (refusing a NUL or a missing directory, with its own errors) shows the same.
+    texts = [*args, *env, *env.values()]
+    interpreter = any(name.startswith("PYTHON") for name in env)
+    if interpreter or any("\x00" in text for text in texts) or not Path(cwd).is_dir():
+        return _run_fresh(args, env, cwd, answer, timeout)
     with _starting:
         if _forker is None:
             _forker = _Forker()
     return _forker.run(args, env, cwd, answer, timeout)
+
+
+def _run_fresh(
+    args: tuple[str, ...], env: dict[str, str], cwd: Path, answer: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args],
+        env=env,
+        cwd=cwd,
+        input=answer,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _fork_on_request(socket_path: str) -> dict[str, Any]:
