@@ -54,6 +54,7 @@ def audits(text: str, what: str) -> list[tuple[str, str, int]]:
 def billing_entry(operator: Operator) -> dict[str, Any]:
     listed = operator.json("destinations", "list")["destinations"]
     (entry,) = [e for e in listed if e["destination"] == "billing"]
+    assert isinstance(entry, dict)
     return entry
 
 
