@@ -1,7 +1,7 @@
 """A burst of dead letters to one destination is one coalesced `receiver.delivery.dead`
 (the count of all of them, the first few IDs) and one message: a real `receiver serve`, a
-sink answering 410 gone to every one of BURST deliveries, a subscribed sink, and a real
-notification endpoint through Apprise's `json://`; on both backends."""
+sink answering 500 to every one of BURST deliveries (each has one attempt), a subscribed
+sink, and a real notification endpoint through Apprise's `json://`; on both backends."""
 
 import threading
 import time
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from receiver.operational.alerts import FIRST_DEAD_LETTERS
 from tests.conftest import Rivya, Sensitive
-from tests.helpers import Received, ReceiverProcess, make_event, wait_until
+from tests.helpers import ONE_ATTEMPT, Received, ReceiverProcess, make_event, wait_until
 from tests.operational.observed import Sinks, stored
 
 BURST = 500
@@ -32,15 +32,16 @@ def test_a_burst_of_dead_letters_is_one_event_and_one_message(
 ) -> None:
     all_in = threading.Event()
 
-    def hold_then_gone(_: Received, __: int) -> tuple[int, dict[str, str]]:
+    def hold_then_refuse(_: Received, __: int) -> tuple[int, dict[str, str]]:
         if len(made.billing.received) >= BURST:
             all_in.set()
         all_in.wait(HOLD_SECONDS)
-        return 410, {}
+        return 500, {}
 
-    made = sinks(hold_then_gone, max_in_flight=512)
+    made = sinks(hold_then_refuse, max_in_flight=512)
     server = start_server(
         **made.settings,
+        forward_retry_schedule=ONE_ATTEMPT,
         forward_timeout_seconds=str(HOLD_SECONDS + 10),
         forward_lease_seconds=str(3 * HOLD_SECONDS),
         alert_coalesce_seconds=COALESCE_SECONDS,
@@ -57,7 +58,7 @@ def test_a_burst_of_dead_letters_is_one_event_and_one_message(
     assert (event["data"]["destination"], event["data"]["count"]) == ("billing", BURST)
     first = event["data"]["first"]
     assert [letter["event_id"] for letter in first] == [e["id"] for e in sent[:FIRST_DEAD_LETTERS]]
-    assert {(letter["attempts"], letter["last_status_code"]) for letter in first} == {(1, 410)}
+    assert {(letter["attempts"], letter["last_status_code"]) for letter in first} == {(1, 500)}
     assert event["source"] == "receiver"
     dead = sender.admin("/deliveries", params={"state": "dead", "limit": "1000"}).json()
     assert len(dead["deliveries"]) == BURST

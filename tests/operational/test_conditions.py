@@ -19,6 +19,7 @@ from tests.fake_rivya import FakeRivya
 from tests.helpers import (
     ANSWER_200,
     HTTP,
+    ONE_ATTEMPT,
     Downstream,
     Operator,
     Received,
@@ -181,28 +182,28 @@ def send(watched: Watched, n: int, first: dict[str, Any] | None = None) -> list[
 def test_dead_letters_make_one_coalesced_signed_event_per_window_sent_only_where_named(
     watch: Callable[..., Watched],
 ) -> None:
-    """A sink answering 500 until the retries run out, and 410 (dead at once) to one
-    event: one `receiver.delivery.dead` naming the destination, the count and each dead
-    letter; dead letters after that window closed make a second event, and only one."""
-    gone = make_event()
+    """A sink answering 500 until the retries run out, and 404 to one event: one
+    `receiver.delivery.dead` naming the destination, the count and each dead letter with
+    its own last answer; dead letters after that window closed make a second event, and
+    only one."""
+    missing = make_event()
 
     def respond(request: Received, _: int) -> tuple[int, dict[str, str]]:
-        return (410 if request.headers["webhook-id"] == gone["id"] else 500), {}
+        return (404 if request.headers["webhook-id"] == missing["id"] else 500), {}
 
     watched = watch(respond)
-    first = send(watched, 3, gone)
+    first = send(watched, 3, missing)
     (event,) = watched.raised(OperationalType.DELIVERY_DEAD, cli=True)
     data = event["data"]
     assert (data["destination"], data["count"]) == ("failing", 3)
     letters = {letter["event_id"]: letter for letter in data["first"]}
     assert set(letters) == set(first)
     for event_id, letter in letters.items():
-        status, attempts = (410, 1) if event_id == gone["id"] else (500, 2)
         assert letter == {
             "event_id": event_id,
             "event_type": "generation.succeeded",
-            "attempts": attempts,
-            "last_status_code": status,
+            "attempts": 2,  # QUICK's schedule: one retry
+            "last_status_code": 404 if event_id == missing["id"] else 500,
             "last_error": None,
         }
 
@@ -368,7 +369,7 @@ def test_replays_send_operational_events_only_where_named_unless_a_destination_i
     """`receiver replay --type receiver.delivery.dead` by filter goes to `ops` alone (the
     destinations naming no types are left out); to `plain`, named, it goes whatever its
     filters."""
-    watched = watch(always(410))
+    watched = watch(always(500))
     send(watched, 1)
     (dead,) = watched.raised(OperationalType.DELIVERY_DEAD)
     operator = Operator(watched.server)
@@ -414,11 +415,13 @@ WINDOWS_WATCHED = 3
 def test_a_down_subscriber_of_the_services_own_events_is_not_told_their_deliveries_died(
     watch: Callable[..., Watched],
 ) -> None:
-    """`ops` (naming `receiver.*`) answers 410: the `receiver.delivery.dead` about `failing`
-    dies on its way to it, and no `receiver.delivery.dead` about `ops` follows, window after
-    window (each would be one more to die there)."""
-    watched = watch(always(410))
-    watched.sinks["ops"].respond = always(410)
+    """`ops` (naming `receiver.*`) answers 500, each delivery's one attempt: the
+    `receiver.delivery.dead` about `failing` dies on its way to it, and no
+    `receiver.delivery.dead` about `ops` follows, window after window (each would be one
+    more to die there). Not 410, which would disable `ops` after the first death there, so
+    that no other could follow whatever the alerts did."""
+    watched = watch(always(500), forward_retry_schedule=ONE_ATTEMPT)
+    watched.sinks["ops"].respond = always(500)
     send(watched, 2)
     (event,) = watched.raised(OperationalType.DELIVERY_DEAD)
     assert event["data"]["destination"] == "failing"

@@ -21,7 +21,14 @@ from receiver.operational.messages import Message, message_for
 from receiver.operators.spans import parse_span
 from receiver.settings import Settings
 from tests.conftest import Rivya, Sensitive
-from tests.helpers import Received, ReceiverProcess, make_event, new_secret, wait_until
+from tests.helpers import (
+    ONE_ATTEMPT,
+    ReceiverProcess,
+    always,
+    make_event,
+    new_secret,
+    wait_until,
+)
 from tests.operational.observed import Sinks
 
 SINCE = datetime(2026, 12, 1, 23, 4, 5, 678_000, tzinfo=UTC)
@@ -211,13 +218,10 @@ def test_a_served_message_links_the_console_only_when_it_is_served(
 ) -> None:
     """RECEIVER_PUBLIC_URL set: a real `receiver serve`'s message about a dead letter has
     the console's link with RECEIVER_CONSOLE=true, and none with false (a page not served)."""
-
-    def gone(_: Received, __: int) -> tuple[int, dict[str, str]]:
-        return 410, {}
-
-    made = sinks(gone)
+    made = sinks(always(500))
     server = start_server(
         **made.settings,
+        forward_retry_schedule=ONE_ATTEMPT,
         console=console,
         public_url=PUBLIC,
         alert_coalesce_seconds="0.5",

@@ -1,9 +1,9 @@
 """A notification endpoint that hangs or answers 500 slows nothing: two `receiver serve`
 processes, one told of its operational events at a healthy endpoint and its twin at one in
-trouble, each raising many of them (destinations answering 410 gone: dead letters in
-short windows, paused lanes), take the same webhooks in turn; the twin answers each 2xx and
-delivers each as fast as the other, within the suite's bound. A stop (SIGTERM) with the
-endpoint hanging is prompt."""
+trouble, each raising many of them (destinations refusing everything at its one attempt:
+dead letters in short windows, paused lanes), take the same webhooks in turn; the twin
+answers each 2xx and delivers each as fast as the other, within the suite's bound. A stop
+(SIGTERM) with the endpoint hanging is prompt."""
 
 import signal
 import statistics
@@ -17,6 +17,7 @@ import pytest
 from receiver.operational.notifier import STOP_SECONDS
 from tests.conftest import Rivya, Sensitive
 from tests.helpers import (
+    ONE_ATTEMPT,
     Downstream,
     ReceiverProcess,
     always,
@@ -31,8 +32,10 @@ from tests.tracing.test_collector_trouble import LATENCY_FACTOR, LATENCY_SLACK_S
 
 # In turn to each twin: enough for a median that the machine's noise falls on alike.
 REQUESTS = 300
-# Destinations answering 410 to everything: each raises dead-letter events, window after
-# window, and a pause; enough of them that the notifier is sent an event every second or so.
+# Destinations answering 500 to everything, with one attempt a delivery (not 410, which
+# would disable each after its first dead letter): each raises dead-letter events, window
+# after window, and a pause; enough of them that the notifier is sent an event every second
+# or so.
 GONE = 8
 # Short windows, so dead letters make events all along the run, not one at its end.
 COALESCE_SECONDS = "0.5"
@@ -50,18 +53,20 @@ MAX_STOP_SECONDS = STOP_SECONDS + 5
 
 
 def told(folder: Path, endpoint: NotifyEndpoint, *tables: dict[str, Any]) -> dict[str, str]:
-    """Settings of a process forwarding to `tables`, telling `endpoint` of its events."""
+    """Settings of a process forwarding to `tables` (one attempt a delivery), telling
+    `endpoint` of its events."""
     return {
         **only(write_destinations(folder / "destinations.toml", *tables)),
         "alert_coalesce_seconds": COALESCE_SECONDS,
         "alert_check_seconds": CHECK_SECONDS,
         "notify_urls": endpoint.url(),
+        "forward_retry_schedule": ONE_ATTEMPT,
     }
 
 
 class Twin:
     """One `serve` on a database of its own, with `main` (its healthy sink), GONE
-    destinations answering 410, and the notification endpoint given."""
+    destinations answering 500, and the notification endpoint given."""
 
     def __init__(
         self,
@@ -141,7 +146,7 @@ def test_a_notification_endpoint_in_trouble_slows_neither_ingest_nor_forwarding(
     sensitive: Sensitive,
     tmp_path: Path,
 ) -> None:
-    gone = own_downstream(always(410))
+    gone = own_downstream(always(500))
     twins = {
         name: Twin(
             start_server,
@@ -197,7 +202,7 @@ def test_a_worker_stops_promptly_while_the_endpoint_hangs(
     """`receiver worker` raises the events (its forwarder's dead letters), so its notifier
     is the one holding a try on the hanging endpoint when SIGTERM comes."""
     hanging = endpoints(HANG)
-    gone = own_downstream(always(410))
+    gone = own_downstream(always(500))
     settings = told(
         tmp_path, hanging, {"name": "gone", "url": gone.url, "signing_secrets": new_secrets()}
     )
