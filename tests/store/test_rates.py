@@ -113,5 +113,5 @@ async def test_the_rate_reads_the_attempts_index_not_a_destination_s_deliveries(
         await destination_health_of(connection, "limited", [LIMITED], 10)
         (rates,) = [(s, p) for s, p in statements if "FROM attempts JOIN deliveries" in s]
         plan = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {rates[0]}", rates[1])
-        steps = [row[3] for row in plan]
+        steps = [str(row._mapping["detail"]) for row in plan]
     assert any("ix_attempts_attempted_at" in step for step in steps), steps
