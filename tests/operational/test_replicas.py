@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Rivya, Sensitive
 from tests.helpers import (
     ANSWER_200,
+    ONE_ATTEMPT,
     Received,
     ReceiverProcess,
     Respond,
@@ -110,10 +111,12 @@ def start_replicas(
 def test_dead_letters_recorded_by_both_replicas_are_one_event_counting_them_all(
     start_replicas: StartReplicas,
 ) -> None:
-    """A lane one wide and a slow 410 on each replica: both claim, both record dead
-    letters (fewer than the breaker's 20 in a row), into one window."""
+    """A lane one wide and a slow 500 on each replica, one attempt each: both claim, both
+    record dead letters (fewer than the breaker's 20 in a row), into one window."""
     letters = 16
-    replicas = start_replicas(always(410), 0.2, alert_coalesce_seconds="10")
+    replicas = start_replicas(
+        always(500), 0.2, alert_coalesce_seconds="10", forward_retry_schedule=ONE_ATTEMPT
+    )
     replicas.send([FAILED] * letters)
     replicas.each_once(DEAD)
     (event,) = replicas.sinks.received(DEAD[0])
@@ -180,13 +183,16 @@ def test_dead_letters_over_many_windows_are_each_counted_once_across_replicas(
 ) -> None:
     """Windows of 1 s closing while both replicas keep counting into the next: the events'
     counts add up to every dead letter, none lost at a window's edge, none counted twice.
-    One in five events is delivered, so that no lane's breaker trips."""
+    One in five events is delivered, so that no lane's breaker trips; the others are
+    refused at their one attempt."""
     failed, letters = b'"type":"generation.failed"', 60
 
-    def gone_if_failed(request: Received, _: int) -> tuple[int, dict[str, str]]:
-        return (410 if failed in request.body else 200), {}
+    def refuse_if_failed(request: Received, _: int) -> tuple[int, dict[str, str]]:
+        return (500 if failed in request.body else 200), {}
 
-    replicas = start_replicas(gone_if_failed, 0.1, alert_coalesce_seconds="1")
+    replicas = start_replicas(
+        refuse_if_failed, 0.1, alert_coalesce_seconds="1", forward_retry_schedule=ONE_ATTEMPT
+    )
     replicas.send(
         ["generation.succeeded" if n % 5 == 4 else FAILED for n in range(letters + letters // 4)]
     )
@@ -217,7 +223,9 @@ def test_a_window_counted_by_a_replica_killed_before_it_closes_is_closed_by_the_
 ) -> None:
     """The window lives in the database, not in the process that counted into it."""
     letters = 10
-    replicas = start_replicas(always(410), 0.1, alert_coalesce_seconds="6")
+    replicas = start_replicas(
+        always(500), 0.1, alert_coalesce_seconds="6", forward_retry_schedule=ONE_ATTEMPT
+    )
     replicas.send([FAILED] * letters)
     admin = replicas.admin(1)
 
