@@ -117,9 +117,12 @@ async def switch_destination(
 async def _enable(
     connection: AsyncConnection, destinations: Sequence[Destination], name: str
 ) -> Switched:
+    # Refused before any statement names it: a name no destination has is any text.
+    known = {d.name for d in destinations} | set(await disabled_destinations_in(connection))
+    if name not in known:
+        find_destination(destinations, name)
     ended = await enable_destination(connection, name)
     if ended is None:
-        find_destination(destinations, name)
         return Switched(name, True, False, None)
     if connection.dialect.name == "postgresql":
         # Delivered on commit: every forwarder wakes and claims what waited.

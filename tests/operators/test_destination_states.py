@@ -200,3 +200,21 @@ def test_enabling_on_postgresql_wakes_every_forwarder_at_once(
     assert billing.received == []
     operator.run("destinations", "enable", "billing")
     wait_until(lambda: billing.ids() == [event["id"]], timeout=10, what="sent on the NOTIFY")
+
+
+def test_a_destination_removed_while_disabled_can_still_be_enabled_not_disabled(
+    started: Callable[..., tuple[ReceiverProcess, Downstream]], tmp_path: Path
+) -> None:
+    """Its row would otherwise stay for ever (and disable it again if it came back)."""
+    server, _ = started()
+    Operator(server).run("destinations", "disable", "billing")
+    secret = server.env["RECEIVER_FORWARD_SIGNING_SECRETS"]
+    table = {"name": "other", "url": "http://127.0.0.1:9/hooks", "signing_secrets": secret}
+    file = write_destinations(tmp_path / "removed.toml", table)
+    removed = {**server.env, "RECEIVER_DESTINATIONS_FILE": file}
+    refused = run_cli("destinations", "disable", "billing", env=removed, cwd=server.workdir)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "Error: destination: 'billing' is not configured"
+    enabled = run_cli("destinations", "enable", "billing", env=removed, cwd=server.workdir)
+    assert enabled.returncode == 0, enabled.stderr
+    assert enabled.stdout.startswith("Enabled billing (disabled since ")
