@@ -8,7 +8,8 @@ the test gives (as `subprocess` passes it), its own working directory, stdin, st
 and exit status, and `python -m receiver` executed through runpy as the interpreter does it.
 Nothing is missed by importing early: a command reads its settings (and `.env`) when it
 starts, never at import (receiver/operators/terminal.py). A test that sets a PYTHON*
-variable, which acts on an interpreter's start, gets a fresh interpreter instead.
+variable, which acts on an interpreter's start, gets a fresh interpreter instead. (The runs
+share one string hash seed, the forking process's; `random` is seeded again in each.)
 
 Each run is forked twice: the first child waits for the run and reports its pid and exit
 status over the request's socket, so that the forking process never waits nor holds a
