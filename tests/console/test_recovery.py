@@ -336,13 +336,14 @@ def test_destination_pages_and_the_overview_show_url_filters_and_a_paused_breake
     assert [(state, label) for state, label, _ in tabs] == [
         ("dead", "dead letters"),
         ("pending", "pending"),
+        ("disabled", "disabled"),
         ("orphaned", "orphaned"),
         ("delivered", "delivered"),
         ("replayed", "replayed"),
         ("recovered", "recovered"),
     ]
     assert {state: int(n) for state, _, n in tabs} == dict.fromkeys(
-        ("pending", "orphaned", "delivered", "replayed", "recovered"), 0
+        ("pending", "disabled", "orphaned", "delivered", "replayed", "recovered"), 0
     ) | {"dead": 11}
     assert CURRENT_TAB.findall(failing) == ["dead"], "dead letters need action: dead"
     assert "Replay" not in failing, "support is offered no replay"
