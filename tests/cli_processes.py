@@ -149,8 +149,10 @@ def _run_fresh(
 def _fork_on_request(socket_path: str) -> dict[str, Any]:
     """Serve requests until one is forked: returns that request, in the run's process."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
-        listener.bind(socket_path)
+        # Listening before the name appears: the test worker connects once it sees it.
+        listener.bind(f"{socket_path}.new")
         listener.listen(64)
+        os.rename(f"{socket_path}.new", socket_path)
         # The first children are reaped by the system: this process never waits.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         while True:
