@@ -53,6 +53,7 @@ class _Forker:
     """The forking process of this test worker, started on first use."""
 
     def __init__(self) -> None:
+        self.owner = os.getpid()
         self.folder = Path(tempfile.mkdtemp(prefix="receiver-cli-"))
         self.socket_path = str(self.folder / "forker.sock")
         self.errors = self.folder / "forker.err"
@@ -73,6 +74,8 @@ class _Forker:
         atexit.register(self.stop)
 
     def stop(self) -> None:
+        if os.getpid() != self.owner:
+            return  # a fork of the test worker, leaving: the forker is not its to stop
         assert self.process.stdin is not None
         self.process.stdin.close()
         self.process.wait(timeout=10)
