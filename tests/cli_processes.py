@@ -85,7 +85,7 @@ class _Forker:
         self, args: tuple[str, ...], env: dict[str, str], cwd: Path, answer: str, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "receiver", *args]
-        request = json.dumps({"args": args, "env": env, "cwd": str(cwd)}).encode()
+        request = json.dumps({"args": args, "env": env, "cwd": os.path.abspath(cwd)}).encode()
         with (
             tempfile.TemporaryFile() as stdin,
             tempfile.TemporaryFile() as stdout,
