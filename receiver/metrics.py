@@ -118,7 +118,8 @@ class Metrics:
         self.deliveries = Gauge(
             "receiver_deliveries",
             "Deliveries in the database, by destination and state (orphaned: pending, to a"
-            " destination no longer configured).",
+            " destination no longer configured; disabled: pending, to a destination disabled"
+            " by a 410 Gone or an operator).",
             ["destination", "state"],
             registry=self.registry,
         )

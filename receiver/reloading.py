@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
+import yarl
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -54,6 +55,11 @@ MAX_WAITING_RELOADS = 1
 RECORD_TIMEOUT_SECONDS = 10.0
 # How a changed secret is shown: never its value, nor its fingerprint, in a diff.
 SECRETS_ROTATED = "signing secrets rotated"
+# How a changed user or password in a destination's URL is shown: listings show the URL
+# without them, so a diff of URLs alone would call a rotated password no change.
+CREDENTIALS_ROTATED = "url credentials rotated"
+# What a description's secret-bearing keys are shown as, in a diff.
+SHOWN_AS = {"signing_secrets": SECRETS_ROTATED, "url_credentials": CREDENTIALS_ROTATED}
 
 
 class Reconfigurable(Protocol):
@@ -61,13 +67,28 @@ class Reconfigurable(Protocol):
 
 
 def fingerprint(secret: WebhookSecret) -> str:
-    return hashlib.sha256(secret.reveal().encode()).hexdigest()[:FINGERPRINT_HEX]
+    return _fingerprint(secret.reveal())
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_HEX]
+
+
+def _credentials(url: str) -> str | None:
+    """A fingerprint of the user and password in `url`, None when it has neither."""
+    parsed = yarl.URL(url)
+    if parsed.raw_user is None and parsed.raw_password is None:
+        return None
+    return _fingerprint(f"{parsed.raw_user or ''}:{parsed.raw_password or ''}")
 
 
 def describe(destination: Destination) -> Description:
-    """`destination` as `applied_destinations` keeps it: every setting, no secret."""
+    """`destination` as `applied_destinations` keeps it: every setting, no secret (the URL
+    without its user and password, as listings show it, and fingerprints of those and of
+    the signing secrets)."""
     return {
         "url": shown_url(destination.url),
+        "url_credentials": _credentials(destination.url),
         "event_types": sorted(destination.event_types) if destination.event_types else None,
         "outcomes": sorted(destination.outcomes) if destination.outcomes else None,
         "max_in_flight": destination.max_in_flight,
@@ -109,7 +130,7 @@ def compare(before: Mapping[str, Description], after: Mapping[str, Description])
             if before[name].get(key) != after[name].get(key)
         )
         if keys:
-            changed[name] = tuple(SECRETS_ROTATED if k == "signing_secrets" else k for k in keys)
+            changed[name] = tuple(SHOWN_AS.get(key, key) for key in keys)
     return Changes(
         added=tuple(sorted(after.keys() - before.keys())),
         removed=tuple(sorted(before.keys() - after.keys())),

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from receiver.destinations import Destination
 from receiver.exceptions import SettingsError
 from receiver.reloading import (
+    CREDENTIALS_ROTATED,
     SECRETS_ROTATED,
     Reloader,
     compare,
@@ -61,8 +62,25 @@ def test_compare_names_added_removed_and_the_keys_changed_never_a_secret() -> No
     assert not compare(before, before)
     shown = describe(kept)
     assert shown["url"] == "https://kept.example/in", "no credentials"
+    assert "pw" not in str(shown["url_credentials"])
     assert shown["signing_secrets"] == [fingerprint(WebhookSecret.parse(secret))]
     assert secret.removeprefix("whsec_") not in str(shown)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:rotated@kept.example/in",
+        "https://other:pw@kept.example/in",
+        "https://kept.example/in",
+    ],
+)
+def test_a_changed_user_or_password_in_the_url_is_a_change_shown_without_it(url: str) -> None:
+    """Listings show the URL without them, so the URLs alone would compare equal."""
+    kept = destination("kept", url="https://user:pw@kept.example/in")
+    changes = compare(describe_all([kept]), describe_all([replace(kept, url=url)]))
+    assert changes.as_dict()["changed"] == {"kept": [CREDENTIALS_ROTATED]}
+    assert "rotated" not in str(describe(replace(kept, url=url))), "the password is not kept"
 
 
 def test_with_destinations_builds_forwarding_anew_and_checks_the_rules_across_fields() -> None:

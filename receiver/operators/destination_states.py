@@ -75,17 +75,27 @@ class Switched:
         return f"{name} was already disabled ({since}): nothing changed."
 
 
+# Unicode categories a reason may not hold (see `checked_reason`).
+UNSHOWN = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
+
+
 def checked_reason(reason: str | None) -> str | None:
     """A reason as stored: stripped, None if blank; InvalidRequestError past
-    MAX_REASON_CHARS or holding a control character (a line break or a NUL would break
-    the one-line listings that show it, and PostgreSQL refuses NUL in any text)."""
+    MAX_REASON_CHARS or holding a character that is not shown as itself: a control character
+    (a line break or a NUL would break the one-line listings that show it, and PostgreSQL
+    refuses NUL in any text), a format character (a right-to-left override turns the rest
+    of a terminal's line around; a zero-width space makes a reason look blank), a line or
+    paragraph separator, or a private, unassigned or surrogate code point."""
     if reason is None or not reason.strip():
         return None
     reason = reason.strip()
     if len(reason) > MAX_REASON_CHARS:
         raise InvalidRequestError(f"reason: at most {MAX_REASON_CHARS} characters")
-    if any(unicodedata.category(character) == "Cc" for character in reason):
-        raise InvalidRequestError("reason: no control characters (line breaks, tabs, NUL)")
+    if any(unicodedata.category(character) in UNSHOWN for character in reason):
+        raise InvalidRequestError(
+            "reason: no control, format or separator characters (line breaks, tabs, NUL,"
+            " direction overrides, zero-width spaces)"
+        )
     return reason
 
 

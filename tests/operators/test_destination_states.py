@@ -120,7 +120,8 @@ def test_cli_disable_and_enable_say_what_changed_are_audited_and_obeyed(
         ),
         (
             ("disable", "billing", "--reason", "two\nlines"),
-            "Error: reason: no control characters (line breaks, tabs, NUL)",
+            "Error: reason: no control, format or separator characters (line breaks, tabs,"
+            " NUL, direction overrides, zero-width spaces)",
         ),
     ],
 )
