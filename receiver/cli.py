@@ -35,6 +35,7 @@ from receiver.operators.terminal import (
 )
 from receiver.outbound import open_session
 from receiver.process import tune_process
+from receiver.reloading import ignore_reloads_until_ready
 from receiver.server import run_server, serve_options
 from receiver.signatures import WebhookSecret
 from receiver.store.backup import backup_sqlite
@@ -90,6 +91,7 @@ def main() -> None:
 )
 def serve(host: str, port: int, no_forwarder: bool) -> None:
     """Run the HTTP service (brings the schema up to date first)."""
+    ignore_reloads_until_ready()
     settings = load_settings()
     if settings.metrics_port == port:
         # Else a bind error naming only an address, once the application had started.
@@ -113,6 +115,7 @@ def serve(host: str, port: int, no_forwarder: bool) -> None:
 def worker() -> None:
     """Forward stored events to their destinations, and reconcile records with Rivya's API
     when a key is set, without serving HTTP."""
+    ignore_reloads_until_ready()
     settings = load_settings()
     if not settings.forwarding and settings.rivya_api_key is None:
         raise click.ClickException(

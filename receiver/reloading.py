@@ -62,6 +62,13 @@ CREDENTIALS_ROTATED = "url credentials rotated"
 SHOWN_AS = {"signing_secrets": SECRETS_ROTATED, "url_credentials": CREDENTIALS_ROTATED}
 
 
+def ignore_reloads_until_ready() -> None:
+    """Ignore SIGHUP until a Reloader listens for it (and again once it stops): its default
+    action ends the process, and a configuration change signalled while `serve` or `worker`
+    starts or stops must not kill it."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 class Reconfigurable(Protocol):
     def reconfigure(self, destinations: tuple[Destination, ...]) -> None: ...
 
@@ -224,6 +231,10 @@ class Reloader:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._listening:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            # Removing the handler restores SIGHUP's default, which ends the process: a
+            # signal sent during the stop would cut it short (claims not handed back,
+            # outcomes not written). Ignored until the process ends.
+            ignore_reloads_until_ready()
         # Not waited for: the parts are stopping, and a read may hang (a file on a volume
         # that does not answer) where a stop must not.
         for task in self._running:

@@ -69,6 +69,7 @@ from receiver.store.deliveries import (
     claim_due_deliveries,
     disable_gone_destinations,
     disabled_names,
+    gone_from_destination,
     record_attempts,
     release_claims,
 )
@@ -136,7 +137,14 @@ class _Lane:
         """Seconds until a lane held back by its rate may start another attempt (0: it may
         claim now): None when it has nothing claimed and no sign of more due, or has a
         token but no room (what it waits for is a slot: an attempt ending wakes the loop)."""
-        if self.bucket is None or self.disabled or not (self.claimed or self.more_due):
+        if self.bucket is None or self.disabled:
+            return None
+        if self.claimed and self.in_flight < self.slots(now):
+            return self.bucket.wait(now)  # a claim waits for its token
+        if not self.more_due:
+            # Nothing known to be due (the last claim came back short): the poll, a NOTIFY,
+            # a stored event or an attempt ending wakes the loop; claiming again at once
+            # spins a transaction a turn while the lane is full.
             return None
         wait = self.bucket.wait(now)
         # A token that came while the loop was writing is claimed for at once: left to the
@@ -182,6 +190,8 @@ class Forwarder:
         self._lanes = {d.name: _Lane(d) for d in settings.forwarding}
         # A reloaded configuration, taken between two claiming transactions.
         self._reloaded: tuple[Destination, ...] | None = None
+        # Lanes removed by a reload while attempts were in flight, by name.
+        self._retired: dict[str, _Lane] = {}
         self._policy = RetryPolicy(settings.forward_retry_schedule)
         self._timeout = settings.forward_timeout_seconds
         self._lease_seconds = settings.forward_lease_seconds
@@ -217,15 +227,22 @@ class Forwarder:
         now = time.monotonic()
         lanes: dict[str, _Lane] = {}
         for destination in destinations:
-            lane = self._lanes.pop(destination.name, None)
+            # A lane removed by an earlier reload whose attempts are still in flight is taken
+            # back, not made anew: its width, rate and breaker count what it has in flight.
+            lane = self._lanes.pop(destination.name, None) or self._retired.pop(
+                destination.name, None
+            )
             if lane is None:
                 lane = _Lane(destination)
             else:
                 lane.reconfigure(destination, now)
             lanes[destination.name] = lane
-        for removed in self._lanes.values():
+        for name, removed in self._lanes.items():
             self._abandoned.extend(delivery.id for _, delivery in removed.claimed)
             removed.claimed.clear()
+            if removed.in_flight:
+                self._retired[name] = removed
+        self._retired = {n: lane for n, lane in self._retired.items() if lane.in_flight}
         self._lanes = lanes
 
     async def __aenter__(self) -> "Forwarder":
@@ -367,7 +384,7 @@ class Forwarder:
         self._after_recording(exchanged.gone, exchanged.newly_disabled)
         # A 410 not yet written keeps its lane disabled: this transaction read the state
         # without it.
-        unwritten = {r.destination for r in self._finished if r.status_code == GONE}
+        unwritten = {r.destination for r in self._finished if gone_from_destination(r)}
         for name, lane in self._lanes.items():
             lane.disabled = name in exchanged.disabled or name in unwritten
         for name, claims in exchanged.claimed.items():
@@ -504,7 +521,7 @@ class Forwarder:
             delivery_state=verdict.state,
         )
         delivered = verdict.state is DeliveryState.DELIVERED
-        if status_code == GONE:
+        if status_code == GONE and delivery.target_url is None:
             # Nothing more starts from this moment; the database learns it with this
             # attempt's outcome, and every other forwarder from its next claim.
             lane.disabled = True

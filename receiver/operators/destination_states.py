@@ -119,6 +119,13 @@ async def switch_destination(
             changed = await disable_destination(connection, name, who, reason, now)
             state = (await disabled_destinations_in(connection)).get(name)
             switched = Switched(name, False, changed, state)
+        if switched.changed and connection.dialect.name == "postgresql":
+            # Delivered on commit: every forwarder wakes and reads the state in a claiming
+            # transaction at once, enabled to claim what waited, disabled to hand back
+            # what it held, rather than at its next poll.
+            await connection.execute(
+                sa.select(sa.func.pg_notify(sa.literal(DELIVERIES_CHANNEL), sa.literal("")))
+            )
     what = "enable_destination" if enable else "disable_destination"
     log.info("audit", who=who, what=what, destination=name, count=int(switched.changed))
     return switched
@@ -132,14 +139,7 @@ async def _enable(
     if name not in known:
         find_destination(destinations, name)
     ended = await enable_destination(connection, name)
-    if ended is None:
-        return Switched(name, True, False, None)
-    if connection.dialect.name == "postgresql":
-        # Delivered on commit: every forwarder wakes and claims what waited.
-        await connection.execute(
-            sa.select(sa.func.pg_notify(sa.literal(DELIVERIES_CHANNEL), sa.literal("")))
-        )
-    return Switched(name, True, True, ended)
+    return Switched(name, True, ended is not None, ended)
 
 
 def _switch(name: str, enable: bool, reason: str | None, as_json: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from receiver.destinations import DEFAULT_NAME
 from receiver.operators.inspection import read
 from receiver.operators.terminal import emit, json_option, load_settings
 from receiver.reloading import NOTHING_TO_RELOAD, Changes, compare, describe_all
@@ -26,7 +27,11 @@ def reload_command(as_json: bool) -> None:
     if settings.destinations_file is None:
         raise click.ClickException(NOTHING_TO_RELOAD)
     applied = read(applied_descriptions)
-    changes = compare(applied, describe_all(settings.forwarding))
+    if settings.forward_url is not None:
+        # `default` is RECEIVER_FORWARD_URL's, read once at start: a reload never changes
+        # it, whatever this command's environment says.
+        applied.pop(DEFAULT_NAME, None)
+    changes = compare(applied, describe_all(settings.destinations))
     emit(changes.as_dict(), as_json, lambda _: _shown(changes, applied))
 
 

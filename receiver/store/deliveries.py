@@ -300,12 +300,18 @@ def disabled_names(run: Run, dialect: Dialect) -> frozenset[str]:
     return frozenset(row[0] for row in run(statement, statement.parameters([{}])))
 
 
+def gone_from_destination(record: AttemptRecord) -> bool:
+    """A 410 from the destination's own URL: one from a replay's `target_url` (somewhere
+    else, this once) says nothing of the destination."""
+    return record.status_code == GONE and record.target_url is None
+
+
 def disable_gone_destinations(
     run: Run, dialect: Dialect, records: list[AttemptRecord], now: datetime
 ) -> list[str]:
     """Disable each destination that answered one of `records` 410 Gone (whoever holds
     the delivery's lease: the answer is the destination's); the names this call disabled."""
-    names = sorted({record.destination for record in records if record.status_code == GONE})
+    names = sorted({record.destination for record in records if gone_from_destination(record)})
     rows = [
         {"destination": name, "disabled_at": now, "disabled_by": BY_GONE, "reason": "410 Gone"}
         for name in names

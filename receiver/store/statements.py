@@ -276,14 +276,19 @@ def _insert_deliveries(_: Any, rows: int) -> Any:
 
 def _claim_deliveries(_: Any, __: int) -> Any:
     now = sa.bindparam("now__0", type_=_DATETIME)
+    destination = sa.bindparam("destination__0", type_=sa.Text)
     unleased = deliveries.c.lease_expires_at.is_(None) | (deliveries.c.lease_expires_at < now)
     due = (
         sa.select(deliveries.c.id)
         .where(
-            deliveries.c.destination == sa.bindparam("destination__0", type_=sa.Text),
+            deliveries.c.destination == destination,
             deliveries.c.state == sa.literal_column("'pending'"),
             unleased,
             deliveries.c.next_attempt_at <= now,
+            # Read again by the claim itself: on PostgreSQL each statement sees what was
+            # committed when it began, so a disable committed after the transaction's
+            # `select_disabled` still stops this claim.
+            ~sa.exists().where(disabled_destinations.c.destination == destination),
         )
         .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
         .limit(sa.bindparam("limit__0", type_=sa.Integer))
