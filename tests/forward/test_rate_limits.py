@@ -58,10 +58,14 @@ def assert_rate(times: list[float], rate: float) -> None:
     """Over the run within TOLERANCE of `rate`, and no 1-second window over the bound."""
     measured = (len(times) - 1) / (times[-1] - times[0])
     assert abs(measured - rate) <= TOLERANCE * rate, f"{measured:.1f}/s, not {rate}/s"
-    busiest = max(
+    assert (busiest := busiest_second(times)) <= MOST_IN_A_SECOND, f"{busiest} in one second"
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most arrivals in any window of one second."""
+    return max(
         sum(1 for later in times[i:] if later < start + 1.0) for i, start in enumerate(times)
     )
-    assert busiest <= MOST_IN_A_SECOND, f"{busiest} in one second"
 
 
 def attempts_to(database_url: str, name: str) -> int:
@@ -222,7 +226,9 @@ def test_retries_go_through_the_same_limit(
     sensitive: Sensitive,
 ) -> None:
     """Every first attempt answered 503 and retried at once: the 40 attempts of 20 events,
-    first attempts and retries alike, reach the sink at `max_per_second`, not faster."""
+    first attempts and retries alike, reach the sink no faster than `max_per_second`. Not
+    at it exactly: a retry that comes due is found at the next poll, and a lane idle until
+    then does not bank more than its burst."""
     sink = own_downstream(lambda _, earlier: (503 if earlier == 0 else 200, {}))
     server = start_server(
         forward_url=sink.url, forward_max_per_second="10", forward_retry_schedule="0.01"
@@ -232,4 +238,8 @@ def test_retries_go_through_the_same_limit(
     wait_until(lambda: len(sink.received) >= 2 * events, timeout=15)
     times = arrivals(sink)
     assert len(times) == 2 * events
-    assert_rate(times, 10)
+    measured = (len(times) - 1) / (times[-1] - times[0])
+    assert measured <= 10 * (1 + TOLERANCE), f"{measured:.1f}/s, over 10/s"
+    # The burst (a quarter second's worth, 2.5) and a second's tokens, and one for an
+    # arrival's jitter at the sink.
+    assert (busiest := busiest_second(times)) <= 13, f"{busiest} in one second"
