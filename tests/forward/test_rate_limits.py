@@ -6,7 +6,9 @@ Leases are short (3 s, attempts time out after 1 s) and the backlog takes 20 s: 
 claimed more than it could start would hold claims past their lease, and another claim would
 send them twice."""
 
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from tests.databases import reading
 from tests.helpers import (
     Downstream,
     Operator,
+    Received,
     ReceiverProcess,
     make_event,
     only,
@@ -243,3 +246,48 @@ def test_retries_go_through_the_same_limit(
     # The burst (a quarter second's worth, 2.5) and a second's tokens, and one for an
     # arrival's jitter at the sink.
     assert (busiest := busiest_second(times)) <= 13, f"{busiest} in one second"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time `pid` has used, from /proc (fields 14 and 15 of stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.sqlite_only
+def test_a_full_rate_limited_lane_holding_a_claim_does_not_spin(
+    start_server: StartServer,
+    own_downstream: StartDownstream,
+    secrets_in_use: tuple[str, str],
+    forward_secret: str,
+    sensitive: Sensitive,
+    tmp_path: Path,
+) -> None:
+    """A lane of `max_per_second = 100` with its 4 slots taken by a sink that hangs, a
+    fifth delivery claimed and nothing more due: the worker waits (under a CPU-second
+    over 3 s, a wide margin) rather than running a claiming transaction a turn, one core."""
+    released = threading.Event()
+
+    def hang(_: Received, __: int) -> tuple[int, dict[str, str]]:
+        released.wait(20)
+        return 200, {}
+
+    sink = own_downstream(hang)
+    table = {"name": "slow", "url": sink.url, "signing_secrets": forward_secret}
+    file = write_destinations(
+        tmp_path / "d.toml", table | {"max_in_flight": 4, "max_per_second": 100}
+    )
+    settings = only(file) | {"forward_timeout_seconds": "30", "forward_lease_seconds": "60"}
+    server = start_server("serve", "--no-forwarder", **settings)
+    store_backlog(Rivya(server, secrets_in_use[0], sensitive), 5)
+    worker = start_server("worker", **settings)
+    try:
+        wait_until(lambda: len(sink.received) >= 4, timeout=10)
+        time.sleep(0.5)  # the fifth is claimed, and the claim after it comes back empty
+        before = cpu_seconds(worker.pid)
+        time.sleep(3.0)
+        used = cpu_seconds(worker.pid) - before
+    finally:
+        released.set()
+    assert used < 1.0, f"the worker spun: {used:.2f} CPU-seconds in 3 s"
+    assert len(sink.received) == 4, "the lane started more than its width"
