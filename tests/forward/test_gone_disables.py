@@ -21,6 +21,7 @@ from tests.helpers import (
     Operator,
     Received,
     ReceiverProcess,
+    always,
     make_event,
     run_cli,
     wait_until,
@@ -205,3 +206,29 @@ def test_two_replicas_obey_one_410_and_both_resume_after_enable(setup: Setup) ->
             if '"destination":"billing"' in line and '"delivery_state":"delivered"' in line
         ]
         assert delivered, "a replica did not resume billing"
+
+
+def test_a_410_from_a_replays_other_url_disables_nothing(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    rivya: Rivya,
+) -> None:
+    """`replay --to` a URL answering 410: that delivery is dead, but the answer is not the
+    destination's, so `default` is not disabled and the next event reaches its own sink."""
+    production, elsewhere = own_downstream(), own_downstream(always(410))
+    server = start_server(forward_url=production.url)
+    sender = Rivya(server, rivya.secret, rivya.sensitive)
+    first, later = make_event(), make_event()
+    assert sender.send(first).status_code == 200
+    wait_until(lambda: production.ids() == [first["id"]], timeout=10)
+    operator = Operator(server)
+    operator.run("replay", first["id"], "--to", elsewhere.url)
+    wait_until(lambda: ids(operator, "dead", "default") == [first["id"]], timeout=10)
+    assert elsewhere.ids() == [first["id"]]
+    assert sender.send(later).status_code == 200
+    wait_until(
+        lambda: production.ids() == [first["id"], later["id"]], timeout=10, what="the next event"
+    )
+    assert "destination_disabled" not in server.output()
+    (listed,) = operator.json("destinations", "list")["destinations"]
+    assert (listed["destination"], listed["disabled_at"]) == ("default", None)
