@@ -322,8 +322,12 @@ class Forwarder:
             # Taken before the transaction, as the lease's own start is.
             claimed_at = time.monotonic()
             wanted = {name: n for name, lane in lanes.items() if (n := lane.wanted(claimed_at))}
+            # A lane holding claims reads the state each turn though it wants no more: else a
+            # full lane ran no transaction until a slot freed, and then started what it held
+            # first, however long before a disable (notified or polled) was committed.
+            holding = any(lane.claimed for lane in lanes.values())
             claimed: list[ClaimedDelivery] = []
-            if finished or released or wanted:
+            if finished or released or wanted or holding:
                 try:
                     claimed = await self._exchange(finished, released, wanted)
                 except DATABASE_ERRORS as exc:

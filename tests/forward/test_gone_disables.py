@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from tests.conftest import Rivya
+from tests.forward.test_rate_limits import store_backlog
 from tests.helpers import (
     Downstream,
     Operator,
@@ -23,6 +24,7 @@ from tests.helpers import (
     ReceiverProcess,
     always,
     make_event,
+    only,
     run_cli,
     wait_until,
     write_destinations,
@@ -232,3 +234,34 @@ def test_a_410_from_a_replays_other_url_disables_nothing(
     assert "destination_disabled" not in server.output()
     (listed,) = operator.json("destinations", "list")["destinations"]
     assert (listed["destination"], listed["disabled_at"]) == ("default", None)
+
+
+# How long after `destinations disable` returns an attempt may still start: on PostgreSQL
+# the NOTIFY wakes the forwarder at once (the margin is a loaded machine's scheduling); on
+# SQLite its next claim comes within a poll (0.5 s by default).
+OBEYED_WITHIN = {"postgresql": 0.3, "sqlite": 0.5 + 0.3}
+
+
+def test_a_disable_hands_back_the_claims_a_full_lane_held(
+    backend: str,
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    rivya: Rivya,
+    tmp_path: Path,
+) -> None:
+    """A lane of width 2, full (the sink takes 2 s) and holding 2 claims, disabled by the
+    CLI: no attempt starts later than OBEYED_WITHIN after the command returned."""
+    sink = own_downstream(always(200), 2.0)
+    table = {"name": "slow", "url": sink.url, "signing_secrets": new_secrets()}
+    file = write_destinations(tmp_path / "d.toml", table | {"max_in_flight": 2})
+    settings = only(file) | {"forward_timeout_seconds": "10", "forward_lease_seconds": "60"}
+    server = start_server(**settings)
+    store_backlog(Rivya(server, rivya.secret, rivya.sensitive), 8)
+    wait_until(lambda: len(sink.received) >= 2, timeout=10)
+    time.sleep(0.3)  # the two behind them are claimed
+    Operator(server).run("destinations", "disable", "slow")
+    disabled = time.monotonic()
+    time.sleep(2.5)  # both attempts in flight end
+    late = [r.at - disabled for r in sink.received if r.at > disabled + OBEYED_WITHIN[backend]]
+    assert late == [], "an attempt started after the disable was obeyed"
