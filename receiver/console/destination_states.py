@@ -31,30 +31,37 @@ def _configured(request: Request) -> str:
 
 async def confirm_disable(request: Request) -> Response:
     name = _configured(request)
-    return page(
+    return _confirmation(
         request,
-        "confirm.html",
-        title=f"Disable {name}",
-        sentence=(
-            f"No replica starts an attempt to {name} until it is enabled again; its pending"
-            " deliveries wait, shown as disabled, and new events are still queued to it."
-        ),
-        action=f"/console/destinations/{name}/disable",
+        name,
+        "disable",
+        f"No replica starts an attempt to {name} until it is enabled again; its pending"
+        " deliveries wait, shown as disabled, and new events are still queued to it.",
         reason_chars=MAX_REASON_CHARS,
-        button=f"Disable {name}",
-        back=f"/console/destinations/{name}",
     )
 
 
 async def confirm_enable(request: Request) -> Response:
     name = _configured(request)
+    return _confirmation(
+        request,
+        name,
+        "enable",
+        f"Every replica sends {name} its pending deliveries again, oldest first.",
+    )
+
+
+def _confirmation(
+    request: Request, name: str, action: str, sentence: str, reason_chars: int | None = None
+) -> Response:
     return page(
         request,
         "confirm.html",
-        title=f"Enable {name}",
-        sentence=f"Every replica sends {name} its pending deliveries again, oldest first.",
-        action=f"/console/destinations/{name}/enable",
-        button=f"Enable {name}",
+        title=f"{action.capitalize()} {name}",
+        sentence=sentence,
+        action=f"/console/destinations/{name}/{action}",
+        reason_chars=reason_chars,
+        button=f"{action.capitalize()} {name}",
         back=f"/console/destinations/{name}",
     )
 

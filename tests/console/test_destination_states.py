@@ -105,6 +105,7 @@ def test_an_administrator_disables_with_a_reason_and_enables_each_after_a_confir
     again = admin.post(f"{PAGE}/disable", csrf=token, reason="other")
     assert again.headers["location"].startswith(f"{PAGE}?done=unchanged&signed=")
     token = form_token(admin, f"{PAGE}/enable")
+    assert 'name="reason"' not in admin.get(f"{PAGE}/enable").text, "an enable has no reason"
     enabled = admin.post(f"{PAGE}/enable", csrf=token)
     assert enabled.headers["location"].startswith(f"{PAGE}?done=enabled&signed=")
     landed = admin.client.get(enabled.headers["location"]).text
