@@ -4,6 +4,9 @@
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,14 +21,17 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from receiver.store import tables
 from tests.conftest import Rivya, Sensitive
 from tests.databases import reading
+from tests.forward.test_rate_limits import store_backlog
 from tests.helpers import (
     HTTP,
     Downstream,
     Operator,
+    Received,
     ReceiverProcess,
     always,
     make_event,
     only,
+    run_cli,
     wait_until,
     write_destinations,
 )
@@ -334,3 +340,142 @@ def test_worker_reloads_on_sighup(
     wait_until(lambda: new_sink.ids() == [event["id"]] == old_sink.ids(), timeout=10)
     assert worker.running, "SIGHUP no longer ends a worker"
     assert HTTP.get(f"{server.url}/readyz").status_code == 200
+
+
+class Concurrency:
+    """A sink's answer that takes `seconds`, counting the most requests it held at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.now = self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, _: Received, __: int) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.now -= 1
+        return 200, {}
+
+
+@pytest.mark.any_backend
+def test_a_destination_removed_and_added_back_in_flight_keeps_its_width(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+    tmp_path: Path,
+) -> None:
+    """Removed by one SIGHUP and added back by the next while its 2 attempts are in
+    flight: the lane it gets back is the one still counting them, so the sink never holds
+    more than `max_in_flight = 2` at once (a new lane started 2 more beside them)."""
+    answer = Concurrency(3.0)
+    slow = {"name": "slow", "url": own_downstream(answer).url, "signing_secrets": new_secrets()}
+    other = {"name": "other", "url": own_downstream().url, "signing_secrets": new_secrets()}
+    file = tmp_path / "destinations.toml"
+    settings = only(write_destinations(file, slow | {"max_in_flight": 2}, other))
+    settings |= {"forward_timeout_seconds": "10", "forward_lease_seconds": "60"}
+    server = start_server("serve", "--no-forwarder", **settings)
+    store_backlog(Rivya(server, secrets_in_use[0], sensitive), 8)
+    worker = start_server("worker", **settings)
+    wait_until(lambda: answer.now == 2, timeout=10)
+    write_destinations(file, other)
+    assert reload(worker)["removed"] == ["slow"]
+    write_destinations(file, slow | {"max_in_flight": 2}, other)
+    assert reload(worker)["added"] == ["slow"]
+    time.sleep(1.0)  # the new lane's claims, were it new, would have started by now
+    assert answer.most == 2, f"{answer.most} in flight at once"
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_a_sighup_during_a_graceful_stop_does_not_cut_it_short(
+    command: str,
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    secrets_in_use: tuple[str, str],
+    sensitive: Sensitive,
+) -> None:
+    """SIGTERM while an attempt is in flight, then SIGHUP: the process still stops as a
+    normal stop does (its usual exit, the attempt's outcome written, `forwarder_stopped`), where
+    SIGHUP's default action, back once the reloader let go of it, ended it at once."""
+    sink = own_downstream(always(200), 2.0)
+    settings = {"forward_url": sink.url, "forward_timeout_seconds": "10"}
+    settings |= {"forward_lease_seconds": "60"}
+    process = start_server(command, **settings)
+    # A worker's events are stored by a server that does not forward them.
+    stores = start_server("serve", "--no-forwarder", **settings) if command == "worker" else None
+    store_backlog(Rivya(stores or process, secrets_in_use[0], sensitive), 1)
+    wait_until(lambda: len(sink.received) == 1, timeout=10)
+    os.kill(process.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    # uvicorn ends by its signal's default once it has stopped; a worker returns.
+    normal = 0 if command == "worker" else -signal.SIGTERM
+    assert process.stop(signal.SIGHUP) == normal
+    assert "forwarder_stopped" in process.output()
+    assert '"delivery_state":"delivered"' in process.output()
+
+
+def ignores_sighup(pid: int) -> bool:
+    """Whether SIGHUP is in the process's ignored signals (/proc's SigIgn mask)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (mask,) = [line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")]
+    return bool(int(mask, 16) & 1 << (signal.SIGHUP - 1))
+
+
+@pytest.mark.any_backend
+def test_a_sighup_while_the_worker_starts_does_not_end_it(
+    start_server: Callable[..., ReceiverProcess], tmp_path: Path
+) -> None:
+    """SIGHUP once `worker` has imported its code (its command's first statement ignores
+    the signal) and before it has started: the worker starts, and stops normally, where
+    SIGHUP's default action ended it. (A signal during the imports still ends it.)"""
+    server = start_server()
+    log_path = tmp_path / "sighup-at-start.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "receiver", "worker"],
+            cwd=tmp_path,
+            env={"PATH": os.environ.get("PATH", ""), **server.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # Looked for without wait_until's pause: it starts about 0.25 s later.
+        deadline = time.monotonic() + 20
+        while not ignores_sighup(worker.pid):
+            assert time.monotonic() < deadline, "SIGHUP never ignored"
+            time.sleep(0.001)
+        worker.send_signal(signal.SIGHUP)
+        assert b"forwarder_started" not in log_path.read_bytes(), "sent too late"
+        wait_until(lambda: b"forwarder_started" in log_path.read_bytes(), timeout=20)
+        time.sleep(0.5)
+        assert worker.poll() is None, log_path.read_text()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+@pytest.mark.any_backend
+def test_destinations_reload_leaves_default_to_the_services_environment(
+    start_server: Callable[..., ReceiverProcess],
+    own_downstream: Callable[..., Downstream],
+    new_secrets: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """Run with a RECEIVER_FORWARD_URL other than the service's, the command reports no
+    change: `default` is the environment's, read at start, and no reload changes it."""
+    serving, elsewhere, extra = own_downstream(), own_downstream(), own_downstream()
+    table = {"name": "extra", "url": extra.url, "signing_secrets": new_secrets()}
+    file = write_destinations(tmp_path / "destinations.toml", table)
+    server = start_server(forward_url=serving.url, destinations_file=file)
+    env = server.env | {"RECEIVER_FORWARD_URL": elsewhere.url}
+    said = run_cli("destinations", "reload", "--json", env=env, cwd=server.workdir)
+    assert said.returncode == 0, said.stderr
+    assert orjson.loads(said.stdout) == {"added": [], "removed": [], "changed": {}}
