@@ -80,6 +80,11 @@ from receiver.tracing.carriers import headers_for
 WRITE_RETRY_SECONDS = 0.5
 # Where PostgreSQL announces queued deliveries (migration 0004 sends it).
 DELIVERIES_CHANNEL = "receiver_deliveries"
+# The least time between two reads of the disabled state for a lane holding claims it
+# cannot start (it wants no more, so nothing else brings a transaction): a disable is obeyed
+# within this of its NOTIFY, or within the poll on SQLite. Each read is a transaction (the
+# write lock, on SQLite), and stored events wake the loop many times a second.
+HELD_READ_SECONDS = 0.1
 T = TypeVar("T")
 
 
@@ -202,6 +207,10 @@ class Forwarder:
         # Claims and outcomes are written the way ingest writes (see store.connections).
         self._database: WriteConnection | None = None
         self._wakeup = asyncio.Event()
+        # When a lane holding claims may read the state next, and whether a NOTIFY came
+        # (it may have disabled one) since the last claiming transaction.
+        self._held_read_at = 0.0
+        self._notified = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._abandoned: list[int] = []
         self._finished: list[AttemptRecord] = []
@@ -310,6 +319,7 @@ class Forwarder:
         return connection
 
     def _on_notify(self, *_: object) -> None:
+        self._notified = True
         self._wakeup.set()
 
     async def _database_loop(self) -> None:
@@ -322,14 +332,17 @@ class Forwarder:
             # Taken before the transaction, as the lease's own start is.
             claimed_at = time.monotonic()
             wanted = {name: n for name, lane in lanes.items() if (n := lane.wanted(claimed_at))}
-            # A lane holding claims reads the state each turn though it wants no more: else a
-            # full lane ran no transaction until a slot freed, and then started what it held
-            # first, however long before a disable (notified or polled) was committed.
+            # A lane holding claims reads the state though it wants no more: else a full lane
+            # ran no transaction until a slot freed, and then started what it held first,
+            # however long before a disable (notified or polled) was committed.
             holding = any(lane.claimed for lane in lanes.values())
+            read_held = holding and claimed_at >= self._held_read_at
             claimed: list[ClaimedDelivery] = []
-            if finished or released or wanted or holding:
+            if finished or released or wanted or read_held:
                 try:
                     claimed = await self._exchange(finished, released, wanted)
+                    self._held_read_at = time.monotonic() + HELD_READ_SECONDS
+                    self._notified = False
                 except DATABASE_ERRORS as exc:
                     log.warning("forwarder_write_failed", count=len(finished), exc_info=exc)
                     if self._stopping:
@@ -349,8 +362,11 @@ class Forwarder:
             for lane in self._lanes.values():
                 self._start_attempts(lane)
             if not claimed and not self._finished:
+                idle = self._idle_seconds()
+                if holding and self._notified:  # read at HELD_READ_SECONDS, not the poll
+                    idle = min(idle, max(0.0, self._held_read_at - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds())
+                    await asyncio.wait_for(self._wakeup.wait(), idle)
 
     def _idle_seconds(self) -> float:
         """How long the loop may wait for news: until the next poll, or sooner, until a
