@@ -1,21 +1,20 @@
 """Delivering stored events to their destinations: claim what is due, send it, record what
 happened.
 
-Each destination has a lane of its own: up to its `max_in_flight` attempts in flight, each
-a task, and as many claimed deliveries waiting in memory, so that a freed slot starts its
-next attempt at once, not after a transaction. A destination that hangs or refuses
-everything fills only its own lane; the others' claims and attempts go on beside it. After
-enough failures in a row its lane is paused, then probed one attempt at a time (see
-`breaker`), so it does not take the others' CPU and writes either. One
-loop owns the database: in one transaction it writes the outcomes of the attempts that
-finished since its last (releasing each lease) and claims more due deliveries for every
-lane with room, under a lease (so no other forwarder sends them). An outcome whose
-delivery was deleted while its attempt was in flight, or that the database refuses for
-another reason than its absence (then each outcome is tried alone), is logged and dropped:
-it can never be written, and must not hold up the transaction every other outcome and claim
-shares.
-Deliveries of a destination no longer configured are never claimed: they wait, orphaned,
-until it is back, or until retention dead-letters them (see `store.retention`).
+Each destination has a lane of its own (`forward.lanes`): up to its `max_in_flight` attempts
+in flight, each a task, and as many claimed deliveries waiting in memory, so that a freed
+slot starts its next attempt at once, not after a transaction. A destination that hangs or
+refuses everything fills only its own lane; the others' claims and attempts go on beside it.
+After enough failures in a row its lane is paused, then probed one attempt at a time (see
+`breaker`), so it does not take the others' CPU and writes either. One loop owns the
+database: in one transaction it writes the outcomes of the attempts that finished since its
+last (releasing each lease) and claims more due deliveries for every lane with room, under a
+lease (so no other forwarder sends them). An outcome whose delivery was deleted while its
+attempt was in flight, or that the database refuses for another reason than its absence
+(then each outcome is tried alone), is logged and dropped: it can never be written, and must
+not hold up the transaction every other outcome and claim shares. Deliveries of a
+destination no longer configured are never claimed: they wait, orphaned, until it is back,
+or until retention dead-letters them (see `store.retention`).
 
 The loop wakes when an attempt finishes, when this process stores an event, on PostgreSQL
 when any process queues deliveries (LISTEN/NOTIFY), and otherwise every
@@ -27,7 +26,6 @@ again once its lease expires. The downstream deduplicates by `webhook-id`, the e
 """
 
 import asyncio
-import collections
 import contextlib
 import functools
 import os
@@ -35,7 +33,6 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
@@ -46,8 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.destinations import Destination
-from receiver.forward.breaker import Breaker
-from receiver.forward.rate import TokenBucket
+from receiver.forward.lanes import Lane
 from receiver.forward.retries import RetryPolicy
 from receiver.forward.sending import post, signed_headers
 from receiver.forward.spans import attempt_span, record_outcome
@@ -97,81 +93,6 @@ class _Exchanged(NamedTuple):
     claimed: dict[str, list[ClaimedDelivery]]
 
 
-@dataclass(slots=True)
-class _Lane:
-    """One destination's share of the forwarder."""
-
-    destination: Destination
-    # Claimed deliveries not yet started, each with the time after which it must not be.
-    claimed: collections.deque[tuple[float, ClaimedDelivery]] = field(
-        default_factory=collections.deque
-    )
-    in_flight: int = 0
-    breaker: Breaker = field(default_factory=Breaker)
-    # The destination's `max_per_second`, if it has one.
-    bucket: TokenBucket | None = None
-    # Disabled in the database (a 410 Gone, or an operator): it starts nothing, and what it
-    # had claimed is handed back, still pending. It still takes part in claiming
-    # transactions, which read the state again: that is how it learns it was enabled.
-    disabled: bool = False
-    # Whether its last claim took all it asked for: then more is likely due, and a lane
-    # waiting for its rate is woken when its next token comes rather than at the next poll.
-    more_due: bool = False
-
-    def __post_init__(self) -> None:
-        self.bucket = _bucket(self.destination, time.monotonic())
-
-    def slots(self, now: float) -> int:
-        return self.breaker.slots(self.destination.max_in_flight, now)
-
-    def wanted(self, now: float) -> int:
-        """How many more to claim: a refill in batches, as one claim per freed slot would
-        be a transaction each; none ahead while the lane is paused or probing; and never
-        more than its rate lets it start now."""
-        slots = self.slots(now)
-        if slots < self.destination.max_in_flight:
-            room = max(0, slots - self.in_flight - len(self.claimed))
-        else:
-            room = 2 * slots - self.in_flight - len(self.claimed)
-            room = room if room >= max(1, slots // 2) else 0
-        if self.bucket is not None:
-            room = min(room, self.bucket.available(now) - len(self.claimed))
-        return max(0, room)
-
-    def rate_wait(self, now: float) -> float | None:
-        """Seconds until a lane held back by its rate may start another attempt (0: it may
-        claim now): None when it has nothing claimed and no sign of more due, or has a
-        token but no room (what it waits for is a slot: an attempt ending wakes the loop)."""
-        if self.bucket is None or self.disabled:
-            return None
-        if self.claimed and self.in_flight < self.slots(now):
-            return self.bucket.wait(now)  # a claim waits for its token
-        if not self.more_due:
-            # Nothing known to be due (the last claim came back short): the poll, a NOTIFY,
-            # a stored event or an attempt ending wakes the loop; claiming again at once
-            # spins a transaction a turn while the lane is full.
-            return None
-        wait = self.bucket.wait(now)
-        # A token that came while the loop was writing is claimed for at once: left to the
-        # next poll, the bucket fills to its burst and the rest is lost (a backlog of 400
-        # drained at 13/s of 20, tests/forward/test_rate_limits.py).
-        if wait == 0 and self.wanted(now) == 0:
-            return None
-        return wait
-
-    def reconfigure(self, destination: Destination, now: float) -> None:
-        """Take a reloaded configuration: attempts in flight finish under the old one."""
-        if destination.max_per_second != self.destination.max_per_second:
-            self.bucket = _bucket(destination, now)
-        self.destination = destination
-
-
-def _bucket(destination: Destination, now: float) -> TokenBucket | None:
-    if destination.max_per_second is None:
-        return None
-    return TokenBucket(destination.max_per_second, now)
-
-
 class Forwarder:
     def __init__(
         self,
@@ -192,11 +113,11 @@ class Forwarder:
         self._on_attempt = on_attempt
         self._on_lane_change = on_lane_change
         self._tracer = tracer
-        self._lanes = {d.name: _Lane(d) for d in settings.forwarding}
+        self._lanes = {d.name: Lane(d) for d in settings.forwarding}
         # A reloaded configuration, taken between two claiming transactions.
         self._reloaded: tuple[Destination, ...] | None = None
         # Lanes removed by a reload while attempts were in flight, by name.
-        self._retired: dict[str, _Lane] = {}
+        self._retired: dict[str, Lane] = {}
         self._policy = RetryPolicy(settings.forward_retry_schedule)
         self._timeout = settings.forward_timeout_seconds
         self._lease_seconds = settings.forward_lease_seconds
@@ -234,7 +155,7 @@ class Forwarder:
         if destinations is None:
             return
         now = time.monotonic()
-        lanes: dict[str, _Lane] = {}
+        lanes: dict[str, Lane] = {}
         for destination in destinations:
             # A lane removed by an earlier reload whose attempts are still in flight is taken
             # back, not made anew: its width, rate and breaker count what it has in flight.
@@ -242,7 +163,7 @@ class Forwarder:
                 destination.name, None
             )
             if lane is None:
-                lane = _Lane(destination)
+                lane = Lane(destination)
             else:
                 lane.reconfigure(destination, now)
             lanes[destination.name] = lane
@@ -465,7 +386,7 @@ class Forwarder:
             error_class=error_class,
         )
 
-    def _start_attempts(self, lane: _Lane) -> None:
+    def _start_attempts(self, lane: Lane) -> None:
         # Claims too old to start are handed back even while the lane is full (its
         # destination hanging), before their lease runs out in memory; and all of them
         # once the lane is paused.
@@ -484,20 +405,20 @@ class Forwarder:
             self._in_flight.add(task)
             task.add_done_callback(lambda done: self._on_attempt_done(done, lane))
 
-    def _on_attempt_done(self, task: asyncio.Task[None], lane: _Lane) -> None:
+    def _on_attempt_done(self, task: asyncio.Task[None], lane: Lane) -> None:
         self._in_flight.discard(task)
         lane.in_flight -= 1
         self._start_attempts(lane)
         self._wakeup.set()
 
-    async def _attempt(self, lane: _Lane, delivery: ClaimedDelivery) -> None:
+    async def _attempt(self, lane: Lane, delivery: ClaimedDelivery) -> None:
         if self._tracer is None:
             await self._send(lane, delivery, None)
             return
         with attempt_span(self._tracer, lane.destination, delivery) as span:
             await self._send(lane, delivery, span)
 
-    async def _send(self, lane: _Lane, delivery: ClaimedDelivery, span: Span | None) -> None:
+    async def _send(self, lane: Lane, delivery: ClaimedDelivery, span: Span | None) -> None:
         destination = lane.destination
         attempted_at = datetime.now(UTC)
         started = time.perf_counter()

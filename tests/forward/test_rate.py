@@ -9,7 +9,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver.forward.forwarder import _Lane
+from receiver.forward.lanes import Lane
 from receiver.forward.rate import BURST_SECONDS, MAX_PER_SECOND, MIN_PER_SECOND, TokenBucket
 from receiver.store.deliveries import ClaimedDelivery
 from tests.helpers import destination
@@ -80,9 +80,9 @@ def test_time_going_back_adds_nothing(rate: float, now: float, late: float) -> N
     assert bucket.tokens == left
 
 
-def _lane(rate: float | None, max_in_flight: int) -> _Lane:
+def _lane(rate: float | None, max_in_flight: int) -> Lane:
     shaped = dataclasses.replace(destination(max_in_flight=max_in_flight), max_per_second=rate)
-    return _Lane(shaped)
+    return Lane(shaped)
 
 
 @given(
