@@ -145,6 +145,10 @@ def run_cli(
     return run_forked(args, {"PATH": os.environ.get("PATH", ""), **env}, cwd, answer, timeout=60)
 
 
+# First starts of a server whose free port another process took meanwhile.
+PORT_TRIES = 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,19 +170,45 @@ class ReceiverProcess:
         self.workdir = workdir
         self.env = env
         self.args = args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"receiver-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._starts_before = 0
+        self._listening_before = 0
+        self._take_port()
+
+    def _take_port(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / f"receiver-{self.port}.log"
+
+    @property
+    def _listening(self) -> str:
+        """What this process logs once it listens: readiness is read from its own log as well
+        as from /readyz, which another test's server may answer, having been handed the
+        same free port while this one was still starting."""
+        return f"Uvicorn running on {self.url} "
 
     @property
     def serves_http(self) -> bool:
         return self.args[0] == "serve"
 
     def start(self) -> "ReceiverProcess":
+        first = self._process is None
+        for _ in range(PORT_TRIES - 1 if first and self.serves_http else 0):
+            try:
+                return self._start()
+            except RuntimeError:
+                # Another process took the free port before this one bound it: a first start
+                # takes another (a restart keeps the URL its test holds).
+                if "address already in use" not in self.output():
+                    raise
+                LEFT_RUNNING.discard(self)
+                self._take_port()
+        return self._start()
+
+    def _start(self) -> "ReceiverProcess":
         env = {"PATH": os.environ.get("PATH", ""), **self.env}
         self._starts_before = self.output().count("forwarder_started")
+        self._listening_before = self.output().count(self._listening)
         port = ("--port", str(self.port)) if self.serves_http else ()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -198,6 +228,8 @@ class ReceiverProcess:
             raise RuntimeError(f"receiver exited at start:\n{self.output()}")
         if not self.serves_http:
             return self.output().count("forwarder_started") > self._starts_before
+        if self.output().count(self._listening) <= self._listening_before:
+            return False
         try:
             return HTTP.get(f"{self.url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
