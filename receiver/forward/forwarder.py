@@ -58,7 +58,6 @@ from receiver.store.connections import (
 )
 from receiver.store.database import database_unavailable
 from receiver.store.deliveries import (
-    GONE,
     AttemptRecord,
     ClaimedDelivery,
     DeliveryState,
@@ -461,11 +460,24 @@ class Forwarder:
             duration_ms=duration_ms,
             delivery_state=verdict.state,
         )
-        delivered = verdict.state is DeliveryState.DELIVERED
-        if status_code == GONE and delivery.target_url is None:
+        record = AttemptRecord(
+            delivery_id=delivery.id,
+            destination=destination.name,
+            event_id=delivery.event_id,
+            target_url=delivery.target_url,
+            attempt=attempt,
+            attempted_at=attempted_at,
+            duration_ms=duration_ms,
+            status_code=status_code,
+            error_class=error_class,
+            state=verdict.state,
+            next_attempt_at=verdict.next_attempt_at,
+        )
+        if gone_from_destination(record):
             # Nothing more starts from this moment; the database learns it with this
             # attempt's outcome, and every other forwarder from its next claim.
             lane.disabled = True
+        delivered = verdict.state is DeliveryState.DELIVERED
         if change := lane.breaker.record(delivered, time.monotonic()):
             breaker = lane.breaker
             self._log.warning(
@@ -478,21 +490,7 @@ class Forwarder:
                 self._on_lane_change(
                     change, destination.name, breaker.failures_in_a_row, breaker.pause_seconds
                 )
-        self._finished.append(
-            AttemptRecord(
-                delivery_id=delivery.id,
-                destination=destination.name,
-                event_id=delivery.event_id,
-                target_url=delivery.target_url,
-                attempt=attempt,
-                attempted_at=attempted_at,
-                duration_ms=duration_ms,
-                status_code=status_code,
-                error_class=error_class,
-                state=verdict.state,
-                next_attempt_at=verdict.next_attempt_at,
-            )
-        )
+        self._finished.append(record)
 
     async def _transact(self, work: Transaction[T]) -> T:
         if self._database is None:
